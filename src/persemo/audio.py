@@ -1,0 +1,116 @@
+"""Audio loading: any rate, bit depth and channel count -> mono float32 at 16 kHz.
+
+Decoding is soundfile (libsndfile: WAV, FLAC, OGG, MP3 where libsndfile has it); resampling is soxr
+(high quality). torchaudio is not used: no build of it loads beside the pinned CPU torch.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 16000  # Hz: every model works at this rate
+MIN_DURATION = 0.1  # s: shorter clips hold no usable emotion
+SILENCE_PEAK = 1e-4  # absolute peak below which a clip counts as silent (about -80 dBFS)
+
+
+class AudioError(ValueError):
+    """A file cannot be used as speech: unreadable, empty, silent or too short. Names the source."""
+
+    def __init__(self, source: str, reason: str):
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    """(samples,) or (samples, channels) -> (samples,) float32, by averaging the channels."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
+    elif audio.ndim != 1:
+        raise ValueError(f"audio must be 1-D or (samples, channels), got shape {audio.shape}")
+    return audio
+
+
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Band-limited resampling of a mono float signal with soxr's high-quality filter."""
+    if orig_sr <= 0:
+        raise ValueError(f"sample rate must be positive, got {orig_sr}")
+    audio = np.asarray(audio, dtype=np.float32)
+    if orig_sr == target_sr or audio.size == 0:
+        return audio
+    import soxr
+
+    return soxr.resample(audio, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
+
+
+def check_signal(audio: np.ndarray, source: str, sr: int = SAMPLE_RATE,
+                 min_duration: float = MIN_DURATION) -> np.ndarray:
+    """Raise AudioError for an empty, non-finite, too short or all-silent signal; return it otherwise."""
+    if audio.size == 0:
+        raise AudioError(source, "empty audio (no samples)")
+    if not np.all(np.isfinite(audio)):
+        raise AudioError(source, "audio contains NaN or infinite samples")
+    if audio.size < min_duration * sr:
+        raise AudioError(source, f"too short ({audio.size / sr:.3f} s < {min_duration} s)")
+    if float(np.max(np.abs(audio))) < SILENCE_PEAK:
+        raise AudioError(source, "all silent (peak below -80 dBFS)")
+    return audio
+
+
+def load_audio(source: str | Path | bytes | io.IOBase, sr: int = SAMPLE_RATE, *,
+               name: str | None = None, min_duration: float = MIN_DURATION) -> np.ndarray:
+    """Decode a path, raw bytes or a file object into mono float32 at ``sr``.
+
+    Returns shape (samples,). Raises AudioError naming the source for anything unusable.
+    """
+    import soundfile as sf
+
+    label = name or (str(source) if isinstance(source, (str, Path)) else "<audio>")
+    if isinstance(source, (bytes, bytearray)):
+        if len(source) == 0:
+            raise AudioError(label, "empty file (0 bytes)")
+        source = io.BytesIO(source)
+    elif isinstance(source, (str, Path)):
+        p = Path(source)
+        if not p.is_file():
+            raise AudioError(label, "no such file")
+        if p.stat().st_size == 0:
+            raise AudioError(label, "empty file (0 bytes)")
+    try:
+        audio, orig_sr = sf.read(source, dtype="float32", always_2d=False)
+    except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AudioError(label, f"not readable as audio ({reason})") from None
+    audio = to_mono(audio)
+    audio = check_signal(audio, label, orig_sr, min_duration)
+    return check_signal(resample(audio, orig_sr, sr), label, sr, min_duration)
+
+
+def audio_info(path: str | Path) -> tuple[int, int, float]:
+    """(sample rate, channels, duration in s) from the header, without decoding."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise AudioError(str(path), f"not readable as audio ({str(exc).splitlines()[0]})") from None
+    return info.samplerate, info.channels, info.frames / float(info.samplerate or 1)
+
+
+def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator,
+              noise: np.ndarray | None = None) -> np.ndarray:
+    """Add white Gaussian noise (or the given noise, tiled) at ``snr_db`` relative to the signal power."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if noise is None:
+        noise = rng.standard_normal(audio.shape).astype(np.float32)
+    else:
+        reps = int(np.ceil(audio.size / max(1, noise.size)))
+        noise = np.tile(np.asarray(noise, np.float32), reps)[: audio.size]
+    p_sig = float(np.mean(audio**2)) + 1e-12
+    p_noise = float(np.mean(noise**2)) + 1e-12
+    scale = np.sqrt(p_sig / (p_noise * 10.0 ** (snr_db / 10.0)))
+    return (audio + scale * noise).astype(np.float32)

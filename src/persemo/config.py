@@ -1,0 +1,203 @@
+"""Typed, frozen configuration: one dataclass per concern, written into every model artifact.
+
+Defaults follow the described system (64 log-mel bands, 40 MFCCs, 126 frames of hop 512 at 16 kHz,
+about 4 s). A JSON or YAML file, or keyword overrides, replace defaults; nothing reads global state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is wrong; the message names the field."""
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    sample_rate: int = field(default=16000, metadata={"help": "audio is resampled to this rate (Hz)"})
+    n_fft: int = field(default=1024, metadata={"help": "FFT size in samples (64 ms at 16 kHz)"})
+    hop_length: int = field(default=512, metadata={"help": "frame hop in samples (32 ms at 16 kHz)"})
+    n_mels: int = field(default=64, metadata={"help": "log-mel bands for the CNN"})
+    f_min: float = field(default=0.0, metadata={"help": "lowest mel frequency (Hz)"})
+    f_max: float = field(default=8000.0, metadata={"help": "highest mel frequency (Hz)"})
+    n_mfcc: int = field(default=40, metadata={"help": "MFCC coefficients for the BiLSTM"})
+    mfcc_n_mels: int = field(default=128, metadata={"help": "mel bands under the MFCC (librosa's default)"})
+    mfcc_top_db: float | None = field(default=80.0, metadata={"help": "MFCC's dB floor below the peak (librosa)"})
+    mfcc_deltas: bool = field(default=False, metadata={"help": "append delta and delta-delta MFCCs"})
+    frames: int = field(default=126, metadata={"help": "fixed number of frames (126 x 512 / 16 kHz = 4.03 s)"})
+    crop: str = field(default="centre", metadata={"help": "where to cut a long utterance: centre or start"})
+    normalisation: str = field(
+        default="utterance",
+        metadata={"help": "utterance: each utterance by its own statistics; global: training-split "
+                          "statistics saved with the model; speaker: each speaker by their own"},
+    )
+    amin: float = field(default=1e-10, metadata={"help": "power floor before the logarithm"})
+
+    def __post_init__(self) -> None:
+        if self.crop not in ("centre", "start"):
+            raise ConfigError(f"features.crop must be 'centre' or 'start', not {self.crop!r}")
+        if self.normalisation not in ("utterance", "global", "speaker"):
+            raise ConfigError(
+                f"features.normalisation must be 'utterance', 'global' or 'speaker', not {self.normalisation!r}")
+        for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "n_mfcc", "mfcc_n_mels", "frames"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"features.{name} must be positive")
+        if self.n_mfcc > self.mfcc_n_mels:
+            raise ConfigError("features.n_mfcc must not exceed features.mfcc_n_mels")
+
+    @property
+    def mfcc_dim(self) -> int:
+        return self.n_mfcc * (3 if self.mfcc_deltas else 1)
+
+    def extraction_key(self) -> dict[str, Any]:
+        """The fields that change the cached (un-normalised, full-length) features."""
+        keep = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min", "f_max", "n_mfcc", "mfcc_n_mels",
+                "mfcc_top_db", "mfcc_deltas", "amin")
+        return {k: getattr(self, k) for k in keep}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    members: tuple[str, ...] = field(default=("cnn", "lstm"), metadata={"help": "ensemble members"})
+    cnn_channels: tuple[int, ...] = field(default=(32, 64, 128), metadata={"help": "filters per conv block"})
+    cnn_hidden: int = field(default=128, metadata={"help": "width of the CNN's fully connected layer"})
+    cnn_dropout: float = field(default=0.25, metadata={"help": "dropout before the CNN's classifier"})
+    lstm_hidden: int = field(default=128, metadata={"help": "LSTM hidden size per direction"})
+    lstm_layers: int = field(default=2, metadata={"help": "stacked BiLSTM layers"})
+    lstm_dropout: float = field(default=0.25, metadata={"help": "dropout between LSTM layers and before the head"})
+    lstm_pooling: str = field(default="meanmax", metadata={"help": "meanmax or attention pooling over frames"})
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.members if m not in ("cnn", "lstm")]
+        if bad or not self.members:
+            raise ConfigError(f"model.members must be a non-empty subset of cnn, lstm; got {list(self.members)}")
+        if self.lstm_pooling not in ("meanmax", "attention"):
+            raise ConfigError(f"model.lstm_pooling must be 'meanmax' or 'attention', not {self.lstm_pooling!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = field(default=60, metadata={"help": "maximum epochs"})
+    batch_size: int = field(default=32, metadata={"help": "utterances per batch"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate"})
+    weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay"})
+    patience: int = field(default=15, metadata={"help": "early stopping patience in epochs"})
+    monitor: str = field(default="uar", metadata={"help": "validation metric for early stopping: uar or macro_f1"})
+    class_weights: bool = field(default=True, metadata={"help": "weight the loss by inverse class frequency"})
+    noise_prob: float = field(default=0.5, metadata={"help": "probability of adding Gaussian noise to a training clip"})
+    noise_snr_db: tuple[float, float] = field(default=(5.0, 30.0), metadata={"help": "range of injected noise SNR (dB)"})
+    specaug_freq_masks: int = field(default=2, metadata={"help": "SpecAugment frequency masks (CNN only)"})
+    specaug_freq_width: int = field(default=8, metadata={"help": "largest frequency mask, in mel bands"})
+    specaug_time_masks: int = field(default=2, metadata={"help": "SpecAugment time masks (CNN only)"})
+    specaug_time_width: int = field(default=16, metadata={"help": "largest time mask, in frames"})
+    random_crop: bool = field(default=True, metadata={"help": "train on a random 126-frame window of long clips"})
+    seed: int = field(default=0, metadata={"help": "seed for splits, initialisation and augmentation"})
+    accelerator: str = field(default="cpu", metadata={"help": "lightning accelerator: cpu, gpu, auto"})
+    devices: str = field(default="1", metadata={"help": "lightning devices: 1, 2, auto, ..."})
+    strategy: str = field(default="auto", metadata={"help": "lightning strategy, e.g. ddp for several GPUs"})
+    num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
+
+    def __post_init__(self) -> None:
+        if self.monitor not in ("uar", "macro_f1"):
+            raise ConfigError(f"train.monitor must be 'uar' or 'macro_f1', not {self.monitor!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("train.epochs and train.batch_size must be at least 1")
+        lo, hi = self.noise_snr_db
+        if lo > hi:
+            raise ConfigError("train.noise_snr_db must be (low, high) with low <= high")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    kind: str = field(default="speaker", metadata={"help": "speaker (independent) or random (speaker-dependent)"})
+    val_fraction: float = field(default=0.15, metadata={"help": "share of speakers (or utterances) for validation"})
+    test_fraction: float = field(default=0.15, metadata={"help": "share of speakers (or utterances) for test"})
+    seed: int = field(default=0, metadata={"help": "split seed"})
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("speaker", "random"):
+            raise ConfigError(f"split.kind must be 'speaker' or 'random', not {self.kind!r}")
+        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
+                and self.val_fraction + self.test_fraction < 1):
+            raise ConfigError("split.val_fraction and split.test_fraction must be in (0, 1) and sum below 1")
+
+
+@dataclass(frozen=True)
+class Config:
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        if not isinstance(data, dict):
+            raise ConfigError("a config must be a mapping of sections (features, model, train, split)")
+        parts = {}
+        for f in fields(cls):
+            section = data.get(f.name, {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"config section {f.name!r} must be a mapping")
+            parts[f.name] = _build(f.default_factory, section, f.name)  # type: ignore[misc]
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+        return cls(**parts)
+
+    def replace(self, **sections: dict[str, Any]) -> "Config":
+        """A copy with some fields of some sections replaced: ``cfg.replace(train={"epochs": 5})``."""
+        merged = self.to_dict()
+        for name, values in sections.items():
+            if name not in merged:
+                raise ConfigError(f"unknown config section {name!r}")
+            merged[name].update(values)
+        return Config.from_dict(merged)
+
+
+def _build(factory: Any, values: dict[str, Any], section: str) -> Any:
+    known = {f.name: f for f in fields(factory)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown field(s) in {section}: {', '.join(sorted(unknown))}")
+    kwargs = {}
+    for name, value in values.items():
+        default = known[name].default
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{section}.{name} must be true or false, not {value!r}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(f"{section}.{name} must be a number, not {value!r}")
+            value = type(default)(value)
+        kwargs[name] = value
+    return factory(**kwargs)
+
+
+def load_config(path: str | Path | None = None, **sections: dict[str, Any]) -> Config:
+    """Defaults, then the JSON/YAML file at ``path``, then ``sections`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        text = p.read_text(encoding="utf-8")
+        try:
+            if p.suffix.lower() in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text) or {}
+            else:
+                data = json.loads(text)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is one clear error
+            raise ConfigError(f"{p}: cannot parse config: {str(exc).splitlines()[0]}") from None
+    cfg = Config.from_dict(data)
+    return cfg.replace(**sections) if sections else cfg

@@ -1,0 +1,28 @@
+"""Corpus readers: each returns a ``Scan`` of the same ``Utterance`` records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import (EMOTIONS, EXTRA_EMOTIONS, PERSIAN_NAMES, CorpusError, Problem, Scan, Utterance,
+                   load_manifest, save_manifest, with_durations)
+
+CORPORA = ("shemo", "emodb", "csv")
+
+
+def scan_corpus(corpus: str, data: str | Path, durations: bool = True) -> Scan:
+    """Read ``corpus`` (shemo, emodb or csv) at ``data``; optionally read every file's duration."""
+    if corpus == "shemo":
+        from .shemo import scan
+    elif corpus == "emodb":
+        from .emodb import scan
+    elif corpus == "csv":
+        from .csv import scan
+    else:
+        raise CorpusError(f"unknown corpus {corpus!r}: choose one of {', '.join(CORPORA)}")
+    result = scan(data)
+    return with_durations(result) if durations else result
+
+
+__all__ = ["CORPORA", "EMOTIONS", "EXTRA_EMOTIONS", "PERSIAN_NAMES", "CorpusError", "Problem", "Scan",
+           "Utterance", "load_manifest", "save_manifest", "scan_corpus", "with_durations"]

@@ -1,0 +1,182 @@
+"""The manifest: one record per utterance, the same for every corpus.
+
+Readers (shemo, emodb, csv) scan a folder or table and return a ``Scan``: the records that parsed and
+every problem found (names that do not parse, missing files), so that nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# The shared vocabulary. The first six are ShEMO's; the rest are corpus-specific extras.
+EMOTIONS = ("anger", "fear", "happiness", "neutral", "sadness", "surprise")
+EXTRA_EMOTIONS = ("boredom", "disgust")
+PERSIAN_NAMES = {
+    "anger": "خشم",
+    "fear": "ترس",
+    "happiness": "شادی",
+    "neutral": "خنثی",
+    "sadness": "غم",
+    "surprise": "تعجب",
+    "boredom": "ملال",
+    "disgust": "انزجار",
+}
+
+
+class CorpusError(ValueError):
+    """The corpus path or manifest cannot be used; the message names the path or field."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    path: str
+    emotion: str
+    speaker: str
+    gender: str | None = None
+    corpus: str = ""
+    duration: float | None = None
+
+
+@dataclass
+class Problem:
+    path: str
+    reason: str
+
+
+@dataclass
+class Scan:
+    """What a reader found: usable utterances, and problems with the path of each."""
+
+    corpus: str
+    root: str
+    utterances: list[Utterance] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        """The emotions present, in the shared vocabulary's order then alphabetical extras."""
+        present = {u.emotion for u in self.utterances}
+        order = [e for e in EMOTIONS + EXTRA_EMOTIONS if e in present]
+        return order + sorted(present - set(order))
+
+    def summary(self) -> dict:
+        utts = self.utterances
+        durations = [u.duration for u in utts if u.duration is not None]
+        speakers = Counter(u.speaker for u in utts)
+        genders = Counter(u.gender or "unknown" for u in utts)
+        speaker_gender = {}
+        for u in utts:
+            speaker_gender.setdefault(u.speaker, u.gender or "unknown")
+        return {
+            "corpus": self.corpus,
+            "root": self.root,
+            "utterances": len(utts),
+            "speakers": len(speakers),
+            "speakers_by_gender": dict(sorted(Counter(speaker_gender.values()).items())),
+            "by_emotion": {e: sum(1 for u in utts if u.emotion == e) for e in self.labels},
+            "by_gender": dict(sorted(genders.items())),
+            "by_speaker": dict(sorted(speakers.items())),
+            "total_duration_s": round(sum(durations), 3) if durations else None,
+            "problems": [asdict(p) for p in self.problems],
+        }
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` so that readers see the old file or the whole new one, never a part."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+MANIFEST_FIELDS = ("id", "path", "emotion", "speaker", "gender", "corpus", "duration")
+
+
+def save_manifest(utterances: list[Utterance], path: str | Path) -> None:
+    """Write a manifest as CSV (absolute paths), atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS)
+    w.writeheader()
+    for u in utterances:
+        w.writerow({k: ("" if v is None else v) for k, v in asdict(u).items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def load_manifest(path: str | Path) -> list[Utterance]:
+    p = Path(path)
+    if not p.is_file():
+        raise CorpusError(f"manifest not found: {p}")
+    with p.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    out = []
+    for i, r in enumerate(rows, start=2):
+        missing = [k for k in ("id", "path", "emotion", "speaker") if not r.get(k)]
+        if missing:
+            raise CorpusError(f"{p}: line {i}: missing {', '.join(missing)}")
+        out.append(Utterance(id=r["id"], path=r["path"], emotion=r["emotion"], speaker=r["speaker"],
+                             gender=r.get("gender") or None, corpus=r.get("corpus", ""),
+                             duration=float(r["duration"]) if r.get("duration") else None))
+    return out
+
+
+def summary_json(scan: Scan) -> str:
+    return json.dumps(scan.summary(), ensure_ascii=False, indent=2)
+
+
+def find_wavs(root: Path) -> list[Path]:
+    """Every .wav below ``root`` (case-insensitive), sorted, skipping hidden folders such as __MACOSX."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__MACOSX")))
+        for name in sorted(filenames):
+            if name.lower().endswith(".wav") and not name.startswith("._"):
+                out.append(Path(dirpath) / name)
+    return out
+
+
+def require_dir(path: str | Path, corpus: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CorpusError(f"{corpus}: data path does not exist: {p}")
+    if not p.is_dir():
+        raise CorpusError(f"{corpus}: data path is not a folder: {p}")
+    return p
+
+
+def with_durations(scan: Scan) -> Scan:
+    """Fill in durations from the file headers; unreadable files move to problems."""
+    from ..audio import AudioError, audio_info
+
+    kept = []
+    for u in scan.utterances:
+        try:
+            _, _, dur = audio_info(u.path)
+        except AudioError as exc:
+            scan.problems.append(Problem(u.path, exc.reason))
+            continue
+        if dur <= 0:
+            scan.problems.append(Problem(u.path, "empty audio (no samples)"))
+            continue
+        kept.append(Utterance(**{**asdict(u), "duration": round(dur, 4)}))
+    scan.utterances = kept
+    return scan

@@ -1,0 +1,52 @@
+"""Any other corpus from a CSV or TSV manifest: columns ``path,emotion[,speaker][,gender]``.
+
+Paths are relative to the manifest's folder. Without a speaker column every utterance is its own
+speaker, and only the random (speaker-dependent) split is meaningful; the reader says so.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from .base import CorpusError, Problem, Scan, Utterance
+
+ALIASES = {"angry": "anger", "happy": "happiness", "joy": "happiness", "sad": "sadness", "surprised": "surprise",
+           "fearful": "fear", "calm": "neutral", "disgusted": "disgust", "bored": "boredom"}
+
+
+def scan(manifest: str | Path, map_labels: bool = True) -> Scan:
+    p = Path(manifest).expanduser()
+    if p.is_dir():
+        candidates = sorted(list(p.glob("*.csv")) + list(p.glob("*.tsv")))
+        if len(candidates) != 1:
+            raise CorpusError(f"csv: {p} is a folder; give the manifest file itself (found {len(candidates)} "
+                              "csv/tsv files)")
+        p = candidates[0]
+    if not p.is_file():
+        raise CorpusError(f"csv: manifest not found: {p}")
+    text = p.read_text(encoding="utf-8-sig")
+    delim = "\t" if p.suffix.lower() == ".tsv" or ("\t" in text.splitlines()[0] if text else False) else ","
+    reader = csv.DictReader(text.splitlines(), delimiter=delim)
+    cols = [c.strip().lower() for c in (reader.fieldnames or [])]
+    for need in ("path", "emotion"):
+        if need not in cols:
+            raise CorpusError(f"csv: {p}: missing column {need!r} (have: {', '.join(cols) or 'none'})")
+    result = Scan(corpus="csv", root=str(p.parent))
+    for line, row in enumerate(reader, start=2):
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        rel, emotion = row.get("path", ""), row.get("emotion", "").lower()
+        if not rel or not emotion:
+            result.problems.append(Problem(f"{p}:{line}", "empty path or emotion"))
+            continue
+        if map_labels:
+            emotion = ALIASES.get(emotion, emotion)
+        audio = (p.parent / rel).resolve()
+        if not audio.is_file():
+            result.problems.append(Problem(str(audio), f"listed at {p.name}:{line} but not found"))
+            continue
+        speaker = row.get("speaker") or f"utt:{rel}"
+        result.utterances.append(Utterance(id=Path(rel).stem if "speaker" in row else rel, path=str(audio),
+                                           emotion=emotion, speaker=speaker,
+                                           gender=(row.get("gender") or None), corpus="csv"))
+    return result

@@ -1,0 +1,42 @@
+"""Human-readable console output (rich tables) for the CLI."""
+
+from __future__ import annotations
+
+
+def print_inspect(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    dur = summary["total_duration_s"]
+    con.print(f"[bold]{summary['corpus']}[/bold] at {summary['root']}: {summary['utterances']} utterances, "
+              f"{summary['speakers']} speakers "
+              f"({', '.join(f'{v} {k}' for k, v in summary['speakers_by_gender'].items())}), "
+              f"{(dur or 0) / 60:.1f} min of audio")
+    t = Table(title="by emotion")
+    t.add_column("emotion")
+    t.add_column("utterances", justify="right")
+    t.add_column("share", justify="right")
+    n = max(1, summary["utterances"])
+    for e, c in summary["by_emotion"].items():
+        t.add_row(e, str(c), f"{100 * c / n:.1f}%")
+    con.print(t)
+    t = Table(title="by gender")
+    t.add_column("gender")
+    t.add_column("utterances", justify="right")
+    for g, c in summary["by_gender"].items():
+        t.add_row(g, str(c))
+    con.print(t)
+    spk = summary["by_speaker"]
+    if spk:
+        counts = sorted(spk.values())
+        con.print(f"utterances per speaker: min {counts[0]}, median {counts[len(counts) // 2]}, max {counts[-1]}")
+    probs = summary["problems"]
+    if probs:
+        con.print(f"[yellow]{len(probs)} problem(s):[/yellow]")
+        for p in probs[:50]:
+            con.print(f"  {p['path']}: {p['reason']}", markup=False)
+        if len(probs) > 50:
+            con.print(f"  ... and {len(probs) - 50} more (use --json for all)")
+    else:
+        con.print("no problems found")

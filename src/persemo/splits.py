@@ -1,0 +1,174 @@
+"""Train/validation/test splits and k-fold, speaker-independent by default, saved to files.
+
+"speaker" splits are grouped by speaker (no speaker in two parts) and stratified by emotion as far
+as the grouping allows. "random" is the speaker-dependent stratified split that most published ShEMO
+numbers use; it exists to compare with them and is named as speaker-dependent wherever it appears.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .corpora.base import CorpusError, Utterance, atomic_write_text
+
+KINDS = {"speaker": "speaker-independent", "random": "speaker-dependent (random)"}
+
+
+@dataclass
+class Split:
+    """Utterance ids per part. ``kind`` is 'speaker' or 'random'."""
+
+    kind: str
+    seed: int
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    fold: int | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def description(self) -> str:
+        return KINDS[self.kind]
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "description": self.description, "seed": self.seed, "fold": self.fold,
+                "train": self.train, "val": self.val, "test": self.test, "meta": self.meta}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Split":
+        try:
+            return cls(kind=d["kind"], seed=int(d["seed"]), train=list(d["train"]), val=list(d["val"]),
+                       test=list(d["test"]), fold=d.get("fold"), meta=d.get("meta", {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorpusError(f"split file is malformed: missing or bad field {exc}") from None
+
+    def select(self, utterances: list[Utterance], part: str) -> list[Utterance]:
+        ids = set(getattr(self, part))
+        return [u for u in utterances if u.id in ids]
+
+
+def _stratified_group_parts(labels: np.ndarray, groups: np.ndarray, n_parts: int, seed: int) -> list[np.ndarray]:
+    """Indices of ``n_parts`` disjoint parts, grouped by ``groups``, stratified by ``labels``."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_groups = len(np.unique(groups))
+    if n_groups < n_parts:
+        raise CorpusError(f"a speaker-independent split into {n_parts} parts needs at least {n_parts} "
+                          f"speakers; the corpus has {n_groups}")
+    # StratifiedGroupKFold warns when a class has fewer members than parts; that is expected here.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        sgkf = StratifiedGroupKFold(n_splits=n_parts, shuffle=True, random_state=seed)
+        return [test for _, test in sgkf.split(np.zeros(len(labels)), labels, groups)]
+
+
+def _arrays(utterances: list[Utterance]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not utterances:
+        raise CorpusError("cannot split an empty corpus")
+    ids = np.array([u.id for u in utterances])
+    if len(set(ids.tolist())) != len(ids):
+        raise CorpusError("utterance ids are not unique; cannot split")
+    return ids, np.array([u.emotion for u in utterances]), np.array([u.speaker for u in utterances])
+
+
+def _holdout_val(ids, labels, groups, pool, val_fraction, seed, kind):
+    """Split index array ``pool`` into (train, val) with about ``val_fraction`` in val."""
+    if kind == "speaker":
+        n = max(2, int(round(1.0 / val_fraction)))
+        n = min(n, len(np.unique(groups[pool])))
+        parts = _stratified_group_parts(labels[pool], groups[pool], n, seed + 1)
+        val = pool[parts[0]]
+    else:
+        val = _random_part(labels[pool], val_fraction, seed + 1)
+        val = pool[val]
+    train = np.setdiff1d(pool, val)
+    return train, val
+
+
+def _random_part(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Stratified random sample of indices, ``fraction`` of each class (at least one when possible)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        k = int(round(fraction * len(idx)))
+        if len(idx) >= 3:
+            k = max(1, k)
+        out.append(idx[:k])
+    return np.sort(np.concatenate(out))
+
+
+def make_split(utterances: list[Utterance], kind: str = "speaker", val_fraction: float = 0.15,
+               test_fraction: float = 0.15, seed: int = 0) -> Split:
+    """One train/val/test split. ``speaker``: grouped by speaker; ``random``: speaker-dependent."""
+    if kind not in KINDS:
+        raise CorpusError(f"split kind must be 'speaker' or 'random', not {kind!r}")
+    ids, labels, groups = _arrays(utterances)
+    everything = np.arange(len(ids))
+    if kind == "speaker":
+        n = max(2, int(round(1.0 / test_fraction)))
+        test = _stratified_group_parts(labels, groups, n, seed)[0]
+    else:
+        test = _random_part(labels, test_fraction, seed)
+    rest = np.setdiff1d(everything, test)
+    train, val = _holdout_val(ids, labels, groups, rest, val_fraction / (1 - test_fraction), seed, kind)
+    return Split(kind, seed, ids[train].tolist(), ids[val].tolist(), ids[test].tolist())
+
+
+def make_folds(utterances: list[Utterance], k: int = 5, kind: str = "speaker", val_fraction: float = 0.15,
+               seed: int = 0) -> list[Split]:
+    """k folds; each fold's test part is one k-th, its validation part is taken from the rest."""
+    if k < 2:
+        raise CorpusError(f"k-fold needs k >= 2, got {k}")
+    ids, labels, groups = _arrays(utterances)
+    if kind == "speaker":
+        parts = _stratified_group_parts(labels, groups, k, seed)
+    else:
+        from sklearn.model_selection import StratifiedKFold
+
+        skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        parts = [t for _, t in skf.split(np.zeros(len(ids)), labels)]
+    folds = []
+    for i, test in enumerate(parts):
+        rest = np.setdiff1d(np.arange(len(ids)), test)
+        train, val = _holdout_val(ids, labels, groups, rest, val_fraction, seed + 100 * i, kind)
+        folds.append(Split(kind, seed, ids[train].tolist(), ids[val].tolist(), ids[test].tolist(), fold=i))
+    return folds
+
+
+def save_splits(splits: Split | list[Split], path: str | Path) -> None:
+    """Write one split or a list of folds as JSON, atomically."""
+    items = [splits] if isinstance(splits, Split) else splits
+    atomic_write_text(path, json.dumps({"splits": [s.to_dict() for s in items]}, indent=1))
+
+
+def load_splits(path: str | Path) -> list[Split]:
+    p = Path(path)
+    if not p.is_file():
+        raise CorpusError(f"split file not found: {p}")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CorpusError(f"{p}: not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("splits"), list):
+        raise CorpusError(f"{p}: expected an object with a 'splits' list")
+    return [Split.from_dict(d) for d in data["splits"]]
+
+
+def check_speaker_independent(split: Split, utterances: list[Utterance]) -> None:
+    """Raise if a speaker or an utterance appears in two parts."""
+    spk = {u.id: u.speaker for u in utterances}
+    parts = {name: set(getattr(split, name)) for name in ("train", "val", "test")}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        if parts[a] & parts[b]:
+            raise CorpusError(f"utterances in both {a} and {b}")
+        sa, sb = {spk[i] for i in parts[a]}, {spk[i] for i in parts[b]}
+        if split.kind == "speaker" and sa & sb:
+            raise CorpusError(f"speakers in both {a} and {b}: {sorted(sa & sb)[:5]}")
