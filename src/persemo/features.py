@@ -189,7 +189,7 @@ class FeaturePipeline(nn.Module):
     """Waveform -> normalised, fixed-length (logmel, mfcc): the front end of every member.
 
     forward(wave (B, S), lengths (B,) or None, stats dict or None) ->
-    (logmel (B, n_mels, frames), mfcc (B, D, frames)).
+    (logmel (B, n_mels, frames), mfcc (B, D, frames), valid (B,) frames holding signal).
     """
 
     def __init__(self, cfg: FeatureConfig):
@@ -210,7 +210,8 @@ class FeaturePipeline(nn.Module):
         logmel = self.norm_mel(logmel, fl, s_mel)
         mfcc = self.norm_mfcc(mfcc, fl, s_mfcc)
         f, crop = self.cfg.frames, self.cfg.crop
-        return fix_length(logmel, fl, f, crop), fix_length(mfcc, fl, f, crop)
+        valid = torch.clamp(fl, max=f)
+        return fix_length(logmel, fl, f, crop), fix_length(mfcc, fl, f, crop), valid
 
 
 def pad_batch(waves: list[np.ndarray] | list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

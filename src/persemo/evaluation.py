@@ -1,0 +1,150 @@
+"""Metrics, reports and plots: per member and ensemble side by side, as JSON, Markdown and PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .corpora.base import atomic_write_bytes, atomic_write_text
+
+METRICS = ("accuracy", "macro_f1", "weighted_f1", "uar")
+
+
+def compute_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict:
+    """Accuracy, macro-F1, weighted-F1, UAR (mean per-class recall), per-class P/R/F1 and the confusion
+    matrix, from true class indices (N,) and probabilities (N, C). Classes absent from ``y_true`` are
+    left out of UAR and macro-F1 (they would count as zero recall otherwise)."""
+    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(probs).argmax(1)
+    all_idx = list(range(len(labels)))
+    present = sorted(set(y_true.tolist()))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=all_idx, zero_division=0)
+    cm = confusion_matrix(y_true, y_pred, labels=all_idx)
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=present, average="weighted", zero_division=0)),
+        "uar": float(np.mean([r[i] for i in present])) if present else 0.0,
+        "per_class": {labels[i]: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                                  "support": int(s[i])} for i in all_idx},
+        "confusion": cm.tolist(),
+    }
+
+
+def summarise_folds(per_fold: list[dict]) -> dict:
+    """Mean and std over folds of each headline metric: {metric: {"mean", "std", "folds": [...]}}."""
+    out = {}
+    for m in METRICS:
+        vals = [f[m] for f in per_fold]
+        out[m] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "folds": vals}
+    return out
+
+
+def markdown_table(results: dict[str, dict], title: str = "") -> str:
+    """``results``: name -> metrics dict (single run) or summarise_folds output (k-fold)."""
+    lines = [f"### {title}", ""] if title else []
+    lines += ["| model | accuracy | macro-F1 | weighted-F1 | UAR |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        cells = []
+        for m in METRICS:
+            v = r[m]
+            cells.append(f"{100 * v['mean']:.1f} ± {100 * v['std']:.1f}" if isinstance(v, dict) else f"{100 * v:.1f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def per_class_table(results: dict[str, dict], labels: list[str]) -> str:
+    lines = ["| model | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for name, r in results.items():
+        pc = r.get("per_class", {})
+        lines.append(f"| {name} recall | " + " | ".join(f"{100 * pc[l]['recall']:.1f}" if l in pc else "-"
+                                                     for l in labels) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_confusion(cm: list[list[int]], labels: list[str], path: str | Path, title: str = "") -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm_arr = np.asarray(cm, dtype=float)
+    norm = cm_arr / np.clip(cm_arr.sum(1, keepdims=True), 1, None)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(labels), 0.8 + 0.8 * len(labels)))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{int(cm_arr[i, j])}", ha="center", va="center",
+                    color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix (row-normalised colour, counts)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_curves(history: dict[str, list[dict]], path: str | Path) -> None:
+    """Training curves: ``history`` member -> list of per-epoch dicts (train_loss, val_loss, val_uar)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, rows in history.items():
+        ep = [r["epoch"] for r in rows]
+        axes[0].plot(ep, [r.get("train_loss") for r in rows], label=f"{name} train")
+        axes[0].plot(ep, [r.get("val_loss") for r in rows], "--", label=f"{name} val")
+        axes[1].plot(ep, [r.get("val_uar") for r in rows], label=f"{name} val UAR")
+        axes[1].plot(ep, [r.get("val_macro_f1") for r in rows], ":", label=f"{name} val macro-F1")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("loss")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("validation score")
+    for a in axes:
+        a.legend(fontsize=7)
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_report(out: str | Path, results: dict[str, dict], labels: list[str], title: str,
+                 extra: dict | None = None, notes: list[str] | None = None) -> dict:
+    """Write ``report.json``, ``report.md`` and one confusion PNG per entry into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = [f"# {title}", ""]
+    for n in notes or []:
+        md.append(f"- {n}")
+    if notes:
+        md.append("")
+    md.append(markdown_table(results))
+    has_pc = all("per_class" in r for r in results.values())
+    if has_pc:
+        md += ["", "Per-class recall (%):", "", per_class_table(results, labels)]
+    for name, r in results.items():
+        if "confusion" in r:
+            png = f"confusion_{name.replace(' ', '_').replace('/', '_')}.png"
+            plot_confusion(r["confusion"], labels, out / png, f"{title}: {name}")
+            md.append(f"![{name}]({png})")
+    data = {"title": title, "labels": labels, "results": results, "notes": notes or [], **(extra or {})}
+    atomic_write_text(out / "report.json", json.dumps(data, indent=1, ensure_ascii=False))
+    atomic_write_text(out / "report.md", "\n".join(md) + "\n")
+    return data

@@ -1,0 +1,1 @@
+"""The ensemble members (CNN on log-mel, BiLSTM on MFCC) and soft voting."""

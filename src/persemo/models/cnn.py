@@ -1,0 +1,44 @@
+"""CNN on log-mel spectrograms: conv blocks (BatchNorm, ReLU, MaxPool), global average pooling, dropout, linear."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class CNN(nn.Module):
+    """forward(logmel (B, n_mels, T), valid (B,) frames) -> logits (B, n_classes).
+
+    Three blocks of 32 -> 64 -> 128 filters by default; the pooled 128 channels feed the classifier
+    (``hidden`` > 0 puts one more fully connected layer in between).
+    """
+
+    def __init__(self, n_classes: int, channels: tuple[int, ...] = (32, 64, 128), hidden: int = 0,
+                 dropout: float = 0.25):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(c),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            c_in = c
+        self.body = nn.Sequential(*layers)
+        head: list[nn.Module] = [nn.Dropout(dropout)]
+        if hidden > 0:
+            head += [nn.Linear(c_in, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            c_in = hidden
+        head.append(nn.Linear(c_in, n_classes))
+        self.head = nn.Sequential(*head)
+
+    def forward(self, logmel: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.body(logmel.unsqueeze(1))  # (B, C, F', T')
+        if valid is None:
+            pooled = h.mean(dim=(2, 3))
+        else:
+            # average only over time steps that cover real frames, so padding does not dilute short clips
+            t = h.shape[-1]
+            scale = logmel.shape[-1] / t
+            steps = torch.clamp(torch.ceil(valid.float() / scale), min=1.0)
+            mask = (torch.arange(t, device=h.device)[None, :] < steps[:, None]).float()  # (B, T')
+            pooled = (h.mean(dim=2) * mask[:, None, :]).sum(-1) / mask.sum(-1, keepdim=True)
+        return self.head(pooled)

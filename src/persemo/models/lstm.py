@@ -1,0 +1,47 @@
+"""Bidirectional LSTM on MFCC frames with masked pooling over all frames' hidden states."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BiLSTM(nn.Module):
+    """forward(mfcc (B, D, T), valid (B,) frames) -> logits (B, n_classes).
+
+    ``pooling``: "meanmax" concatenates the masked mean and max of the hidden states; "attention"
+    is a learned softmax weighting over frames.
+    """
+
+    def __init__(self, n_features: int, n_classes: int, hidden: int = 128, layers: int = 2,
+                 dropout: float = 0.25, pooling: str = "meanmax"):
+        super().__init__()
+        self.pooling = pooling
+        self.inp = nn.LayerNorm(n_features)
+        self.lstm = nn.LSTM(n_features, hidden, num_layers=layers, batch_first=True, bidirectional=True,
+                            dropout=dropout if layers > 1 else 0.0)
+        width = 2 * hidden
+        if pooling == "attention":
+            self.score = nn.Linear(width, 1)
+        else:
+            width *= 2
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, n_classes))
+
+    def forward(self, mfcc: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.inp(mfcc.transpose(1, 2))  # (B, T, D)
+        h, _ = self.lstm(x)  # (B, T, 2H)
+        t = h.shape[1]
+        if valid is None:
+            mask = torch.ones(h.shape[0], t, device=h.device)
+        else:
+            mask = (torch.arange(t, device=h.device)[None, :] < valid.clamp(min=1)[:, None]).float()
+        m = mask.unsqueeze(-1)
+        if self.pooling == "attention":
+            s = self.score(h).squeeze(-1).masked_fill(mask == 0, -1e4)
+            w = torch.softmax(s, dim=1).unsqueeze(-1)
+            pooled = (h * w).sum(1)
+        else:
+            mean = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+            mx = h.masked_fill(m == 0, -1e4).amax(1)
+            pooled = torch.cat([mean, mx], dim=-1)
+        return self.head(pooled)

@@ -1,0 +1,181 @@
+"""End-to-end jobs on top of the library: train (one split or k folds) and evaluate a saved model.
+
+The CLI, ``make demo`` and the benchmarks call these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .artifact import load_model, read_meta, save_model
+from .config import Config
+from .corpora import scan_corpus
+from .corpora.base import CorpusError, atomic_write_text
+from .evaluation import compute_metrics, plot_curves, summarise_folds, write_report
+from .prepare import Item, prepare
+from .splits import Split, check_speaker_independent, load_splits, make_folds, make_split, save_splits
+from .training import predict_items, speaker_statistics, train_ensemble, write_history
+
+PROTOCOL_SINGLE = "single utterance"
+
+
+def load_items(corpus: str, data: str | Path, cfg: Config, cache_dir=None, log=print) -> tuple[list[Item], list]:
+    """Scan and prepare a corpus; problems are reported and skipped. Raises if nothing is usable."""
+    scan = scan_corpus(corpus, data, durations=False)
+    if not scan.utterances:
+        raise CorpusError(f"{corpus}: no usable utterances found under {data}"
+                          + (f" ({len(scan.problems)} problem(s), e.g. {scan.problems[0].path}: "
+                             f"{scan.problems[0].reason})" if scan.problems else ""))
+    t0 = time.perf_counter()
+    prep = prepare(scan.utterances, cfg.features, cache_dir)
+    problems = scan.problems + prep.problems
+    for p in problems[:20]:
+        log(f"skipped {p.path}: {p.reason}")
+    if len(problems) > 20:
+        log(f"... and {len(problems) - 20} more skipped")
+    if not prep.items:
+        raise CorpusError(f"{corpus}: none of the {len(scan.utterances)} files under {data} could be read")
+    log(f"prepared {len(prep.items)} utterances in {time.perf_counter() - t0:.1f} s "
+        f"({prep.cache_hits} from cache)")
+    return prep.items, problems
+
+
+def labels_of(items: list[Item]) -> list[str]:
+    from .corpora.base import EMOTIONS, EXTRA_EMOTIONS
+
+    present = {it.utt.emotion for it in items}
+    order = [e for e in EMOTIONS + EXTRA_EMOTIONS if e in present]
+    return order + sorted(present - set(order))
+
+
+def _evaluate(model, items: list[Item], cfg: Config, labels: list[str], noise_snr=None, noise="white",
+              stats=None) -> dict[str, dict]:
+    """Metrics for each member, the equal-weight soft vote and the weighted soft vote."""
+    index = {l: i for i, l in enumerate(labels)}
+    y = np.array([index[it.utt.emotion] for it in items])
+    probs = predict_items(model, items, cfg, stats, noise_snr=noise_snr, noise=noise)
+    out = {}
+    for i, name in enumerate(model.member_names):
+        out[name] = compute_metrics(y, probs[i], labels)
+    if len(model.member_names) > 1:
+        out["ensemble (equal)"] = compute_metrics(y, probs[:-1].mean(0), labels)
+        w = model.weights.numpy()
+        out["ensemble (weighted " + "/".join(f"{x:.1f}" for x in w) + ")"] = compute_metrics(y, probs[-1], labels)
+    return out
+
+
+def _by_ids(items: list[Item], ids: list[str]) -> list[Item]:
+    keep = set(ids)
+    return [it for it in items if it.utt.id in keep]
+
+
+def train_once(cfg: Config, items: list[Item], split: Split, out: Path, corpus: str, data: str,
+               progress: bool = True, log=print) -> dict:
+    """Train on one split, save the model into ``out`` and its test report into ``out/report``."""
+    labels = labels_of(items)
+    train, val, test = (_by_ids(items, split.train), _by_ids(items, split.val), _by_ids(items, split.test))
+    if not train or not val or not test:
+        raise CorpusError(f"split leaves an empty part (train {len(train)}, val {len(val)}, test {len(test)}); "
+                          "the corpus is too small for it")
+    out.mkdir(parents=True, exist_ok=True)
+    model, info = train_ensemble(cfg, labels, train, val, out, progress, log)
+    stats = None
+    if cfg.features.normalisation == "speaker":
+        stats = {**speaker_statistics(train), **speaker_statistics(val), **speaker_statistics(test)}
+    results = _evaluate(model, test, cfg, labels, stats=stats)
+    meta = {"trained_on": {"corpus": corpus, "data": str(Path(data).resolve()), "split": split.kind,
+                           "split_description": split.description, "n_train": len(train), "n_val": len(val),
+                           "n_test": len(test)},
+            "training": {k: v for k, v in info.items() if k != "history"}}
+    save_model(out, model, extra_meta=meta)
+    save_splits(split, out / "splits.json")
+    write_history(info["history"], out / "history.csv")
+    plot_curves(info["history"], out / "curves.png")
+    protocol = "speaker-adapted (all of the speaker's utterances, no labels)" \
+        if cfg.features.normalisation == "speaker" else PROTOCOL_SINGLE
+    notes = [f"split: {split.description}, seed {split.seed}; test: {len(test)} utterances of "
+             f"{len({it.utt.speaker for it in test})} speakers", f"protocol: {protocol}"]
+    if cfg.features.normalisation == "speaker":
+        notes.append("transductive over each test speaker's unlabelled audio: statistics from their own test "
+                     "utterances, no labels")
+    write_report(out / "report", results, labels, f"{corpus} test set", notes=notes,
+                 extra={"split": split.kind, "protocol": protocol})
+    return results
+
+
+def run_train(corpus: str, data: str | Path, out: str | Path, cfg: Config, folds: int = 0,
+              cache_dir=None, progress: bool = True, log=print) -> dict:
+    """``persemo train``: one split (folds 0) or speaker-grouped k-fold cross-validation."""
+    out = Path(out)
+    items, _ = load_items(corpus, data, cfg, cache_dir, log)
+    utts = [it.utt for it in items]
+    s = cfg.split
+    if folds and folds > 1:
+        splits = make_folds(utts, folds, s.kind, s.val_fraction, s.seed)
+    else:
+        splits = [make_split(utts, s.kind, s.val_fraction, s.test_fraction, s.seed)]
+    for sp in splits:
+        check_speaker_independent(sp, utts)
+    out.mkdir(parents=True, exist_ok=True)
+    save_splits(splits, out / "splits_all.json" if len(splits) > 1 else out / "splits.json")
+    atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=1))
+    if len(splits) == 1:
+        res = train_once(cfg, items, splits[0], out, corpus, str(data), progress, log)
+        log(f"model saved to {out}; test report: {out / 'report' / 'report.md'}")
+        return {"results": res, "out": str(out)}
+    per_fold: dict[str, list[dict]] = {}
+    for sp in splits:
+        log(f"fold {sp.fold + 1}/{len(splits)}")
+        res = train_once(cfg, items, sp, out / f"fold{sp.fold}", corpus, str(data), progress, log)
+        for name, r in res.items():
+            key = "ensemble (weighted)" if name.startswith("ensemble (weighted") else name
+            per_fold.setdefault(key, []).append(r)
+    summary = {name: summarise_folds(rs) for name, rs in per_fold.items()}
+    labels = labels_of(items)
+    write_report(out / "report", summary, labels, f"{corpus}: {len(splits)}-fold cross-validation",
+                 notes=[f"split: {splits[0].description}, seed {s.seed}; mean ± std over folds"],
+                 extra={"folds": len(splits)})
+    log(f"{len(splits)}-fold report: {out / 'report' / 'report.md'}")
+    return {"results": summary, "out": str(out)}
+
+
+def run_evaluate(model_dir: str | Path, corpus: str, data: str | Path, out: str | Path | None = None,
+                 noise_snr: float | None = None, noise: str = "white", part: str = "auto", cache_dir=None,
+                 log=print) -> dict:
+    """``persemo evaluate``: a saved model on a corpus (its held-out test part when it was trained on it)."""
+    model, meta, _ = load_model(model_dir)
+    cfg = model.cfg
+    items, _ = load_items(corpus, data, cfg, cache_dir, log)
+    p, _ = read_meta(model_dir)
+    trained = meta.get("trained_on", {})
+    same = trained.get("corpus") == corpus and trained.get("data") == str(Path(data).resolve())
+    if part == "auto":
+        part = "test" if same else "all"
+    if part == "test":
+        split_file = p / "splits.json"
+        if not split_file.is_file():
+            raise CorpusError(f"{p}: no splits.json, so the held-out test part is unknown; use --part all")
+        items = _by_ids(items, load_splits(split_file)[0].test)
+        if not items:
+            raise CorpusError("none of the model's test utterances are in this corpus")
+    elif same:
+        log("warning: evaluating on all of the training corpus: training utterances are included, so these "
+            "figures are NOT held-out results")
+    labels = list(meta["labels"])
+    unknown = sorted({it.utt.emotion for it in items} - set(labels))
+    if unknown:
+        log(f"skipping utterances with emotions the model does not know: {', '.join(unknown)}")
+        items = [it for it in items if it.utt.emotion in labels]
+    if not items:
+        raise CorpusError("no utterances left to evaluate")
+    stats = speaker_statistics(items) if cfg.features.normalisation == "speaker" else None
+    results = _evaluate(model, items, cfg, labels, noise_snr, noise, stats)
+    cond = "clean" if noise_snr is None else f"{noise} noise at {noise_snr:g} dB SNR"
+    title = f"{corpus} ({part} part, {cond})"
+    if out is not None:
+        write_report(out, results, labels, title, extra={"part": part, "noise_snr": noise_snr, "noise": noise})
+    return {"title": title, "results": results, "labels": labels}

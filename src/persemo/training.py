@@ -1,0 +1,359 @@
+"""Training: each member by its own Lightning run, then the ensemble weights on the validation split.
+
+Data stays in memory as 16 kHz waveforms (prepared and cached by ``prepare``). Each training step
+takes a random 4-s window of each clip, injects Gaussian noise at a random SNR, computes features in
+the batch with the model's own ``FeaturePipeline`` (so training, evaluation, the service and an
+exported model share one front end), applies SpecAugment for the CNN, and minimises class-weighted
+cross-entropy with AdamW under a cosine learning rate. Early stopping watches validation UAR (or
+macro-F1); the best epoch's weights are kept in memory (no checkpoint pickles).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import Config
+from .corpora.base import atomic_write_text
+from .features import samples_for_frames
+from .prepare import Item
+
+STAT_KEYS = ("logmel_mean", "logmel_std", "mfcc_mean", "mfcc_std")
+
+
+def window_samples(cfg: Config) -> int:
+    """Samples in one model window: 126 frames of hop 512 -> 64,000 samples (4 s at 16 kHz)."""
+    return samples_for_frames(cfg.features.frames, cfg.features.hop_length)
+
+
+def crop_wave(wave: np.ndarray, n: int, mode: str = "centre") -> np.ndarray:
+    """The evaluation window of a clip: the centre (or start) ``n`` samples; shorter clips unchanged."""
+    if len(wave) <= n:
+        return wave
+    start = (len(wave) - n) // 2 if mode == "centre" else 0
+    return wave[start: start + n]
+
+
+def feature_statistics(items: list[Item]) -> dict[str, np.ndarray]:
+    """Per-feature mean and std over every frame of ``items`` (un-normalised, full-length features)."""
+    lm = np.concatenate([it.logmel for it in items], axis=1)
+    mf = np.concatenate([it.mfcc for it in items], axis=1)
+    return {"logmel_mean": lm.mean(1), "logmel_std": lm.std(1) + 1e-5,
+            "mfcc_mean": mf.mean(1), "mfcc_std": mf.std(1) + 1e-5}
+
+
+def speaker_statistics(items: list[Item]) -> dict[str, dict[str, np.ndarray]]:
+    """Each speaker's own feature statistics over all their utterances; labels are never read."""
+    by_spk: dict[str, list[Item]] = {}
+    for it in items:
+        by_spk.setdefault(it.utt.speaker, []).append(it)
+    return {s: feature_statistics(its) for s, its in by_spk.items()}
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights N / (C * n_c), normalised; absent classes get weight 0."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
+
+
+class WaveSet(torch.utils.data.Dataset):
+    """Items -> (window of the waveform, its length, label index, speaker stats or empty)."""
+
+    def __init__(self, items: list[Item], label_index: dict[str, int], n: int, train: bool, crop: str,
+                 stats: dict[str, dict[str, np.ndarray]] | None = None):
+        self.items, self.label_index, self.n, self.train, self.crop, self.stats = items, label_index, n, train, crop, stats
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        it = self.items[i]
+        w = it.wave
+        if len(w) > self.n:
+            if self.train:
+                start = int(torch.randint(0, len(w) - self.n + 1, (1,)))
+                w = w[start: start + self.n]
+            else:
+                w = crop_wave(w, self.n, self.crop)
+        st = self.stats[it.utt.speaker] if self.stats is not None else None
+        return torch.from_numpy(np.ascontiguousarray(w)), self.label_index[it.utt.emotion], st
+
+
+def collate(batch):
+    waves, labels, stats = zip(*batch)
+    lengths = torch.tensor([len(w) for w in waves])
+    out = torch.zeros(len(waves), int(lengths.max()))
+    for i, w in enumerate(waves):
+        out[i, : len(w)] = w
+    st = None
+    if stats[0] is not None:
+        st = {k: torch.from_numpy(np.stack([s[k] for s in stats])).float() for k in STAT_KEYS}
+    return out, lengths, torch.tensor(labels), st
+
+
+def _lit_module():
+    import lightning as L
+
+    from .augment import inject_noise, spec_augment
+    from .evaluation import compute_metrics
+    from .models.ensemble import member_input
+
+    class LitMember(L.LightningModule):
+        """One member with the shared front end; the front end's statistics are fixed buffers."""
+
+        def __init__(self, name: str, features: nn.Module, member: nn.Module, cfg: Config, weights: torch.Tensor,
+                     labels: list[str]):
+            super().__init__()
+            self.name, self.features, self.member, self.cfg, self.labels = name, features, member, cfg, labels
+            self.loss = nn.CrossEntropyLoss(weight=weights)
+            self.history: list[dict] = []
+            self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+            self._train_losses: list[float] = []
+
+        def _logits(self, wave, lengths, stats, train: bool):
+            t = self.cfg.train
+            if train and t.noise_prob > 0:
+                wave = inject_noise(wave, lengths, t.noise_snr_db, t.noise_prob)
+            with torch.no_grad():
+                logmel, mfcc, valid = self.features(wave, lengths, stats)
+            x = member_input(self.name, logmel, mfcc)
+            if train and self.name == "cnn":
+                x = spec_augment(x, t.specaug_freq_masks, t.specaug_freq_width, t.specaug_time_masks,
+                                 t.specaug_time_width, valid)
+            return self.member(x, valid)
+
+        def training_step(self, batch, _):
+            wave, lengths, y, stats = batch
+            loss = self.loss(self._logits(wave, lengths, stats, True), y)
+            self._train_losses.append(float(loss.detach()))
+            self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+            return loss
+
+        def validation_step(self, batch, _):
+            wave, lengths, y, stats = batch
+            logits = self._logits(wave, lengths, stats, False)
+            self._val.append((logits.detach(), y, self.loss(logits, y).detach() * len(y)))
+
+        def on_validation_epoch_end(self):
+            if not self._val:
+                return
+            logits = torch.cat([v[0] for v in self._val])
+            y = torch.cat([v[1] for v in self._val])
+            loss_sum = torch.stack([v[2] for v in self._val]).sum()
+            self._val = []
+            if self.trainer.world_size > 1:
+                logits = self.all_gather(logits).flatten(0, 1)
+                y = self.all_gather(y).flatten()
+                loss_sum = self.all_gather(loss_sum).sum()
+            m = compute_metrics(y.cpu().numpy(), torch.softmax(logits, -1).cpu().numpy(), self.labels)
+            val_loss = float(loss_sum) / max(1, len(y))
+            self.log_dict({"val_loss": val_loss, "val_uar": m["uar"], "val_macro_f1": m["macro_f1"],
+                           "val_accuracy": m["accuracy"]}, prog_bar=True, sync_dist=False)
+            if not self.trainer.sanity_checking:
+                self.history.append({"epoch": int(self.current_epoch) + 1,
+                                     "train_loss": float(np.mean(self._train_losses)) if self._train_losses else None,
+                                     "val_loss": val_loss, "val_uar": m["uar"], "val_macro_f1": m["macro_f1"],
+                                     "val_accuracy": m["accuracy"], "lr": float(self.optimizers().param_groups[0]["lr"])})
+            self._train_losses = []
+
+        def configure_optimizers(self):
+            t = self.cfg.train
+            opt = torch.optim.AdamW(self.member.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, t.epochs), eta_min=t.lr * 0.01)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    class KeepBest(L.Callback):
+        """Keep the best validation epoch's member weights in memory."""
+
+        def __init__(self, monitor: str):
+            self.monitor, self.best, self.best_epoch, self.state = monitor, -np.inf, 0, None
+
+        def on_validation_end(self, trainer, module):
+            if trainer.sanity_checking:
+                return
+            v = trainer.callback_metrics.get(self.monitor)
+            if v is not None and float(v) > self.best:
+                self.best, self.best_epoch = float(v), int(trainer.current_epoch) + 1
+                self.state = copy.deepcopy(module.member.state_dict())
+
+    return LitMember, KeepBest
+
+
+@dataclass
+class MemberResult:
+    name: str
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    seconds: float
+    history: list[dict]
+
+
+def fit_member(name: str, model, cfg: Config, train_items: list[Item], val_items: list[Item],
+               stats: dict[str, dict[str, np.ndarray]] | None, log_dir: Path | None,
+               progress: bool = True) -> MemberResult:
+    """Train ``model.members[name]`` in place; on return it holds the best validation epoch's weights."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    LitMember, KeepBest = _lit_module()
+    t = cfg.train
+    labels = model.labels
+    index = {l: i for i, l in enumerate(labels)}
+    n = window_samples(cfg)
+    y = np.array([index[it.utt.emotion] for it in train_items])
+    weights = class_weights(y, len(labels)) if t.class_weights else torch.ones(len(labels))
+    g = torch.Generator().manual_seed(t.seed)
+    dl_train = torch.utils.data.DataLoader(WaveSet(train_items, index, n, True, cfg.features.crop, stats),
+                                           batch_size=t.batch_size, shuffle=True, collate_fn=collate, generator=g,
+                                           drop_last=len(train_items) > t.batch_size)
+    dl_val = torch.utils.data.DataLoader(WaveSet(val_items, index, n, False, cfg.features.crop, stats),
+                                         batch_size=64, shuffle=False, collate_fn=collate)
+    lit = LitMember(name, model.features, model.members[name], cfg, weights, labels)
+    monitor = "val_uar" if t.monitor == "uar" else "val_macro_f1"
+    keep = KeepBest(monitor)
+    callbacks = [keep, EarlyStopping(monitor=monitor, mode="max", patience=t.patience)]
+    logger = False
+    if log_dir is not None:
+        from lightning.pytorch.loggers import CSVLogger
+
+        logger = CSVLogger(str(log_dir), name=name, version="")
+    trainer = L.Trainer(max_epochs=t.epochs, accelerator=t.accelerator, devices=_devices(t.devices),
+                        strategy=t.strategy, logger=logger, callbacks=callbacks, enable_checkpointing=False,
+                        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+                        deterministic=True, log_every_n_steps=1)
+    start = time.perf_counter()
+    trainer.fit(lit, dl_train, dl_val)
+    seconds = time.perf_counter() - start
+    if keep.state is not None:
+        model.members[name].load_state_dict(keep.state)
+    model.cpu()
+    return MemberResult(name, keep.best_epoch, keep.best, len(lit.history), seconds, lit.history)
+
+
+def _devices(spec: str):
+    s = str(spec).strip()
+    return int(s) if s.isdigit() else s
+
+
+@torch.inference_mode()
+def predict_items(model, items: list[Item], cfg: Config, stats: dict[str, dict[str, np.ndarray]] | None = None,
+                  noise_snr: float | None = None, noise: str = "white", seed: int = 0,
+                  batch_size: int = 64) -> np.ndarray:
+    """Probabilities (members + 1, N, C) for each item's evaluation window (centre 4 s), optionally with
+    noise added at ``noise_snr`` dB: "white" Gaussian, or "babble" made of other items' speech."""
+    from .audio import add_noise
+
+    model.eval()
+    n = window_samples(cfg)
+    rng = np.random.default_rng(seed)
+    waves = [crop_wave(it.wave, n, cfg.features.crop) for it in items]
+    if noise_snr is not None:
+        noisy = []
+        for i, w in enumerate(waves):
+            if noise == "babble":
+                others = [waves[j] for j in rng.choice(len(waves), size=min(4, len(waves)), replace=False) if j != i]
+                bab = np.zeros(len(w), np.float32)
+                for o in others or [w]:
+                    seg = np.resize(o, len(w))
+                    bab += seg / (np.sqrt(np.mean(seg**2)) + 1e-8)
+                noisy.append(add_noise(w, noise_snr, rng, bab))
+            else:
+                noisy.append(add_noise(w, noise_snr, rng))
+        waves = noisy
+    outs = []
+    for b in range(0, len(items), batch_size):
+        chunk = waves[b: b + batch_size]
+        lengths = torch.tensor([len(w) for w in chunk])
+        wave = torch.zeros(len(chunk), int(lengths.max()))
+        for i, w in enumerate(chunk):
+            wave[i, : len(w)] = torch.from_numpy(np.ascontiguousarray(w))
+        st = None
+        if stats is not None:
+            st = {k: torch.from_numpy(np.stack([stats[it.utt.speaker][k] for it in items[b: b + batch_size]])).float()
+                  for k in STAT_KEYS}
+        outs.append(model(wave, lengths, st).numpy())
+    return np.concatenate(outs, axis=1)
+
+
+def choose_weights(member_probs: np.ndarray, y: np.ndarray, labels: list[str], step: float = 0.1) -> list[float]:
+    """Member weights on a simplex grid that maximise validation UAR; ties go to the most even weights."""
+    from .evaluation import compute_metrics
+
+    m = member_probs.shape[0]
+    if m == 1:
+        return [1.0]
+    ticks = np.round(np.arange(0, 1 + 1e-9, step), 6)
+    best, best_w = -1.0, [1.0 / m] * m
+    for w in itertools.product(ticks, repeat=m - 1):
+        last = 1.0 - sum(w)
+        if last < -1e-9:
+            continue
+        ws = np.array(list(w) + [max(0.0, last)])
+        probs = np.tensordot(ws, member_probs, axes=1)
+        score = compute_metrics(y, probs, labels)["uar"]
+        evenness = -np.abs(ws - 1.0 / m).sum()
+        if score > best + 1e-9 or (abs(score - best) <= 1e-9 and evenness > -np.abs(np.array(best_w) - 1.0 / m).sum()):
+            best, best_w = score, ws.tolist()
+    return [float(x) for x in best_w]
+
+
+def write_history(history: dict[str, list[dict]], out: Path) -> None:
+    buf = io.StringIO()
+    cols = ["member", "epoch", "train_loss", "val_loss", "val_uar", "val_macro_f1", "val_accuracy", "lr"]
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    for name, rows in history.items():
+        for r in rows:
+            w.writerow({"member": name, **{k: r.get(k) for k in cols[1:]}})
+    atomic_write_text(out, buf.getvalue())
+
+
+def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_items: list[Item],
+                   out: Path | None = None, progress: bool = True, log=print):
+    """Train every member, set normalisation statistics and ensemble weights; returns (model, info)."""
+    import lightning as L
+
+    from .models.ensemble import Ensemble
+
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
+    model = Ensemble(cfg, labels)
+    mode = cfg.features.normalisation
+    stats = None
+    if mode in ("global", "speaker"):
+        g = feature_statistics(train_items)
+        model.features.norm_mel.set_stats(torch.from_numpy(g["logmel_mean"]), torch.from_numpy(g["logmel_std"]))
+        model.features.norm_mfcc.set_stats(torch.from_numpy(g["mfcc_mean"]), torch.from_numpy(g["mfcc_std"]))
+    if mode == "speaker":
+        # training speakers by their own statistics, validation speakers by theirs (no labels used)
+        stats = {**speaker_statistics(train_items), **speaker_statistics(val_items)}
+    results = {}
+    for name in model.member_names:
+        log(f"training {name} on {len(train_items)} utterances, validating on {len(val_items)}")
+        L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+        results[name] = fit_member(name, model, cfg, train_items, val_items, stats,
+                                   out / "logs" if out is not None else None, progress)
+        r = results[name]
+        log(f"{name}: best validation {cfg.train.monitor} {100 * r.best_score:.1f}% at epoch {r.best_epoch} "
+            f"of {r.epochs_run} ({r.seconds:.0f} s)")
+    index = {l: i for i, l in enumerate(labels)}
+    y_val = np.array([index[it.utt.emotion] for it in val_items])
+    probs = predict_items(model, val_items, cfg, stats)
+    weights = choose_weights(probs[:-1], y_val, labels)
+    model.weights.copy_(torch.tensor(weights))
+    info = {"members": {n: {"best_epoch": r.best_epoch, "best_val_score": r.best_score, "epochs_run": r.epochs_run,
+                            "seconds": r.seconds} for n, r in results.items()},
+            "ensemble_weights": weights, "history": {n: r.history for n, r in results.items()}}
+    return model, info
