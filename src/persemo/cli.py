@@ -82,6 +82,122 @@ def inspect(corpus: str = CorpusOpt, data: Path = DataOpt,
     print_inspect(scan.summary())
 
 
+def _quiet_lightning() -> None:
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*number of training batches.*")
+
+
+@app.command()
+@guarded
+def train(corpus: str = CorpusOpt, data: Path = DataOpt,
+          out: Path = typer.Option(..., "--out", help="run directory: model, reports, logs"),
+          config: Optional[Path] = typer.Option(None, "--config", help="JSON or YAML config file"),
+          split: Optional[str] = typer.Option(None, "--split", help="speaker (independent, default) or random "
+                                                                    "(speaker-dependent, for comparison only)"),
+          folds: int = typer.Option(0, "--folds", help="K > 1: speaker-grouped K-fold cross-validation"),
+          epochs: Optional[int] = typer.Option(None, "--epochs", help="maximum epochs per member"),
+          seed: Optional[int] = typer.Option(None, "--seed", help="seed for split, init and augmentation"),
+          normalisation: Optional[str] = typer.Option(None, "--normalisation",
+                                                      help="utterance, global or speaker"),
+          accelerator: Optional[str] = typer.Option(None, "--accelerator", help="cpu, gpu or auto"),
+          devices: Optional[str] = typer.Option(None, "--devices", help="e.g. 1, 2 or auto (several GPUs: DDP)"),
+          strategy: Optional[str] = typer.Option(None, "--strategy", help="e.g. ddp"),
+          cache: Optional[Path] = typer.Option(None, "--cache", help="feature cache folder (default ~/.cache/persemo)"),
+          no_progress: bool = typer.Option(False, "--no-progress", help="hide the per-epoch progress bar")):
+    """Train the CNN + BiLSTM ensemble; speaker-independent split by default."""
+    from .cache import default_cache_dir
+    from .config import load_config
+    from .pipeline import run_train
+
+    _quiet_lightning()
+    over: dict = {"train": {}, "split": {}, "features": {}}
+    if epochs is not None:
+        over["train"]["epochs"] = epochs
+    if seed is not None:
+        over["train"]["seed"] = seed
+        over["split"]["seed"] = seed
+    if accelerator:
+        over["train"]["accelerator"] = accelerator
+    if devices:
+        over["train"]["devices"] = devices
+    if strategy:
+        over["train"]["strategy"] = strategy
+    if split:
+        over["split"]["kind"] = split
+    if normalisation:
+        over["features"]["normalisation"] = normalisation
+    cfg = load_config(config, **over)
+    if cfg.split.kind == "random":
+        typer.echo("note: --split random is speaker-dependent (speakers in both train and test); its figures "
+                   "are for comparison with published numbers only", err=True)
+    res = run_train(corpus, data, out, cfg, folds=folds, cache_dir=cache or default_cache_dir(),
+                    progress=not no_progress, log=lambda m: typer.echo(m, err=True))
+    from .evaluation import markdown_table
+
+    typer.echo(markdown_table(res["results"]))
+
+
+@app.command()
+@guarded
+def evaluate(model: Path = typer.Option(..., "--model", help="run directory of a trained model"),
+             corpus: str = CorpusOpt, data: Path = DataOpt,
+             out: Optional[Path] = typer.Option(None, "--out", help="write report.json/.md and confusion PNGs here"),
+             noise_snr: Optional[float] = typer.Option(None, "--noise-snr", help="add noise at this SNR (dB)"),
+             noise: str = typer.Option("white", "--noise", help="white or babble"),
+             part: str = typer.Option("auto", "--part", help="test (the model's held-out part), all, or auto"),
+             cache: Optional[Path] = typer.Option(None, "--cache", help="feature cache folder")):
+    """Evaluate a saved model: per member and ensemble, optionally under added noise."""
+    from .cache import default_cache_dir
+    from .evaluation import markdown_table
+    from .pipeline import run_evaluate
+
+    if noise not in ("white", "babble"):
+        fail(f"--noise must be white or babble, not {noise!r}")
+    if part not in ("auto", "test", "all"):
+        fail(f"--part must be auto, test or all, not {part!r}")
+    res = run_evaluate(model, corpus, data, out, noise_snr, noise, part, cache or default_cache_dir(),
+                       log=lambda m: typer.echo(m, err=True))
+    typer.echo(markdown_table(res["results"], res["title"]))
+    if out is not None:
+        typer.echo(f"report written to {out}")
+
+
+@app.command()
+@guarded
+def predict(files: List[Path] = typer.Argument(..., help="audio files (WAV, FLAC, OGG, ...)"),
+            model: Path = typer.Option(..., "--model", help="run directory of a trained model"),
+            as_json: bool = typer.Option(False, "--json", help="print JSON"),
+            lang: str = typer.Option("en", "--lang", help="label names: en or fa")):
+    """The top emotion and every emotion's probability, per member and ensemble, for each file."""
+    if lang not in ("en", "fa"):
+        fail(f"--lang must be en or fa, not {lang!r}")
+    from .audio import AudioError
+    from .inference import Recogniser
+
+    rec = Recogniser.load(model)
+    results, failed = [], 0
+    for f in files:
+        try:
+            results.append(rec.predict_file(f, lang))
+        except AudioError as exc:
+            failed += 1
+            typer.echo(f"persemo: error: {exc}", err=True)
+    if as_json:
+        typer.echo(json.dumps(results if len(files) > 1 else (results[0] if results else []), ensure_ascii=False,
+                              indent=1))
+    else:
+        from .report import print_predictions
+
+        print_predictions(results, rec.members)
+    if failed:
+        raise typer.Exit(2)
+
 # -- commands added by other modules register below this line --
 
 

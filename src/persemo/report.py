@@ -40,3 +40,23 @@ def print_inspect(summary: dict) -> None:
             con.print(f"  ... and {len(probs) - 50} more (use --json for all)")
     else:
         con.print("no problems found")
+
+
+def print_predictions(results: list[dict], members: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    for r in results:
+        con.print(f"[bold]{r['file']}[/bold] ({r['duration']:.2f} s): [bold green]{r['emotion']}[/bold green] "
+                  f"({100 * r['confidence']:.1f}%)")
+        t = Table()
+        t.add_column("emotion")
+        t.add_column("ensemble", justify="right")
+        for m in members:
+            t.add_column(m, justify="right")
+        for label, p in r["probabilities"].items():
+            t.add_row(label, f"{100 * p:.1f}%", *[f"{100 * r['members'][m][label]:.1f}%" for m in members])
+        con.print(t)
+        if "windows" in r:
+            con.print("windows: " + ", ".join(f"{w['start']:.1f}-{w['end']:.1f} s {w['emotion']}" for w in r["windows"]))

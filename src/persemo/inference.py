@@ -1,0 +1,109 @@
+"""Inference on a saved model: one clip, many files, long audio in windows, optional speaker statistics.
+
+``Recogniser`` is what ``persemo predict``, the web service and the benchmarks call. Audio longer
+than the model's window (4 s) is analysed in windows with 50% overlap; the answer gives each window
+and their aggregate (the mean of the windows' distributions, weighted by each window's length).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, check_signal, load_audio
+from .corpora.base import PERSIAN_NAMES
+
+
+def label_name(label: str, lang: str = "en") -> str:
+    return PERSIAN_NAMES.get(label, label) if lang == "fa" else label
+
+
+class Recogniser:
+    """A loaded model ready for inference (torch backend)."""
+
+    def __init__(self, model, meta: dict, extra: dict | None = None):
+        import torch
+
+        self.model = model.eval()
+        self.meta = meta
+        self.extra = extra or {}
+        self.cfg = model.cfg
+        self.labels: list[str] = list(meta["labels"])
+        self.members: list[str] = list(meta["members"])
+        self.version: str = str(meta.get("persemo_version"))
+        from .training import window_samples
+
+        self.window = window_samples(self.cfg)
+        self.hop = self.window // 2
+        self._torch = torch
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Recogniser":
+        from .artifact import load_model
+
+        model, meta, extra = load_model(path)
+        return cls(model, meta, extra)
+
+    def info(self) -> dict:
+        return {"labels": self.labels, "labels_fa": [label_name(l, "fa") for l in self.labels],
+                "members": self.members, "ensemble_weights": self.meta.get("ensemble_weights"),
+                "feature_config": self.meta["config"]["features"], "version": self.version,
+                "normalisation": self.meta.get("normalisation"), "supported_modes": self.meta.get("supported_modes"),
+                "window_seconds": self.window / SAMPLE_RATE, "sample_rate": SAMPLE_RATE}
+
+    def windows(self, n: int) -> list[tuple[int, int]]:
+        """(start, end) sample ranges covering ``n`` samples: one window if it fits, else 50% overlap."""
+        if n <= self.window:
+            return [(0, n)]
+        starts = list(range(0, n - self.window + 1, self.hop))
+        if starts[-1] + self.window < n:
+            starts.append(n - self.window)
+        return [(s, s + self.window) for s in starts]
+
+    def probabilities(self, waves: list[np.ndarray], speaker_stats: dict | None = None) -> np.ndarray:
+        """Raw model output for clips of at most one window each: (members + 1, B, C)."""
+        torch = self._torch
+        lengths = torch.tensor([len(w) for w in waves])
+        batch = torch.zeros(len(waves), int(lengths.max()))
+        for i, w in enumerate(waves):
+            batch[i, : len(w)] = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+        st = None
+        if speaker_stats is not None:
+            st = {k: torch.from_numpy(np.asarray(v, np.float32)).reshape(1, -1).expand(len(waves), -1)
+                  for k, v in speaker_stats.items()}
+        with torch.inference_mode():
+            return self.model(batch, lengths, st).numpy()
+
+    def _dist(self, probs: np.ndarray, lang: str) -> dict[str, float]:
+        return {label_name(l, lang): round(float(p), 6) for l, p in zip(self.labels, probs)}
+
+    def _entry(self, probs: np.ndarray, lang: str) -> dict:
+        """probs (members + 1, C) -> the JSON shape shared by windows and aggregates."""
+        ens = probs[-1]
+        return {"emotion": label_name(self.labels[int(ens.argmax())], lang),
+                "confidence": round(float(ens.max()), 6),
+                "probabilities": self._dist(ens, lang),
+                "members": {m: self._dist(probs[i], lang) for i, m in enumerate(self.members)}}
+
+    def predict_wave(self, wave: np.ndarray, lang: str = "en", speaker_stats: dict | None = None,
+                     source: str = "<audio>") -> dict:
+        """One 16 kHz mono clip of any length -> top emotion, distributions per member and ensemble,
+        and per-window results for audio longer than one window."""
+        wave = check_signal(np.asarray(wave, dtype=np.float32), source)
+        spans = self.windows(len(wave))
+        probs = self.probabilities([wave[s:e] for s, e in spans], speaker_stats)  # (M+1, W, C)
+        lengths = np.array([e - s for s, e in spans], dtype=np.float64)
+        agg = np.tensordot(probs, lengths / lengths.sum(), axes=([1], [0]))  # (M+1, C)
+        out = {"duration": round(len(wave) / SAMPLE_RATE, 4), **self._entry(agg, lang),
+               "model_version": self.version, "adapted": speaker_stats is not None}
+        if len(spans) > 1:
+            out["windows"] = [{"start": round(s / SAMPLE_RATE, 3), "end": round(e / SAMPLE_RATE, 3),
+                               **self._entry(probs[:, i], lang)} for i, (s, e) in enumerate(spans)]
+        return out
+
+    def predict_file(self, path: str | Path | bytes, lang: str = "en", speaker_stats: dict | None = None,
+                     name: str | None = None) -> dict:
+        label = name or str(path)
+        wave = load_audio(path, SAMPLE_RATE, name=label)
+        return {"file": label, **self.predict_wave(wave, lang, speaker_stats, label)}
