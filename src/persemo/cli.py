@@ -33,7 +33,9 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
     from .corpora.base import CorpusError
 
-    errs: list[type[BaseException]] = [AudioError, ConfigError, CorpusError, FileNotFoundError]
+    from .adaptation import StatsError
+
+    errs: list[type[BaseException]] = [AudioError, ConfigError, CorpusError, StatsError, FileNotFoundError]
     try:
         from .artifact import ArtifactError
 
@@ -173,21 +175,37 @@ def evaluate(model: Path = typer.Option(..., "--model", help="run directory of a
 def predict(files: List[Path] = typer.Argument(..., help="audio files (WAV, FLAC, OGG, ...)"),
             model: Path = typer.Option(..., "--model", help="run directory of a trained model"),
             as_json: bool = typer.Option(False, "--json", help="print JSON"),
-            lang: str = typer.Option("en", "--lang", help="label names: en or fa")):
+            lang: str = typer.Option("en", "--lang", help="label names: en or fa"),
+            speaker_stats: Optional[Path] = typer.Option(None, "--speaker-stats",
+                                                         help="speaker statistics saved by `persemo adapt`"),
+            same_speaker: bool = typer.Option(False, "--same-speaker",
+                                              help="the files are one speaker: adapt to them (no labels used)")):
     """The top emotion and every emotion's probability, per member and ensemble, for each file."""
     if lang not in ("en", "fa"):
         fail(f"--lang must be en or fa, not {lang!r}")
-    from .audio import AudioError
+    if speaker_stats is not None and same_speaker:
+        fail("give either --speaker-stats or --same-speaker, not both")
+    from .audio import SAMPLE_RATE, AudioError, load_audio
     from .inference import Recogniser
 
     rec = Recogniser.load(model)
-    results, failed = [], 0
+    stats = None
+    if speaker_stats is not None:
+        from .adaptation import load_stats
+
+        rec.check_stats({})
+        stats = load_stats(speaker_stats, rec.meta["config"]["features"])
+    waves: dict = {}
     for f in files:
         try:
-            results.append(rec.predict_file(f, lang))
+            waves[f] = load_audio(f, SAMPLE_RATE)
         except AudioError as exc:
-            failed += 1
             typer.echo(f"persemo: error: {exc}", err=True)
+    if same_speaker and waves:
+        stats = rec.speaker_stats(list(waves.values()))
+    results, failed = [], len(files) - len(waves)
+    for f, w in waves.items():
+        results.append({"file": str(f), **rec.predict_wave(w, lang, stats, str(f))})
     if as_json:
         typer.echo(json.dumps(results if len(files) > 1 else (results[0] if results else []), ensure_ascii=False,
                               indent=1))
@@ -197,6 +215,27 @@ def predict(files: List[Path] = typer.Argument(..., help="audio files (WAV, FLAC
         print_predictions(results, rec.members)
     if failed:
         raise typer.Exit(2)
+
+@app.command()
+@guarded
+def adapt(files: List[Path] = typer.Argument(..., help="recordings of ONE speaker (ideally calm speech)"),
+          model: Path = typer.Option(..., "--model", help="run directory of a speaker-normalised model"),
+          out: Path = typer.Option(..., "--out", help="statistics file to write (.safetensors + .json)"),
+          shrink_k: Optional[float] = typer.Option(None, "--shrink", help="shrink toward the model's global "
+                                                   "statistics by n/(n+K) (default: the model's setting)")):
+    """Save a speaker's feature statistics from their unlabelled recordings, for predict --speaker-stats."""
+    from .adaptation import save_stats
+    from .audio import SAMPLE_RATE, load_audio
+    from .inference import Recogniser
+
+    rec = Recogniser.load(model)
+    rec.check_stats({})
+    waves = [load_audio(f, SAMPLE_RATE) for f in files]
+    stats = rec.speaker_stats(waves, shrink_k)
+    seconds = sum(len(w) for w in waves) / SAMPLE_RATE
+    p = save_stats(out, stats, rec.meta["config"]["features"], len(waves), seconds,
+                   {"model_version": rec.version, "files": [str(f) for f in files]})
+    typer.echo(f"speaker statistics from {len(waves)} files ({seconds:.1f} s) written to {p}")
 
 # -- commands added by other modules register below this line --
 

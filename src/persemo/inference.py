@@ -61,8 +61,29 @@ class Recogniser:
             starts.append(n - self.window)
         return [(s, s + self.window) for s in starts]
 
+    @property
+    def adaptable(self) -> bool:
+        """True when the model was trained on speaker-normalised features and accepts speaker statistics."""
+        return self.meta.get("normalisation") == "speaker"
+
+    def check_stats(self, speaker_stats: dict | None) -> None:
+        if speaker_stats is not None and not self.adaptable:
+            from .adaptation import StatsError
+
+            raise StatsError("this model was trained with per-utterance or global normalisation and does not use "
+                             "speaker statistics; train with --normalisation speaker for speaker adaptation")
+
+    def speaker_stats(self, waves: list[np.ndarray], shrink_k: float | None = None) -> dict:
+        """A speaker's statistics from their unlabelled waveforms, for ``predict_wave(speaker_stats=...)``."""
+        from .adaptation import compute_speaker_stats
+
+        self.check_stats({})
+        k = self.meta.get("adaptation", {}).get("shrink_k", 0.0) if shrink_k is None else shrink_k
+        return compute_speaker_stats(self.model, waves, k)
+
     def probabilities(self, waves: list[np.ndarray], speaker_stats: dict | None = None) -> np.ndarray:
         """Raw model output for clips of at most one window each: (members + 1, B, C)."""
+        self.check_stats(speaker_stats)
         torch = self._torch
         lengths = torch.tensor([len(w) for w in waves])
         batch = torch.zeros(len(waves), int(lengths.max()))

@@ -1,0 +1,126 @@
+"""Speaker-independent k-fold cross-validation of the ensemble on EmoDB (or any corpus).
+
+    python -m benchmarks.emodb [--config configs/X.yaml] [--folds 5] [--epochs N] [--tag NAME]
+
+Writes benchmarks/results/emodb[_TAG].json and .md: per member and ensemble, accuracy, macro-F1 and
+UAR as mean and std over folds, per-class recall, training time, and the per-fold test probabilities
+(so other benchmarks can combine members without retraining). The folds are
+``persemo.splits.make_folds(..., kind="speaker", seed=0)``, the same as the openSMILE peers'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from persemo.cache import default_cache_dir
+from persemo.config import load_config
+from persemo.evaluation import compute_metrics, markdown_table, per_class_table, summarise_folds
+from persemo.pipeline import labels_of, load_items
+from persemo.splits import check_speaker_independent, make_folds
+from persemo.training import predict_items, speaker_statistics, train_ensemble
+
+from .common import machine_info, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+EMODB = ROOT.parent / "shared" / "data" / "emodb" / "wav"
+
+
+def _quiet() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+def run(corpus: str, data: Path, cfg, folds: int, log=print) -> dict:
+    items, _ = load_items(corpus, data, cfg, default_cache_dir(), log)
+    labels = labels_of(items)
+    index = {l: i for i, l in enumerate(labels)}
+    utts = [it.utt for it in items]
+    splits = make_folds(utts, folds, "speaker", cfg.split.val_fraction, cfg.split.seed)
+    per: dict[str, list[dict]] = {}
+    fold_records = []
+    times: dict[str, list[float]] = {}
+    by_id = {it.utt.id: it for it in items}
+    for sp in splits:
+        check_speaker_independent(sp, utts)
+        train = [by_id[i] for i in sp.train]
+        val = [by_id[i] for i in sp.val]
+        test = [by_id[i] for i in sp.test]
+        log(f"fold {sp.fold + 1}/{folds}: train {len(train)}, val {len(val)}, test {len(test)} "
+            f"(test speakers {sorted({it.utt.speaker for it in test})})")
+        model, info = train_ensemble(cfg, labels, train, val, None, progress=False, log=log)
+        for n, m in info["members"].items():
+            times.setdefault(n, []).append(m["seconds"])
+        stats = None
+        if cfg.features.normalisation == "speaker":
+            stats = {**speaker_statistics(train), **speaker_statistics(val), **speaker_statistics(test)}
+        probs = predict_items(model, test, cfg, stats)
+        y = np.array([index[it.utt.emotion] for it in test])
+        rows = {n: probs[i] for i, n in enumerate(model.member_names)}
+        if len(model.member_names) > 1:
+            rows["ensemble (equal)"] = probs[:-1].mean(0)
+            rows["ensemble (weighted on val)"] = probs[-1]
+        for n, p in rows.items():
+            per.setdefault(n, []).append(compute_metrics(y, p, labels))
+        fold_records.append({"fold": sp.fold, "test_ids": [it.utt.id for it in test], "y": y.tolist(),
+                             "weights": info["ensemble_weights"],
+                             "members": {n: info["members"][n] for n in model.member_names},
+                             "probs": {n: np.round(p, 5).tolist() for n, p in rows.items()}})
+        log("  " + ", ".join(f"{n} UAR {100 * per[n][-1]['uar']:.1f}" for n in rows))
+    summary = {n: summarise_folds(rs) for n, rs in per.items()}
+    pooled = {}
+    for n in per:
+        y_all = np.concatenate([np.array(f["y"]) for f in fold_records])
+        p_all = np.concatenate([np.array(f["probs"][n]) for f in fold_records])
+        pooled[n] = compute_metrics(y_all, p_all, labels)
+    return {"labels": labels, "summary": summary, "pooled": pooled, "folds": fold_records,
+            "train_seconds": {n: {"per_fold_mean": float(np.mean(t)), "total": float(np.sum(t))}
+                              for n, t in times.items()}}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default="emodb")
+    ap.add_argument("--data", type=Path, default=EMODB)
+    ap.add_argument("--config", type=Path, default=None)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default="")
+    a = ap.parse_args(argv)
+    _quiet()
+    over = {"train": {"seed": a.seed}, "split": {"seed": a.seed}}
+    if a.epochs:
+        over["train"]["epochs"] = a.epochs
+    cfg = load_config(a.config, **over)
+    if not a.data.exists():
+        raise SystemExit(f"benchmarks.emodb: data not found: {a.data}")
+    t0 = time.perf_counter()
+    res = run(a.corpus, a.data, cfg, a.folds)
+    wall = time.perf_counter() - t0
+    name = f"{a.corpus}" + (f"_{a.tag}" if a.tag else "")
+    cmd = "python -m benchmarks.emodb" + (f" --config {a.config}" if a.config else "") + \
+        (f" --epochs {a.epochs}" if a.epochs else "") + (f" --tag {a.tag}" if a.tag else "")
+    data = {"benchmark": "speaker-independent k-fold", "corpus": a.corpus, "folds": a.folds, "command": cmd,
+            "config": cfg.to_dict(), "wall_seconds": wall, "machine": machine_info(), **res}
+    md = [f"## {a.corpus}: speaker-independent {a.folds}-fold cross-validation", "",
+          f"Command: `{cmd}` ({wall / 60:.1f} min on this machine). Folds grouped by speaker "
+          f"(no speaker in both train and test), seed {a.seed}; normalisation: {cfg.features.normalisation}. "
+          "Mean ± std over folds (%).", "",
+          markdown_table(res["summary"]), "",
+          "Per-class recall, pooled over folds (%):", "", per_class_table(res["pooled"], res["labels"]), "",
+          "Training time per fold (s): " + ", ".join(f"{n} {v['per_fold_mean']:.0f}"
+                                                    for n, v in res["train_seconds"].items())]
+    write_results(name, data, "\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
