@@ -136,3 +136,24 @@ def load_stats(path: str | Path, feature_config: dict) -> dict[str, np.ndarray]:
     if missing:
         raise StatsError(f"{p}: missing arrays {missing}")
     return {k: arrays[k] for k in STAT_KEYS}
+
+
+def effective_emotions(probs: np.ndarray) -> float:
+    """exp(entropy) of the mean predicted distribution over a pool of clips, (N, C) -> [1, C].
+
+    About 1 when every clip looks like the same emotion; near C when the pool spans them all.
+    """
+    p = np.asarray(probs, dtype=np.float64).mean(0)
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def guarded_stats(stats: dict[str, np.ndarray], prior: dict[str, np.ndarray], pool_probs: np.ndarray,
+                  n: int, min_emotions: float = 2.5, shrink_k: float = 0.0) -> tuple[dict[str, np.ndarray], dict]:
+    """Guard against the one-emotion trap: when the model's own single-utterance predictions over the
+    speaker's pool look like fewer than ``min_emotions`` effective emotions, the pool's mean is likely the
+    emotion itself, so the prior (global statistics) is used instead. Returns (stats, decision)."""
+    eff = effective_emotions(pool_probs)
+    if eff < min_emotions:
+        return dict(prior), {"adapted": False, "effective_emotions": eff, "reason": "pool looks like one emotion"}
+    return shrink(stats, prior, n, shrink_k), {"adapted": True, "effective_emotions": eff}
