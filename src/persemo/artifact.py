@@ -46,6 +46,7 @@ def _atomic_json(path: Path, data: dict) -> None:
             json.dump(data, fh, ensure_ascii=False, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -68,6 +69,7 @@ def save_model(out: str | Path, model, extra_arrays: dict[str, np.ndarray] | Non
     os.close(fd)
     try:
         save_file(tensors, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model is meant to be shared
         digest = _sha256(Path(tmp))
         os.replace(tmp, out / WEIGHTS)
     except BaseException:
@@ -83,7 +85,8 @@ def save_model(out: str | Path, model, extra_arrays: dict[str, np.ndarray] | Non
         "ensemble_weights": [float(w) for w in model.weights.tolist()],
         "normalisation": cfg.features.normalisation,
         "supported_modes": supported_modes(cfg.features.normalisation),
-        "window_seconds": cfg.features.frames * cfg.features.hop_length / cfg.features.sample_rate,
+        # the samples one window holds, as inference cuts them (features.samples_for_frames: 126 -> 4.0 s)
+        "window_seconds": (cfg.features.frames - 1) * cfg.features.hop_length / cfg.features.sample_rate,
         "config": cfg.to_dict(),
         "weights_sha256": digest,
     }

@@ -239,6 +239,54 @@ def adapt(files: List[Path] = typer.Argument(..., help="recordings of ONE speake
 
 # -- commands added by other modules register below this line --
 
+@app.command()
+@guarded
+def serve(model: Path = typer.Option(..., "--model", help="run directory of a trained model (or its model.onnx "
+                                                          "with --backend onnx)"),
+          host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (0.0.0.0: every interface)"),
+          port: int = typer.Option(8000, "--port", help="TCP port"),
+          workers: int = typer.Option(1, "--workers", help="processes, each with its own copy of the model"),
+          backend: str = typer.Option("torch", "--backend", help="torch, or onnx (after persemo export)"),
+          max_seconds: float = typer.Option(60.0, "--max-seconds", help="longest audio /v1/predict accepts (s)"),
+          max_bytes: int = typer.Option(10_000_000, "--max-bytes", help="largest upload /v1/predict accepts"),
+          vad: str = typer.Option("auto", "--vad", help="voice activity detector for the live stream: auto "
+                                                       "(silero, else energy), silero or energy")):
+    """Web service and page: POST /v1/predict, WebSocket /v1/stream (live), GET /v1/model, /health, /docs."""
+    try:
+        from .serve import Settings, run
+    except ImportError as exc:
+        fail(f"serve needs the serve extra ({exc}); pip install 'persemo[serve]'")
+    run(model, Settings(host=host, port=port, workers=workers, backend=backend, max_seconds=max_seconds,
+                        max_bytes=max_bytes, vad=vad))
+
+
+@app.command()
+@guarded
+def export(model: Path = typer.Option(..., "--model", help="run directory of a trained model"),
+           out: Optional[Path] = typer.Option(None, "--out", help="ONNX file to write (default: model.onnx "
+                                                                  "beside the model's model.json)"),
+           opset: int = typer.Option(17, "--opset", help="ONNX opset version"),
+           check: bool = typer.Option(True, "--check/--no-check", help="compare onnxruntime with torch on "
+                                                                       "generated clips before writing")):
+    """Export the whole ensemble, features included, to ONNX: raw 16 kHz waveform in, probabilities out."""
+    from .export import ExportError, export_onnx
+
+    try:
+        rep = export_onnx(model, out, opset=opset, check=check, log=lambda m: typer.echo(m, err=True))
+    except ExportError as exc:
+        fail(str(exc))
+    vote = ", ".join(f"{m} {w:.3f}" for m, w in zip(rep.members, rep.weights))
+    typer.echo(f"wrote {rep.path} ({rep.size_bytes / 1e6:.1f} MB, opset {rep.opset}, {rep.seconds:.1f} s); "
+               f"members {', '.join(rep.members)}; soft vote {vote}")
+    if rep.diffs:
+        typer.echo(f"check, onnxruntime vs torch, max |probability difference| (tolerance {rep.tolerance:g}):")
+        for name, d in rep.diffs.items():
+            typer.echo(f"  {name:<28} {d:.2e}")
+    else:
+        typer.echo("check skipped (--no-check)")
+    for note in rep.notes:
+        typer.echo(f"note: {note}")
+
 
 def main() -> None:
     app()

@@ -2,8 +2,9 @@
 
 Everything is an ``nn.Module`` with the window, the mel filterbank and the DCT as buffers, so it
 batches, runs on a GPU and goes into an exported model (raw 16 kHz waveform in). The filterbank is
-librosa's (Slaney mel scale and area normalisation), so the results match ``librosa.feature``'s
-``melspectrogram`` + ``power_to_db`` and ``mfcc`` (tests hold them to it).
+librosa's (Slaney mel scale and area normalisation), computed here in numpy so that building the
+module does not import librosa (and scipy.signal: seconds at every start), and the results match
+``librosa.feature``'s ``melspectrogram`` + ``power_to_db`` and ``mfcc`` (tests hold them to it).
 
 Shapes: waveforms (batch, samples); spectra (batch, features, frames); lengths (batch,) in samples
 or frames as named.
@@ -32,6 +33,37 @@ def samples_for_frames(frames: int, hop: int) -> int:
     return (frames - 1) * hop
 
 
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
+    mel = hz / f_sp
+    log_part = min_log_hz / f_sp + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep
+    return np.where(hz >= min_log_hz, log_part, mel)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
+    min_log_mel = min_log_hz / f_sp
+    hz = f_sp * mel
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), hz)
+
+
+def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) float32 triangular filters, Slaney scale and area normalisation:
+    ``librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)``."""
+    fmax = sr / 2.0 if fmax is None else float(fmax)
+    fft_freqs = np.linspace(0.0, sr / 2.0, 1 + n_fft // 2)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
 def _dct_matrix(n_mfcc: int, n_mels: int) -> np.ndarray:
     """Orthonormal DCT-II as a (n_mfcc, n_mels) matrix, as scipy.fft.dct(norm='ortho') / librosa."""
     n = np.arange(n_mels)
@@ -57,18 +89,14 @@ class Spectra(nn.Module):
 
     def __init__(self, cfg: FeatureConfig):
         super().__init__()
-        import librosa
-
         self.cfg = cfg
         n_freq = cfg.n_fft // 2 + 1
         window = torch.hann_window(cfg.n_fft, periodic=True)
         self.register_buffer("window", window, persistent=False)
-        mel = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.f_min,
-                                  fmax=cfg.f_max)
-        mel_mfcc = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.mfcc_n_mels,
-                                       fmin=cfg.f_min, fmax=cfg.f_max)
-        self.register_buffer("mel_fb", torch.from_numpy(mel.astype(np.float32)), persistent=False)
-        self.register_buffer("mfcc_fb", torch.from_numpy(mel_mfcc.astype(np.float32)), persistent=False)
+        mel = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.f_min, cfg.f_max)
+        mel_mfcc = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.mfcc_n_mels, cfg.f_min, cfg.f_max)
+        self.register_buffer("mel_fb", torch.from_numpy(mel), persistent=False)
+        self.register_buffer("mfcc_fb", torch.from_numpy(mel_mfcc), persistent=False)
         self.register_buffer("dct", torch.from_numpy(_dct_matrix(cfg.n_mfcc, cfg.mfcc_n_mels)), persistent=False)
         self.register_buffer("delta_k", torch.from_numpy(_delta_kernel()).view(1, 1, -1), persistent=False)
         # A DFT basis for the convolutional STFT used in ONNX export (torch.stft does not export cleanly).
@@ -118,8 +146,13 @@ class Spectra(nn.Module):
             mel_db = torch.maximum(mel_db, peak - self.cfg.mfcc_top_db)
         mfcc = torch.matmul(self.dct, mel_db)
         if self.cfg.mfcc_deltas:
-            d1 = self.deltas(mfcc)
-            mfcc = torch.cat([mfcc, d1, self.deltas(d1)], dim=1)
+            if lengths is not None:  # each item's edge is its own last frame, not the batch's padding
+                d1 = self.deltas(hold_last(mfcc, frame_lengths))
+                d2 = self.deltas(hold_last(d1, frame_lengths))
+            else:
+                d1 = self.deltas(mfcc)
+                d2 = self.deltas(d1)
+            mfcc = torch.cat([mfcc, d1, d2], dim=1)
         return logmel, mfcc, frame_lengths
 
 
@@ -127,6 +160,15 @@ def frame_mask(frame_lengths: torch.Tensor, frames: int) -> torch.Tensor:
     """(B,) lengths -> (B, 1, frames) float mask of valid frames."""
     idx = torch.arange(frames, device=frame_lengths.device)
     return (idx[None, :] < frame_lengths[:, None]).unsqueeze(1).float()
+
+
+def hold_last(x: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+    """(B, D, T) -> (B, D, T) with every frame after an item's last valid one replaced by that frame,
+    so that edge handling (the deltas' replicate padding) is per item, as if it were alone."""
+    t = x.shape[-1]
+    last = (frame_lengths.long() - 1).clamp(min=0)
+    idx = torch.minimum(torch.arange(t, device=x.device)[None, :], last[:, None])
+    return torch.gather(x, 2, idx[:, None, :].expand(x.shape))
 
 
 def masked_stats(x: torch.Tensor, frame_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,9 +192,8 @@ def fix_length(x: torch.Tensor, frame_lengths: torch.Tensor, frames: int, crop: 
         start = torch.clamp((frame_lengths - frames) // 2, min=0)
     else:
         start = torch.zeros_like(frame_lengths)
-    if t < frames:
-        x = nn.functional.pad(x, (0, frames - t))
-        t = frames
+    # no padding for t < frames: valid output frames index below t, the rest are clamped and zeroed, and
+    # a branch on the input's length would freeze into an exported graph (wrong for other lengths)
     idx = start[:, None] + torch.arange(frames, device=x.device)[None, :]  # (B, frames)
     idx = idx.clamp(max=t - 1)
     out = torch.gather(x, 2, idx[:, None, :].expand(b, d, frames))

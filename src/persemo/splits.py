@@ -52,20 +52,41 @@ class Split:
 
 
 def _stratified_group_parts(labels: np.ndarray, groups: np.ndarray, n_parts: int, seed: int) -> list[np.ndarray]:
-    """Indices of ``n_parts`` disjoint parts, grouped by ``groups``, stratified by ``labels``."""
-    from sklearn.model_selection import StratifiedGroupKFold
+    """Indices of ``n_parts`` disjoint parts, grouped by ``groups``, stratified by ``labels``.
 
-    n_groups = len(np.unique(groups))
-    if n_groups < n_parts:
+    A seeded greedy assignment: groups are taken roughly largest first (the order jittered by the
+    seed) and each goes to the part whose class counts and size it brings closest to the targets
+    (each class weighted by its rarity). sklearn's StratifiedGroupKFold was used before, but its
+    shuffle only breaks ties, so different seeds gave the same speakers in test. The result does not
+    depend on the input's order.
+    """
+    names, g_idx = np.unique(groups, return_inverse=True)
+    if len(names) < n_parts:
         raise CorpusError(f"a speaker-independent split into {n_parts} parts needs at least {n_parts} "
-                          f"speakers; the corpus has {n_groups}")
-    # StratifiedGroupKFold warns when a class has fewer members than parts; that is expected here.
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        sgkf = StratifiedGroupKFold(n_splits=n_parts, shuffle=True, random_state=seed)
-        return [test for _, test in sgkf.split(np.zeros(len(labels)), labels, groups)]
+                          f"speakers; the corpus has {len(names)}")
+    classes, c_idx = np.unique(labels, return_inverse=True)
+    counts = np.zeros((len(names), len(classes)))
+    np.add.at(counts, (g_idx, c_idx), 1.0)
+    sizes = counts.sum(axis=1)
+    target = counts.sum(axis=0) / n_parts  # per class, per part
+    size_target = len(labels) / n_parts
+    rng = np.random.default_rng(seed)
+    order = np.argsort(-sizes * np.exp(rng.normal(0.0, 0.5, len(names))), kind="stable")
+    filled = np.zeros((n_parts, len(classes)))
+    filled_size = np.zeros(n_parts)
+    assign = np.empty(len(names), dtype=int)
+    for g in order:
+        c, s = counts[g], sizes[g]
+        # growth of the squared distance to the targets if g joins each part; an empty part always
+        # wins, so no part stays empty while groups remain
+        cost = ((c * (2 * (filled - target) + c)) / target).sum(axis=1) \
+            + s * (2 * (filled_size - size_target) + s) / size_target
+        best = np.flatnonzero(cost <= cost.min() + 1e-9)
+        p = int(rng.choice(best)) if len(best) > 1 else int(best[0])
+        assign[g] = p
+        filled[p] += c
+        filled_size[p] += s
+    return [np.flatnonzero(assign[g_idx] == p) for p in range(n_parts)]
 
 
 def _arrays(utterances: list[Utterance]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

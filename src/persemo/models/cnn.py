@@ -36,8 +36,10 @@ class CNN(nn.Module):
             pooled = h.mean(dim=(2, 3))
         else:
             # average only over time steps that cover real frames, so padding does not dilute short clips
+            # each pooled step covers 2**blocks input frames (the pools floor); T / T' is not that
+            # when T is not a multiple of it (126 frames -> 15 steps), and would drop a partly valid step
             t = h.shape[-1]
-            scale = logmel.shape[-1] / t
+            scale = float(2 ** sum(isinstance(m, nn.MaxPool2d) for m in self.body))
             steps = torch.clamp(torch.ceil(valid.float() / scale), min=1.0)
             mask = (torch.arange(t, device=h.device)[None, :] < steps[:, None]).float()  # (B, T')
             pooled = (h.mean(dim=2) * mask[:, None, :]).sum(-1) / mask.sum(-1, keepdim=True)

@@ -29,8 +29,14 @@ class BiLSTM(nn.Module):
 
     def forward(self, mfcc: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         x = self.inp(mfcc.transpose(1, 2))  # (B, T, D)
-        h, _ = self.lstm(x)  # (B, T, 2H)
-        t = h.shape[1]
+        t = x.shape[1]
+        if valid is None:
+            h, _ = self.lstm(x)  # (B, T, 2H)
+        else:
+            # packed, so the backward direction starts at each clip's last valid frame, not in the padding
+            packed = nn.utils.rnn.pack_padded_sequence(x, valid.clamp(min=1, max=t).cpu(), batch_first=True,
+                                                       enforce_sorted=False)
+            h, _ = nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=t)
         if valid is None:
             mask = torch.ones(h.shape[0], t, device=h.device)
         else:

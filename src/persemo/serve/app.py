@@ -1,0 +1,382 @@
+"""The web service: ``create_app(recogniser_or_path, settings)`` builds the FastAPI app, ``run`` serves it.
+
+Endpoints: ``POST /v1/predict`` (one audio file, multipart field ``file`` or a raw audio body),
+``WebSocket /v1/stream`` (live PCM, see ``stream.py``), ``GET /v1/model``, ``GET /health``, the page at
+``/`` and FastAPI's ``/docs``. Every refusal is a 4xx with ``{"error": code, "detail": text}``.
+
+Inference never runs on the event loop: decoding and the model run in worker threads, at most
+``max_concurrency`` at a time (default: the CPUs this process may use, shared among the workers), each
+with ``threads`` intra-op threads (default 1: on a busy machine two threads per request are slower
+than one, and requests in parallel already fill the cores).
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations at
+# decoration time, and the endpoints' types (Request, WebSocket) are imported inside create_app.
+import io
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .. import __version__
+from ..audio import SAMPLE_RATE, AudioError, load_audio
+from ..config import ConfigError
+
+STATIC = Path(__file__).parent / "static"
+SETTINGS_ENV = "PERSEMO_SERVE_SETTINGS"  # how ``run`` hands settings to uvicorn's worker processes
+MULTIPART_SLACK = 64 * 1024  # bytes: multipart boundaries and headers around the file itself
+RAW_TYPES = ("application/octet-stream",)  # besides audio/*
+
+log = logging.getLogger("persemo.serve")
+
+
+def usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=8000, metadata={"help": "TCP port"})
+    workers: int = field(default=1, metadata={"help": "processes, each holding its own copy of the model"})
+    backend: str = field(default="torch", metadata={"help": "torch or onnx (needs persemo.export)"})
+    max_seconds: float = field(default=60.0, metadata={"help": "longest audio accepted by /v1/predict (s)"})
+    max_bytes: int = field(default=10_000_000, metadata={"help": "largest upload accepted by /v1/predict"})
+    max_concurrency: int = field(default=0, metadata={"help": "inferences at once per process; 0: CPUs / workers"})
+    threads: int = field(default=1, metadata={"help": "torch intra-op threads per inference"})
+    vad: str = field(default="auto", metadata={"help": "auto (silero, else energy), silero or energy"})
+    max_chunk_seconds: float = field(default=5.0, metadata={"help": "largest binary stream message (s of audio)"})
+    warmup: bool = field(default=True, metadata={"help": "run one inference at start-up"})
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("torch", "onnx"):
+            raise ConfigError(f"serve backend must be torch or onnx, not {self.backend!r}")
+        if self.vad not in ("auto", "silero", "energy"):
+            raise ConfigError(f"serve vad must be auto, silero or energy, not {self.vad!r}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"serve port must be in 0..65535, not {self.port}")
+        for name in ("workers", "threads", "max_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"serve {name} must be at least 1")
+        if self.max_concurrency < 0:
+            raise ConfigError("serve max_concurrency must be 0 (automatic) or more")
+        if not (self.max_seconds > 0 and self.max_chunk_seconds > 0):
+            raise ConfigError("serve max_seconds and max_chunk_seconds must be positive")
+
+    @property
+    def concurrency(self) -> int:
+        return self.max_concurrency or max(1, usable_cpus() // self.workers)
+
+
+class ApiError(Exception):
+    """A refusal: HTTP ``status`` with body ``{"error": error, "detail": detail}``."""
+
+    def __init__(self, status: int, error: str, detail: Any):
+        super().__init__(str(detail))
+        self.status, self.error, self.detail = status, error, detail
+
+
+def audio_error(exc: AudioError) -> ApiError:
+    """Map the audio module's reasons to status codes (the reasons are its stable wording)."""
+    reason = exc.reason
+    # libsndfile names the in-memory file object ("Error opening <_io.BytesIO object at 0x...>: ...")
+    text = re.sub(r"Error opening <[^>]*>: ", "", str(exc))
+    if reason.startswith("empty"):
+        return ApiError(400, "empty", text)
+    if "NaN" in reason:
+        return ApiError(422, "non_finite", text)
+    if reason.startswith("not readable") or reason == "no such file":
+        return ApiError(422, "not_audio", text)
+    if reason.startswith("too short"):
+        return ApiError(422, "too_short", text)
+    if "silent" in reason:
+        return ApiError(422, "silent", text)
+    return ApiError(422, "invalid_audio", text)
+
+
+def wav_truncation(data: bytes) -> str | None:
+    """A reason if ``data`` is a WAV whose data chunk is shorter than its header says, else None.
+
+    libsndfile quietly reads what is there; a cut-off upload should be refused, not half-analysed.
+    Sizes of 0 and near 4 GiB are what streaming writers put when they do not know the length."""
+    if len(data) < 12 or data[:4] not in (b"RIFF", b"RIFX") or data[8:12] != b"WAVE":
+        return None
+    order = "little" if data[:4] == b"RIFF" else "big"
+    pos = 12
+    while pos + 8 <= len(data):
+        cid, size = data[pos: pos + 4], int.from_bytes(data[pos + 4: pos + 8], order)
+        if cid == b"data":
+            avail = len(data) - pos - 8
+            if 0 < size < 0x7FFF0000 and avail < size:
+                return f"truncated WAV: the header declares {size} bytes of audio, only {avail} are present"
+            return None
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def load_recogniser(path: str | Path, backend: str = "torch", threads: int = 1):
+    """The model at ``path`` as a Recogniser (torch) or its ONNX Runtime equivalent (``model.onnx``
+    written by ``persemo export``), with ``threads`` intra-op threads for onnxruntime."""
+    if backend == "onnx":
+        try:
+            from ..export import load_recogniser as load_exported
+        except ImportError as exc:
+            raise ConfigError(f"backend onnx needs persemo.export and onnxruntime ({exc})") from None
+        return load_exported(path, backend="onnx", threads=threads)
+    from ..inference import Recogniser
+
+    return Recogniser.load(path)
+
+
+class Service:
+    """What the endpoints share: the model, the VAD, the settings and the inference limiter."""
+
+    def __init__(self, recogniser, settings: Settings, vad):
+        import anyio
+
+        self.rec = recogniser
+        self.settings = settings
+        self.vad = vad
+        self.limiter = anyio.CapacityLimiter(settings.concurrency)
+        self.in_flight = 0
+        self.started = time.time()
+
+    async def run(self, fn, *args):
+        """``fn(*args)`` in a worker thread, once a slot among ``max_concurrency`` is free."""
+        import anyio
+
+        self.in_flight += 1
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        finally:
+            self.in_flight -= 1
+
+    def predict_bytes(self, data: bytes, name: str, lang: str) -> dict:
+        """Decode an upload and analyse it (runs in a worker thread). Raises ApiError."""
+        import soundfile as sf
+
+        if not data:
+            raise ApiError(400, "empty", f"{name}: empty upload (0 bytes)")
+        reason = wav_truncation(data)
+        if reason:
+            raise ApiError(422, "truncated", f"{name}: {reason}")
+        limit = self.settings.max_seconds
+        try:  # refuse long audio from its header, before decoding it
+            info = sf.info(io.BytesIO(data))
+            if info.samplerate > 0 and info.frames / info.samplerate > limit:
+                raise ApiError(413, "too_long", f"{name}: {info.frames / info.samplerate:.1f} s of audio exceeds "
+                                                f"the limit of {limit:g} s")
+        except ApiError:
+            raise
+        except Exception:  # noqa: BLE001 - unreadable: load_audio below says why
+            pass
+        try:
+            wave = load_audio(data, SAMPLE_RATE, name=name)
+            if len(wave) > limit * SAMPLE_RATE + 1:
+                raise ApiError(413, "too_long", f"{name}: {len(wave) / SAMPLE_RATE:.1f} s of audio exceeds the limit "
+                                                f"of {limit:g} s")
+            return {"file": name, **self.rec.predict_wave(wave, lang, source=name)}
+        except AudioError as exc:
+            raise audio_error(exc) from None
+
+    def health(self) -> dict:
+        return {"status": "ok", "persemo_version": __version__, "model_version": self.rec.version,
+                "backend": self.settings.backend, "vad": self.vad.describe(),
+                "max_concurrency": self.settings.concurrency, "in_flight": self.in_flight,
+                "uptime_seconds": round(time.time() - self.started, 1)}
+
+
+async def read_body(request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes: from
+    Content-Length before reading anything, and while reading for bodies without one."""
+    cl = request.headers.get("content-length")
+    if cl is not None:
+        try:
+            declared = int(cl)
+        except ValueError:
+            raise ApiError(400, "bad_request", f"invalid Content-Length {cl!r}") from None
+        if declared > limit:
+            raise ApiError(413, "too_large", f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    parts, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise ApiError(413, "too_large", f"body exceeds the limit of {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def upload_from_multipart(request, body: bytes) -> tuple[bytes, str]:
+    from starlette.datastructures import UploadFile
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    async def once():
+        yield body
+
+    try:
+        form = await MultiPartParser(request.headers, once(), max_files=4, max_fields=16).parse()
+    except MultiPartException as exc:
+        raise ApiError(400, "bad_multipart", f"malformed multipart body ({exc.message})") from None
+    try:
+        up = form.get("file")
+        if not isinstance(up, UploadFile):
+            raise ApiError(422, "missing_file", "multipart upload needs the audio in a file field named 'file'")
+        return await up.read(), up.filename or "<upload>"
+    finally:
+        await form.close()
+
+
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "one audio file (WAV, FLAC, OGG, MP3): a multipart field `file`, or the raw bytes "
+                       "with Content-Type audio/* or application/octet-stream",
+        "content": {
+            "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                               "properties": {"file": {"type": "string", "format": "binary"}}}},
+            "audio/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+}
+
+ERROR_RESPONSES = {code: {"description": text, "content": {"application/json": {"example": {
+    "error": err, "detail": "..."}}}} for code, text, err in (
+    (400, "empty or malformed body", "empty"), (413, "body too large or audio too long", "too_large"),
+    (415, "content type is not audio, octet-stream or multipart", "unsupported_media_type"),
+    (422, "not decodable as audio, truncated, non-finite, too short or silent", "not_audio"))}
+
+HTTP_ERRORS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+               415: "unsupported_media_type", 422: "validation_error", 500: "internal_error"}
+
+
+def create_app(recogniser_or_path, settings: Settings | None = None):
+    """The FastAPI app around a loaded recogniser, or the model directory to load one from."""
+    import torch
+    from fastapi import FastAPI, Query, Request, WebSocket
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.staticfiles import StaticFiles
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from .stream import serve_stream
+    from .vad import load_vad
+
+    settings = settings or Settings()
+    rec = recogniser_or_path
+    if isinstance(rec, (str, Path)):
+        rec = load_recogniser(rec, settings.backend, settings.threads)
+    vad = load_vad(settings.vad)
+    torch.set_num_threads(settings.threads)  # after the VAD: importing silero_vad sets it to 1
+    svc = Service(rec, settings, vad)
+    if settings.warmup:
+        t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+        rec.predict_wave((0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
+
+    app = FastAPI(title="persemo", version=__version__,
+                  description="Speech emotion recognition for Persian (ShEMO): CNN + BiLSTM soft-voting ensemble. "
+                              "Live streaming: WebSocket /v1/stream (protocol in persemo.serve.stream).")
+    app.state.service = svc
+
+    def error(status: int, err: str, detail: Any) -> JSONResponse:
+        return JSONResponse({"error": err, "detail": detail}, status_code=status)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return error(exc.status, exc.error, exc.detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        return error(exc.status_code, HTTP_ERRORS.get(exc.status_code, "http_error"), exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
+        return error(422, "validation_error", detail)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception):
+        log.exception("unexpected error on %s", request.url.path)
+        return error(500, "internal_error", f"{type(exc).__name__}: the request failed; the service is still up")
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/health", summary="liveness, backend and voice activity detector in use")
+    async def health():
+        return svc.health()
+
+    @app.get("/v1/model", summary="labels, members, ensemble weights, feature config, version")
+    async def model_info():
+        return {**rec.info(), "backend": settings.backend, "vad": vad.describe(),
+                "limits": {"max_seconds": settings.max_seconds, "max_bytes": settings.max_bytes,
+                           "max_chunk_seconds": settings.max_chunk_seconds}}
+
+    @app.post("/v1/predict", summary="emotion of one audio file", openapi_extra=PREDICT_BODY,
+              responses=ERROR_RESPONSES)
+    async def predict(request: Request, lang: Literal["en", "fa"] = Query("en", description="label names")):
+        """Top emotion and every emotion's probability, per member and ensemble; audio longer than the
+        model's window also gets per-window results (50% overlap) and their aggregate."""
+        mtype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if mtype == "multipart/form-data":
+            body = await read_body(request, settings.max_bytes + MULTIPART_SLACK)
+            data, name = await upload_from_multipart(request, body)
+            if len(data) > settings.max_bytes:
+                raise ApiError(413, "too_large", f"file of {len(data)} bytes exceeds the limit of "
+                                                 f"{settings.max_bytes} bytes")
+        elif mtype.startswith("audio/") or mtype in RAW_TYPES:
+            data, name = await read_body(request, settings.max_bytes), "<upload>"
+        else:
+            raise ApiError(415, "unsupported_media_type",
+                           f"Content-Type {mtype or '(none)'!r} not accepted: send multipart/form-data with a field "
+                           "'file', or the raw audio as audio/* or application/octet-stream")
+        return await svc.run(svc.predict_bytes, data, name, lang)
+
+    @app.websocket("/v1/stream")
+    async def stream(ws: WebSocket):
+        await serve_stream(ws, svc)
+
+    return app
+
+
+def app_from_env():
+    """uvicorn factory for ``--workers N``: each worker process rebuilds the app from the environment."""
+    spec = json.loads(os.environ[SETTINGS_ENV])
+    return create_app(spec["model"], Settings(**spec["settings"]))
+
+
+def run(model: str | Path, settings: Settings) -> None:
+    """Serve the model at ``model`` with uvicorn until interrupted."""
+    import uvicorn
+
+    if settings.backend == "onnx":  # a wrong path fails here in one line, not in every worker
+        try:
+            from ..export import find_onnx
+        except ImportError as exc:
+            raise ConfigError(f"backend onnx needs persemo.export and onnxruntime ({exc})") from None
+        find_onnx(model)
+    else:
+        from ..artifact import read_meta
+
+        read_meta(model)
+    ws_max = max(1 << 20, int(2 * settings.max_chunk_seconds * 192000 * 4))
+    common = dict(host=settings.host, port=settings.port, ws_max_size=ws_max, log_level="info")
+    if settings.workers > 1:
+        known = {f.name for f in fields(Settings)}
+        os.environ[SETTINGS_ENV] = json.dumps({"model": str(model),
+                                               "settings": {k: v for k, v in asdict(settings).items() if k in known}})
+        uvicorn.run("persemo.serve.app:app_from_env", factory=True, workers=settings.workers, **common)
+    else:
+        uvicorn.run(create_app(model, settings), **common)

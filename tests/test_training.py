@@ -1,0 +1,212 @@
+"""Training: class weights, statistics, the ensemble-weight search, and a tiny seeded two-epoch run of
+the whole loop on two well-separated synthetic "emotions" (low vs high pitch, four speakers)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from persemo.config import Config
+from persemo.corpora.base import Utterance
+from persemo.prepare import Item
+from persemo.training import (choose_weights, class_weights, crop_wave, feature_statistics, predict_items,
+                              speaker_statistics, train_ensemble)
+
+SR = 16000
+LABELS = ["anger", "sadness"]
+# The two synthetic "emotions": high, fast-fluttering, breathy voice vs low, slow, clean voice. They differ
+# in pitch (for the BiLSTM's MFCCs) and in local spectro-temporal texture (for the CNN, whose global
+# average pooling makes it nearly blind to a pitch shift alone).
+VOICE = {"anger": (360.0, 7.0, 0.25), "sadness": (110.0, 1.0, 0.01)}  # f0 (Hz), AM rate (Hz), noise level
+
+
+def voice(seconds: float, f0: float, am_rate: float, noise: float, seed: int) -> np.ndarray:
+    """(samples,) float32 at 16 kHz: five harmonics with vibrato, amplitude modulation, white noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.03 * np.sin(2 * np.pi * 4 * t))) / SR
+    y = sum(np.sin(h * phase) / h for h in range(1, 6))
+    y = y * (0.55 + 0.45 * np.sin(2 * np.pi * am_rate * t + rng.uniform(0, 2 * np.pi)))
+    y = y + noise * 3 * rng.standard_normal(len(t))
+    return (0.4 * y / np.max(np.abs(y))).astype(np.float32)
+
+
+def synth_items(cfg: Config, per_class: int = 6, speakers=("s1", "s2", "s3", "s4"), seconds: float = 1.2,
+                seed: int = 0) -> list[Item]:
+    """Generated clips with their (un-normalised, full-length) features; each speaker shifts the pitch."""
+    from persemo.features import Spectra
+
+    spectra = Spectra(cfg.features)
+    items = []
+    k = seed * 1000
+    for si, spk in enumerate(speakers):
+        for emo in LABELS:
+            f0, am, noise = VOICE[emo]
+            for j in range(per_class):
+                k += 1
+                w = voice(seconds * (0.8 + 0.05 * j), f0 * (0.92 + 0.05 * si) * (1 + 0.02 * j), am, noise, k)
+                with torch.inference_mode():
+                    lm, mf, _ = spectra(torch.from_numpy(w)[None])
+                utt = Utterance(id=f"{spk}_{emo}_{j}", path=f"/synthetic/{spk}_{emo}_{j}.wav", emotion=emo,
+                                speaker=spk, corpus="synthetic")
+                items.append(Item(utt, w, lm[0].numpy(), mf[0].numpy()))
+    return items
+
+
+def tiny_config(**train) -> Config:
+    """Narrow members on 1-s windows; global normalisation (training-split statistics in the model)."""
+    return Config().replace(
+        features={"frames": 32, "normalisation": "global"},  # 31 x 512 samples, about 1 s
+        model={"cnn_channels": [8, 16], "cnn_hidden": 16, "lstm_hidden": 16, "lstm_layers": 1},
+        train={"epochs": 2, "batch_size": 6, "lr": 3e-3, "specaug_time_width": 4, "seed": 0, **train})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models on a shared machine: one intra-op thread; several contend and run many times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# -- small pure functions ----------------------------------------------------------------------------
+
+def test_class_weights_inverse_frequency():
+    y = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 3])
+    w = class_weights(y, 4)
+    assert w.shape == (4,) and w.dtype == torch.float32
+    assert float(w[2]) == 0.0  # absent
+    assert float(w[3]) > float(w[1]) > float(w[0]) > 0  # rarer -> larger
+    assert float(w[1]) / float(w[0]) == pytest.approx(6 / 3)
+    assert float(w[3]) / float(w[0]) == pytest.approx(6 / 1)
+    assert float(w[[0, 1, 3]].mean()) == pytest.approx(1.0)
+    # with those weights every present class carries the same total weight in the loss
+    totals = [float(w[c]) * int((y == c).sum()) for c in (0, 1, 3)]
+    assert totals == pytest.approx([totals[0]] * 3)
+
+
+def test_class_weights_balanced_are_one():
+    assert torch.allclose(class_weights(np.array([0, 1, 2, 0, 1, 2]), 3), torch.ones(3))
+
+
+def _item(spk: str, emo: str, logmel: np.ndarray, mfcc: np.ndarray, i: int = 0) -> Item:
+    return Item(Utterance(f"{spk}_{i}", f"/x/{spk}_{i}.wav", emo, spk), np.zeros(10, np.float32), logmel, mfcc)
+
+
+def test_feature_statistics_over_all_frames():
+    # 10 frames of 0 and 30 frames of 1: the frame-weighted mean is 0.75, not the per-utterance 0.5
+    a = _item("a", "anger", np.zeros((64, 10)), np.zeros((40, 10)))
+    b = _item("a", "anger", np.ones((64, 30)), np.full((40, 30), 2.0), 1)
+    st = feature_statistics([a, b])
+    assert st["logmel_mean"].shape == (64,) and st["logmel_std"].shape == (64,)
+    assert st["mfcc_mean"].shape == (40,) and st["mfcc_std"].shape == (40,)
+    np.testing.assert_allclose(st["logmel_mean"], 0.75)
+    np.testing.assert_allclose(st["mfcc_mean"], 1.5)
+    np.testing.assert_allclose(st["logmel_std"], np.sqrt(0.75 * 0.25) + 1e-5)
+    assert np.all(st["mfcc_std"] > 0)
+
+
+def test_speaker_statistics_ignore_labels():
+    rng = np.random.default_rng(0)
+    items = [_item(spk, emo, rng.normal(k, 1, (64, 20 + k)), rng.normal(-k, 2, (40, 20 + k)), k)
+             for k, (spk, emo) in enumerate([("s1", "anger"), ("s1", "sadness"), ("s2", "anger"),
+                                             ("s2", "neutral"), ("s3", "fear"), ("s1", "neutral")])]
+    st = speaker_statistics(items)
+    assert set(st) == {"s1", "s2", "s3"}
+    for spk, s in st.items():
+        own = feature_statistics([it for it in items if it.utt.speaker == spk])
+        for key in own:
+            np.testing.assert_array_equal(s[key], own[key])
+            assert s[key].shape == ((64,) if key.startswith("logmel") else (40,))
+    emotions = [it.utt.emotion for it in items]
+    shuffled = [dataclasses.replace(it, utt=dataclasses.replace(it.utt, emotion=e))
+                for it, e in zip(items, emotions[3:] + emotions[:3])]
+    assert [it.utt.emotion for it in shuffled] != emotions
+    st2 = speaker_statistics(shuffled)
+    for spk in st:
+        for key in st[spk]:
+            np.testing.assert_array_equal(st[spk][key], st2[spk][key])
+
+
+def test_choose_weights_prefers_the_perfect_member():
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    eye = np.eye(3)
+    perfect = eye[y]
+    wrong = eye[(y + 1) % 3]
+    for order in ((perfect, wrong), (wrong, perfect)):
+        w = choose_weights(np.stack(order), y, ["a", "b", "c"])
+        assert sum(w) == pytest.approx(1.0) and all(x >= 0 for x in w)
+        good = 0 if order[0] is perfect else 1
+        assert w[good] > w[1 - good]
+        # among the weightings that reach UAR 1 the most even one wins: 0.6 / 0.4 on a 0.1 grid
+        assert w[good] == pytest.approx(0.6)
+    assert choose_weights(np.stack([perfect]), y, ["a", "b", "c"]) == [1.0]
+
+
+def test_choose_weights_equal_members_keep_equal_weights():
+    y = np.array([0, 1, 0, 1])
+    p = np.eye(2)[y]
+    assert choose_weights(np.stack([p, p]), y, ["a", "b"]) == pytest.approx([0.5, 0.5])
+
+
+def test_crop_wave():
+    w = np.arange(10)
+    np.testing.assert_array_equal(crop_wave(w, 4, "centre"), [3, 4, 5, 6])
+    np.testing.assert_array_equal(crop_wave(w, 4, "start"), [0, 1, 2, 3])
+    np.testing.assert_array_equal(crop_wave(np.arange(11), 5, "centre"), [3, 4, 5, 6, 7])
+    assert crop_wave(w, 10) is w and crop_wave(w, 12, "start") is w
+
+
+# -- a tiny real run ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def data():
+    cfg = tiny_config()
+    train = synth_items(cfg, per_class=8, speakers=("s1", "s2", "s3"))
+    val = synth_items(cfg, per_class=4, speakers=("s4",), seed=1)
+    return cfg, train, val
+
+
+@pytest.fixture(scope="module")
+def two_runs(data):
+    """The same config and seed trained twice (2 epochs each), with each run's validation output."""
+    cfg, train, val = data
+    runs = []
+    for _ in range(2):
+        model, info = train_ensemble(cfg, LABELS, train, val, out=None, progress=False, log=lambda m: None)
+        runs.append((model, info, predict_items(model, val, cfg)))
+    return runs
+
+
+def test_two_epochs_lower_the_training_loss(two_runs, data):
+    cfg = data[0]
+    model, info, probs = two_runs[0]
+    assert set(info["history"]) == {"cnn", "lstm"}
+    for name, rows in info["history"].items():
+        assert [r["epoch"] for r in rows] == [1, 2], name
+        assert rows[1]["train_loss"] < rows[0]["train_loss"], (name, rows)
+        assert info["members"][name]["epochs_run"] == 2
+    w = info["ensemble_weights"]
+    assert len(w) == 2 and sum(w) == pytest.approx(1.0) and min(w) >= 0
+    torch.testing.assert_close(model.weights, torch.tensor(w, dtype=torch.float32))
+    assert probs.shape == (3, 8, 2)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    assert not model.training
+    # global normalisation: the training split's statistics went into the model
+    st = feature_statistics(data[1])
+    np.testing.assert_allclose(model.features.norm_mel.mean.numpy(), st["logmel_mean"], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(model.features.norm_mfcc.std.numpy(), np.maximum(st["mfcc_std"], 1e-3), rtol=1e-5)
+
+
+def test_same_seed_same_model(two_runs):
+    (m1, i1, p1), (m2, i2, p2) = two_runs
+    np.testing.assert_array_equal(p1, p2)
+    assert i1["ensemble_weights"] == i2["ensemble_weights"]
+    s1, s2 = m1.state_dict(), m2.state_dict()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    for name in i1["history"]:
+        assert [r["train_loss"] for r in i1["history"][name]] == [r["train_loss"] for r in i2["history"][name]]
