@@ -3,8 +3,9 @@
 ``../shared`` is resolved from the repository root and read in place (never copied); fixtures that
 need it skip with a reason when it is absent, as on a user's machine.
 
-Other test modules may import the helpers directly (``from conftest import write_tone``) or use the
-``tone_writer`` fixture.
+Use the helpers through their fixtures, ``tone_maker`` (-> ``tone``) and ``tone_writer`` (->
+``write_tone``). ``from conftest import write_tone`` is fragile: a ``conftest.py`` in a test folder
+that is not a package (no ``__init__.py``) replaces the module named ``conftest`` during collection.
 """
 
 from __future__ import annotations
@@ -19,14 +20,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = (REPO_ROOT / ".." / "shared").resolve()
 EMODB_DIR = SHARED_DIR / "data" / "emodb" / "wav"
 SHEMO_TABLE = SHARED_DIR / "data" / "shemo" / "utterances.tsv"
-
-# Published make-up of the two corpora (see ../shared/README.md), used as the expected values.
-EMODB_COUNTS = {"anger": 127, "boredom": 81, "neutral": 79, "happiness": 71, "fear": 69, "sadness": 62,
-                "disgust": 46}
-EMODB_FEMALE = {"08", "09", "13", "14", "16"}
-EMODB_MALE = {"03", "10", "11", "12", "15"}
-SHEMO_COUNTS = {"neutral": 1160, "anger": 1042, "sadness": 362, "happiness": 203, "surprise": 201, "fear": 32}
-SHEMO_SPEAKERS_BY_GENDER = {"female": 31, "male": 56}
 
 
 def tone(seconds: float, sr: int, channels: int = 1, freq: float = 180.0, seed: int = 0) -> np.ndarray:
@@ -125,9 +118,15 @@ def shemo_fixture(tmp_path_factory, shemo_table) -> Path:
     return root
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
+def tone_maker():
+    """``tone(seconds, sr, channels=1, freq=180.0, seed=0)`` -> float32 array of a voiced-like signal."""
+    return tone
+
+
+@pytest.fixture(scope="session")
 def tone_writer():
-    """``write_tone`` as a fixture, for modules that prefer not to import from conftest."""
+    """``write_tone(path, seconds, sr, channels=1, subtype="PCM_16", freq=180.0, seed=0)`` -> path."""
     return write_tone
 
 

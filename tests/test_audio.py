@@ -7,17 +7,15 @@ import io
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import tone, write_tone
-
 from persemo.audio import SAMPLE_RATE, AudioError, add_noise, load_audio, resample, to_mono
 
 
 @pytest.mark.parametrize("channels", [1, 2])
 @pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
 @pytest.mark.parametrize("sr", [8000, 22050, 44100, 48000])
-def test_any_format_to_mono_16k(tmp_path, sr, subtype, channels):
+def test_any_format_to_mono_16k(tmp_path, tone_writer, sr, subtype, channels):
     seconds = 0.73
-    path = write_tone(tmp_path / f"x_{sr}_{subtype}_{channels}.wav", seconds, sr, channels, subtype)
+    path = tone_writer(tmp_path / f"x_{sr}_{subtype}_{channels}.wav", seconds, sr, channels, subtype)
     y = load_audio(path)
     assert y.dtype == np.float32 and y.ndim == 1
     n_in = int(round(seconds * sr))
@@ -51,8 +49,8 @@ def test_resampler_removes_what_16k_cannot_hold():
     assert np.max(np.abs(y[1000:-1000])) < 1e-3
 
 
-def test_stereo_is_the_mean_of_its_channels(tmp_path):
-    left, right = tone(0.5, SAMPLE_RATE, seed=1), tone(0.5, SAMPLE_RATE, freq=300.0, seed=2)
+def test_stereo_is_the_mean_of_its_channels(tmp_path, tone_maker):
+    left, right = tone_maker(0.5, SAMPLE_RATE, seed=1), tone_maker(0.5, SAMPLE_RATE, freq=300.0, seed=2)
     path = tmp_path / "stereo.wav"
     sf.write(str(path), np.stack([left, right], axis=1), SAMPLE_RATE, subtype="FLOAT")
     np.testing.assert_allclose(load_audio(path), (left + right) / 2, atol=1e-6)
@@ -61,8 +59,8 @@ def test_stereo_is_the_mean_of_its_channels(tmp_path):
         to_mono(np.zeros((2, 2, 2)))
 
 
-def test_path_bytes_and_file_object_agree(tmp_path):
-    path = write_tone(tmp_path / "a.wav", 0.5, 22050)
+def test_path_bytes_and_file_object_agree(tmp_path, tone_writer):
+    path = tone_writer(tmp_path / "a.wav", 0.5, 22050)
     by_path = load_audio(path)
     data = path.read_bytes()
     np.testing.assert_array_equal(load_audio(data), by_path)
@@ -70,38 +68,38 @@ def test_path_bytes_and_file_object_agree(tmp_path):
     np.testing.assert_array_equal(load_audio(str(path)), by_path)
 
 
-def test_other_target_rate(tmp_path):
-    path = write_tone(tmp_path / "a.wav", 0.5, 16000)
+def test_other_target_rate(tmp_path, tone_writer):
+    path = tone_writer(tmp_path / "a.wav", 0.5, 16000)
     assert len(load_audio(path, sr=8000)) == 4000
 
 
-def _empty_wav(p):
+def _empty_wav(p, tone):
     sf.write(str(p), np.zeros(0, np.float32), 16000)
 
 
-def _zero_bytes(p):
+def _zero_bytes(p, tone):
     p.write_bytes(b"")
 
 
-def _text(p):
+def _text(p, tone):
     p.write_text("this is not audio\n" * 20)
 
 
-def _nan(p):
+def _nan(p, tone):
     y = tone(0.5, 16000)
     y[100:200] = np.nan
     sf.write(str(p), y, 16000, subtype="FLOAT")
 
 
-def _silent(p):
+def _silent(p, tone):
     sf.write(str(p), np.zeros(16000, np.float32), 16000)
 
 
-def _too_short(p):
+def _too_short(p, tone):
     sf.write(str(p), tone(0.05, 16000), 16000)
 
 
-def _truncated_header(p):
+def _truncated_header(p, tone):
     buf = io.BytesIO()
     sf.write(buf, tone(0.5, 16000), 16000, format="WAV")
     p.write_bytes(buf.getvalue()[:20])
@@ -111,9 +109,9 @@ def _truncated_header(p):
     (_empty_wav, "empty"), (_zero_bytes, "empty"), (_text, "not readable"), (_nan, "NaN"),
     (_silent, "silent"), (_too_short, "too short"), (_truncated_header, "not readable"),
 ])
-def test_unusable_files_raise_audio_error_naming_the_file(tmp_path, make, reason):
+def test_unusable_files_raise_audio_error_naming_the_file(tmp_path, tone_maker, make, reason):
     path = tmp_path / f"bad_{make.__name__.strip('_')}.wav"
-    make(path)
+    make(path, tone_maker)
     with pytest.raises(AudioError) as exc:
         load_audio(path)
     assert str(path) in str(exc.value)
@@ -132,17 +130,17 @@ def test_missing_file_and_empty_bytes_are_named(tmp_path):
         load_audio(b"RIFF....garbage", name="upload.wav")
 
 
-def test_too_short_is_judged_in_seconds_not_samples(tmp_path):
+def test_too_short_is_judged_in_seconds_not_samples(tmp_path, tone_maker):
     # 4,320 samples at 48 kHz is more than 0.1 s worth at 16 kHz, but only 0.09 s
     path = tmp_path / "short48k.wav"
-    sf.write(str(path), tone(0.09, 48000), 48000)
+    sf.write(str(path), tone_maker(0.09, 48000), 48000)
     with pytest.raises(AudioError, match="too short"):
         load_audio(path)
 
 
 @pytest.mark.parametrize("snr_db", [0.0, 10.0, 30.0])
-def test_add_noise_hits_the_requested_snr(snr_db):
-    y = tone(2.0, SAMPLE_RATE, seed=3)
+def test_add_noise_hits_the_requested_snr(tone_maker, snr_db):
+    y = tone_maker(2.0, SAMPLE_RATE, seed=3)
     noisy = add_noise(y, snr_db, np.random.default_rng(0))
     assert noisy.dtype == np.float32 and noisy.shape == y.shape
     noise = noisy - y

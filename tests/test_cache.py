@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_tone
 
 from persemo.cache import CACHE_ENV, FeatureCache, config_digest, default_cache_dir, file_digest
 from persemo.config import FeatureConfig
@@ -17,10 +16,10 @@ CFG = FeatureConfig()
 
 
 @pytest.fixture
-def utts(tmp_path) -> list[Utterance]:
+def utts(tmp_path, tone_writer) -> list[Utterance]:
     out = []
     for i, (sr, sec) in enumerate([(16000, 0.6), (22050, 1.1), (44100, 0.4), (8000, 0.9), (48000, 0.5)]):
-        p = write_tone(tmp_path / "audio" / f"u{i}.wav", sec, sr, seed=i, freq=150.0 + 30 * i)
+        p = tone_writer(tmp_path / "audio" / f"u{i}.wav", sec, sr, seed=i, freq=150.0 + 30 * i)
         out.append(Utterance(f"u{i}", str(p), "neutral", f"s{i % 2}"))
     return out
 
@@ -161,20 +160,20 @@ def test_key_changes_with_the_feature_config():
     assert config_digest({"a": 1, "b": 2}) == config_digest({"b": 2, "a": 1})
 
 
-def test_key_changes_with_file_content_not_path(tmp_path):
-    a = write_tone(tmp_path / "a.wav", 0.3, 16000, seed=1)
+def test_key_changes_with_file_content_not_path(tmp_path, tone_writer):
+    a = tone_writer(tmp_path / "a.wav", 0.3, 16000, seed=1)
     b = tmp_path / "elsewhere" / "b.wav"
     b.parent.mkdir()
     b.write_bytes(a.read_bytes())
     assert file_digest(a) == file_digest(b)
-    write_tone(b, 0.3, 16000, seed=2)
+    tone_writer(b, 0.3, 16000, seed=2)
     assert file_digest(a) != file_digest(b)
 
 
-def test_changed_file_is_recomputed(tmp_path, utts):
+def test_changed_file_is_recomputed(tmp_path, tone_writer, utts):
     cache = tmp_path / "cache"
     prepare(utts, CFG, cache_dir=cache)
-    write_tone(utts[0].path, 0.7, 16000, seed=99)  # the same path, new content
+    tone_writer(utts[0].path, 0.7, 16000, seed=99)  # the same path, new content
     again = prepare(utts, CFG, cache_dir=cache)
     assert again.cache_hits == len(utts) - 1
     assert len(again.items[0].wave) == int(0.7 * 16000)

@@ -6,10 +6,12 @@ import json
 import re
 
 import pytest
-from conftest import SHEMO_COUNTS, write_tone
 from typer.testing import CliRunner
 
 from persemo.cli import app
+
+# the corpus's published make-up (../shared/README.md)
+SHEMO_COUNTS = {"neutral": 1160, "anger": 1042, "sadness": 362, "happiness": 203, "surprise": 201, "fear": 32}
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +56,9 @@ def test_inspect_emodb_json(runner, emodb_dir):
     assert s["by_emotion"]["anger"] == 127 and s["by_emotion"]["disgust"] == 46
 
 
-def test_inspect_lists_problems(runner, tmp_path):
-    write_tone(tmp_path / "female" / "F01A01.wav", 0.2, 8000)
-    write_tone(tmp_path / "female" / "badname.wav", 0.2, 8000)
+def test_inspect_lists_problems(runner, tmp_path, tone_writer):
+    tone_writer(tmp_path / "female" / "F01A01.wav", 0.2, 8000)
+    tone_writer(tmp_path / "female" / "badname.wav", 0.2, 8000)
     (tmp_path / "female" / "F01A02.wav").write_bytes(b"")
     res = runner.invoke(app, ["inspect", "--corpus", "shemo", "--data", str(tmp_path), "--json"])
     assert res.exit_code == 0

@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import tone, write_tone
 
 from persemo.audio import load_audio
 from persemo.config import FeatureConfig
@@ -32,9 +31,9 @@ def spectra() -> Spectra:
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory) -> np.ndarray:
+def generated(tmp_path_factory, tone_writer) -> np.ndarray:
     """A generated 2.345 s clip at 44.1 kHz loaded the project's way (length not a multiple of the hop)."""
-    path = write_tone(tmp_path_factory.mktemp("feat") / "g.wav", 2.345, 44100, seed=5)
+    path = tone_writer(tmp_path_factory.mktemp("feat") / "g.wav", 2.345, 44100, seed=5)
     return load_audio(path)
 
 
@@ -124,15 +123,21 @@ def test_other_mel_count_and_no_top_db(generated):
     assert np.abs(mfcc - ref).max() < MFCC_TOL
 
 
-def _waves(lengths, seed=0):
-    return [tone(n / 16000, 16000, freq=120.0 + 40 * i, seed=seed + i) for i, n in enumerate(lengths)]
+@pytest.fixture(scope="module")
+def make_waves(tone_maker):
+    """Generated 16 kHz clips of the given lengths in samples."""
+
+    def make(lengths, seed=0):
+        return [tone_maker(n / 16000, 16000, freq=120.0 + 40 * i, seed=seed + i) for i, n in enumerate(lengths)]
+
+    return make
 
 
 LENGTHS = [8000, 20777, 64000, 3 * 16000 + 123]
 
 
-def test_batched_padded_equals_one_at_a_time(spectra):
-    waves = _waves(LENGTHS)
+def test_batched_padded_equals_one_at_a_time(spectra, make_waves):
+    waves = make_waves(LENGTHS)
     batch, lengths = pad_batch(waves)
     assert batch.shape == (4, max(LENGTHS)) and lengths.tolist() == LENGTHS
     with torch.inference_mode():
@@ -145,10 +150,10 @@ def test_batched_padded_equals_one_at_a_time(spectra):
         np.testing.assert_allclose(mfcc[i, :, :n].numpy(), one_mfcc, atol=1e-3)
 
 
-def test_batched_deltas_equal_one_at_a_time():
+def test_batched_deltas_equal_one_at_a_time(make_waves):
     """Deltas at the end of a short clip in a padded batch see its own last frame, not padding."""
     sp = Spectra(FeatureConfig(mfcc_deltas=True)).eval()
-    waves = _waves(LENGTHS, seed=20)
+    waves = make_waves(LENGTHS, seed=20)
     batch, lengths = pad_batch(waves)
     with torch.inference_mode():
         _, mfcc, fl = sp(batch, lengths)
@@ -164,9 +169,9 @@ def test_hold_last():
     assert out[1, 1].tolist() == [1.0, 2.0, 3.0, 3.0, 3.0]
 
 
-def test_pipeline_batched_equals_one_at_a_time():
+def test_pipeline_batched_equals_one_at_a_time(make_waves):
     pipe = FeaturePipeline(FeatureConfig(mfcc_deltas=True)).eval()
-    waves = _waves(LENGTHS + [6 * 16000], seed=10)
+    waves = make_waves(LENGTHS + [6 * 16000], seed=10)
     batch, lengths = pad_batch(waves)
     with torch.inference_mode():
         mel_b, mfcc_b, valid_b = pipe(batch, lengths)
@@ -177,8 +182,8 @@ def test_pipeline_batched_equals_one_at_a_time():
             np.testing.assert_allclose(mfcc_b[i].numpy(), mfcc_1[0].numpy(), atol=1e-3)
 
 
-def test_pipeline_output_shapes():
-    waves = _waves([16000, samples_for_frames(126, 512), 6 * 16000])
+def test_pipeline_output_shapes(make_waves):
+    waves = make_waves([16000, samples_for_frames(126, 512), 6 * 16000])
     batch, lengths = pad_batch(waves)
     with torch.inference_mode():
         mel, mfcc, valid = FeaturePipeline(FeatureConfig()).eval()(batch, lengths)
@@ -233,8 +238,8 @@ def test_fix_length_pads_and_zeroes_invalid_frames():
     assert out[0, 0].tolist() == [7.0 + v for v in range(8)]  # start (20 - 8) // 2 = 6
 
 
-def test_utterance_normalisation_over_valid_frames(spectra):
-    waves = _waves([12000, 40000])
+def test_utterance_normalisation_over_valid_frames(spectra, make_waves):
+    waves = make_waves([12000, 40000])
     batch, lengths = pad_batch(waves)
     with torch.inference_mode():
         logmel, _, fl = spectra(batch, lengths)

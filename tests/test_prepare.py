@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import write_tone
 
 from persemo.audio import load_audio
 from persemo.config import FeatureConfig
@@ -24,10 +23,11 @@ def _utt(path: Path, i: int) -> Utterance:
 
 
 @pytest.fixture
-def mixed(tmp_path) -> tuple[list[Utterance], set[str]]:
+def mixed(tmp_path, tone_writer) -> tuple[list[Utterance], set[str]]:
     """Good clips of several lengths and rates, interleaved with each kind of bad file."""
     d = tmp_path / "audio"
     d.mkdir()
+    write_tone = tone_writer
     paths = [write_tone(d / "g0.wav", 1.3, 22050, seed=0)]
     (d / "b_empty.wav").write_bytes(b"")
     paths.append(d / "b_empty.wav")

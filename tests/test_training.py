@@ -64,6 +64,10 @@ def tiny_config(**train) -> Config:
         train={"epochs": 2, "batch_size": 6, "lr": 3e-3, "specaug_time_width": 4, "seed": 0, **train})
 
 
+# Lightning 2.6 on torch 2.13 warns about a torch.utils._pytree rename; not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec")
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
     """Tiny models on a shared machine: one intra-op thread; several contend and run many times slower."""

@@ -239,6 +239,74 @@ def adapt(files: List[Path] = typer.Argument(..., help="recordings of ONE speake
 
 # -- commands added by other modules register below this line --
 
+_SYNTH_DEMO_HELP = (
+    "Write a small synthetic Persian demo corpus in ShEMO's layout (female/F01A01.wav ...). Emotions are "
+    "prosody presets of a speech synthesiser (espeak-ng's Persian voice, or a NumPy fallback): a plumbing "
+    "check and teaching example. Accuracy on it says nothing about real speech.")
+
+
+@app.command("synth-demo", help=_SYNTH_DEMO_HELP,
+             short_help="Write a synthetic Persian demo corpus in ShEMO's layout (plumbing check).")
+@guarded
+def synth_demo(out: Path = typer.Option(..., "--out", help="folder to write (new, empty, or a previous demo)"),
+               speakers: int = typer.Option(6, "--speakers", help="synthetic speakers, half female, half male"),
+               per_emotion: int = typer.Option(8, "--per-emotion", help="utterances per speaker and emotion"),
+               engine: str = typer.Option("auto", "--engine", help="auto (espeak-ng when installed), espeak or "
+                                                                   "numpy (built-in source-filter voice)"),
+               seed: int = typer.Option(0, "--seed", help="picks sentences and speaker colouring")):
+    """Synthetic demo corpus (help text above: the docstring's line breaks would show in --help)."""
+    from .demo import synthesize_demo
+
+    info = synthesize_demo(out, speakers=speakers, per_emotion=per_emotion, engine=engine, seed=seed)
+    note = f" ({info['fallback_reason']})" if info["fallback_reason"] else ""
+    typer.echo(f"engine: {info['engine_detail']}{note}")
+    src = info["sentences"]
+    typer.echo(f"sentences: {src['source']}" + (f" ({src['path']})" if src["path"] else "")
+               + f", {src['distinct']} distinct")
+    typer.echo(f"wrote {info['utterances']} files ({info['speakers']} speakers x 6 emotions x "
+               f"{info['per_emotion']}, {info['total_duration_s'] / 60:.1f} min of audio) to {info['out']} "
+               f"in {info['seconds']:.1f} s")
+    typer.echo(f"next: persemo inspect --corpus shemo --data {info['out']}")
+    typer.echo("note: synthetic speech; accuracy on it says nothing about real emotional speech", err=True)
+
+
+_DOWNLOAD_HELP = (
+    "Fetch ShEMO (Kaggle via kagglehub, or the authors' female.zip/male.zip) and verify it against the "
+    "published make-up. Exit code 0: the copy matches (3,000 utterances, 87 speakers, per-emotion counts); "
+    "1: it does not; 2: an error. Kaggle needs your own credentials (~/.kaggle/kaggle.json, or "
+    "KAGGLE_USERNAME and KAGGLE_KEY).")
+
+
+@app.command(help=_DOWNLOAD_HELP, short_help="Fetch ShEMO (Kaggle or the authors' zips) and verify it.")
+@guarded
+def download(corpus: str = typer.Argument(..., help="shemo"),
+             to: Path = typer.Option(..., "--to", help="folder for female/ and male/ (or the copy to verify)"),
+             female_zip: Optional[Path] = typer.Option(None, "--female-zip", help="the authors' female.zip"),
+             male_zip: Optional[Path] = typer.Option(None, "--male-zip", help="the authors' male.zip"),
+             verify_only: bool = typer.Option(False, "--verify-only", help="only check the copy in --to"),
+             as_json: bool = typer.Option(False, "--json", help="print the verification as JSON")):
+    """Download or unpack ShEMO, then verify it (help text above)."""
+    from .download import download_kaggle, format_report, unpack_zips, verify_shemo
+
+    if corpus.lower() != "shemo":
+        fail(f"no downloader for {corpus!r}: only shemo")
+    if (female_zip is None) != (male_zip is None):
+        fail("give both --female-zip and --male-zip, or neither (Kaggle)")
+    if verify_only and female_zip is not None:
+        fail("--verify-only checks --to as it is: leave out --female-zip/--male-zip")
+    if not verify_only:
+        if female_zip is not None:
+            typer.echo(f"unpacking {female_zip} and {male_zip} into {to} ...", err=True)
+            unpack_zips(female_zip, male_zip, to)
+        else:
+            typer.echo(f"downloading ShEMO from Kaggle into {to} ...", err=True)
+            download_kaggle(to)
+    result = verify_shemo(to)
+    typer.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else format_report(result))
+    if not result["matches"]:
+        raise typer.Exit(1)
+
+
 @app.command()
 @guarded
 def serve(model: Path = typer.Option(..., "--model", help="run directory of a trained model (or its model.onnx "

@@ -42,6 +42,7 @@ ESPEAK_HEADROOM = 0.4  # espeak-ng's -a clips above about 120: scale every prese
 NOTE = ("Synthetic speech: emotions are prosody presets of a speech synthesiser. Accuracy on this corpus "
         "says nothing about real emotional speech; use it as a plumbing check only.")
 TABLE = Path("data") / "shemo" / "utterances.tsv"  # below ../shared
+MIN_POOL = 4  # fewer fitting transcripts for an emotion than this: add the built-in sentences
 
 
 class DemoError(CorpusError):
@@ -59,7 +60,7 @@ class Prosody:
     word_gap: int  # extra pause between words, units of 10 ms (espeak -g)
     tremble: float = 0.0  # 0-1: depth of a 6-7 Hz pitch and loudness tremor
     rising: bool = False  # end on a rising (question) contour
-    tilt: float = 0.0  # dB per octave around 1 kHz: tense voices are brighter, lax ones duller
+    tilt: float = 0.0  # dB per octave above 1 kHz: tense voices are brighter, lax ones duller
     breathy: float = 0.03  # NumPy voice only: aspiration noise relative to the voicing
 
 
@@ -95,7 +96,7 @@ class Speaker:
     variant: str  # espeak-ng voice variant, fa+<variant>
     pitch_offset: int  # espeak -p units
     rate: float  # speaking-rate factor
-    tilt_db: float  # spectral tilt, dB per octave around 1 kHz
+    tilt_db: float  # spectral tilt, dB per octave above 1 kHz
     lowpass: float  # Hz: gentle roll-off, like a different microphone
     noise_rms: float  # absolute level of a steady noise floor
 
@@ -111,7 +112,7 @@ def make_speakers(n: int, seed: int) -> list[Speaker]:
                                pitch_offset=PITCH_OFFSETS[i % len(PITCH_OFFSETS)],
                                rate=float(rng.uniform(0.93, 1.07)), tilt_db=float(rng.uniform(-2.5, 2.5)),
                                lowpass=float(rng.uniform(4500, 7500)),
-                               noise_rms=float(10 ** (rng.uniform(-64, -54) / 20))))
+                               noise_rms=float(10 ** (rng.uniform(-72, -60) / 20))))
     return out
 
 
@@ -167,7 +168,7 @@ def choose_sentences(pools: dict[str, list[str]] | None, speakers: list[Speaker]
     chosen = {}
     for emotion, p in PRESETS.items():
         pool = [s for s in (pools or {}).get(emotion, []) if _fits(s, p)]
-        if len(pool) < 4:  # too few fitting transcripts for this emotion: pad with the built-in list
+        if len(pool) < MIN_POOL:  # too few fitting transcripts for this emotion: add the built-in list
             pool += list(BUILTIN_SENTENCES)
         for spk in speakers:
             idx = rng.choice(len(pool), size=per_emotion, replace=per_emotion > len(pool))
@@ -197,7 +198,9 @@ def _parse_wav(data: bytes) -> tuple[np.ndarray, int]:
     """PCM16 mono WAV bytes -> (float32 samples, rate). espeak-ng's --stdout header has no true sizes."""
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise DemoError("espeak-ng wrote no WAV data")
-    sr = int.from_bytes(data[24:28], "little")
+    channels, sr, bits = (int.from_bytes(data[a:b], "little") for a, b in ((22, 24), (24, 28), (34, 36)))
+    if (channels, bits) != (1, 16):
+        raise DemoError(f"espeak-ng wrote {channels}-channel {bits}-bit audio, expected mono 16-bit")
     pos = data.find(b"data", 12)
     if pos < 0:
         raise DemoError("espeak-ng wrote a WAV without a data chunk")
@@ -367,7 +370,8 @@ def numpy_voice(text: str, p: Prosody, spk: Speaker, rng: np.random.Generator) -
         pos += sr / f0[k] * (1 + jitter * dj)
     t0 = sr / float(np.median(f0))
     op, cl = int(0.45 * t0), max(2, int(0.15 * t0))
-    flow = np.concatenate([0.5 * (1 - np.cos(np.pi * np.arange(op) / op)), np.cos(0.5 * np.pi * np.arange(cl) / cl)])
+    flow = np.concatenate([0.5 * (1 - np.cos(np.pi * np.arange(op) / op)),
+                           np.cos(0.5 * np.pi * np.arange(cl) / cl)])
     voiced = np.convolve(pulses[:n], np.diff(flow, prepend=0.0))[:n] * av
     level = float(np.sqrt(np.mean(voiced**2))) + 1e-9
     voiced += rng.standard_normal(n) * av * p.breathy * 3 * level
@@ -419,10 +423,12 @@ def _tremble(x: np.ndarray, depth: float, rng: np.random.Generator) -> np.ndarra
 
 
 def _colour(x: np.ndarray, spk: Speaker, tilt: float, rng: np.random.Generator) -> np.ndarray:
-    """Spectral tilt (speaker's plus the emotion's ``tilt``), the speaker's roll-off and noise floor."""
+    """Spectral tilt above 1 kHz (speaker's plus the emotion's ``tilt``), the speaker's roll-off and noise
+    floor. Below 1 kHz nothing changes, so the tilt moves brightness, not loudness."""
     m = _fft_len(x.size + 256)  # the zero tail absorbs the filter's wrap-around
     f = np.fft.rfftfreq(m, 1.0 / SAMPLE_RATE)
-    gain = 10 ** ((spk.tilt_db + tilt) * np.log2(np.maximum(f, 100.0) / 1000.0) / 20) / np.sqrt(1 + (f / spk.lowpass) ** 4)
+    octaves = np.log2(np.maximum(f, 1000.0) / 1000.0)
+    gain = 10 ** ((spk.tilt_db + tilt) * octaves / 20) / np.sqrt(1 + (f / spk.lowpass) ** 4)
     y = np.fft.irfft(np.fft.rfft(x, m) * gain, m)[: x.size]
     return (y + spk.noise_rms * rng.standard_normal(x.size)).astype(np.float32)
 
@@ -502,8 +508,8 @@ def synthesize_demo(out: Path, speakers: int = 6, per_emotion: int = 8, engine: 
                     sentences_tsv: Path | None = None, *, threads: int | None = None) -> dict:
     """Write the demo corpus into ``out`` and return its info (as in ``demo_info.json``, plus ``out``
     and ``seconds``). ``out`` may be new, empty or a previous demo (replaced whole); the corpus is
-    built in a hidden sibling folder and moved into place, so a failure leaves ``out`` as it was."""
-    out = Path(out).expanduser()
+    built in a hidden sibling folder and renamed into place, so a failure leaves ``out`` as it was."""
+    out = Path(out).expanduser().resolve()  # "." and ".." get a real name and parent
     if engine not in ENGINES:
         raise DemoError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if not 1 <= speakers <= 99 or not 1 <= per_emotion <= 99:
@@ -551,7 +557,9 @@ def synthesize_demo(out: Path, speakers: int = 6, per_emotion: int = 8, engine: 
             "duration_range_s": [round(min(durations), 2), round(max(durations), 2)],
             "sentences": {"source": "shemo-transcripts" if pools else "built-in",
                           "path": str(tsv) if pools else None,
-                          "distinct": len({t for ts in texts.values() for t in ts})},
+                          "distinct": len({t for ts in texts.values() for t in ts}),
+                          "built_in_added_for": [e for e, p in PRESETS.items() if pools and
+                                                 sum(_fits(s, p) for s in pools.get(e, [])) < MIN_POOL]},
             "prosody": {e: asdict(p) for e, p in PRESETS.items()},
             "voices": {s.id: {"variant": s.variant, "pitch_offset": s.pitch_offset} for s in voices},
         }
@@ -563,16 +571,30 @@ def synthesize_demo(out: Path, speakers: int = 6, per_emotion: int = 8, engine: 
 
 
 def _swap_into_place(staging: Path, out: Path, replace: bool) -> None:
-    if not replace:
-        if out.exists():
-            out.rmdir()  # empty (checked); renaming onto a folder is not portable
-        os.replace(staging, out)
-        return
+    """Move the finished corpus from ``staging`` into ``out`` by renames. ``out`` itself stays (its
+    permissions, a mount point, a shell sitting in it); a previous demo's entries go to a hidden trash
+    folder first and come back if a rename fails. demo_info.json moves first, so even a crash half-way
+    leaves a folder that the next run recognises as a demo and replaces."""
+    out.mkdir(exist_ok=True)
+    names = [INFO_FILE, "female", "male"]
     trash = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-    os.replace(out, trash)
+    moved_out: list[str] = []
+    moved_in: list[str] = []
     try:
-        os.replace(staging, out)
+        if replace:
+            trash.mkdir()
+            for name in names:
+                if (out / name).exists():
+                    os.replace(out / name, trash / name)
+                    moved_out.append(name)
+        for name in names:
+            os.replace(staging / name, out / name)
+            moved_in.append(name)
     except BaseException:
-        os.replace(trash, out)
+        for name in moved_in:  # put the new entries back, the old ones where they were
+            os.replace(out / name, staging / name)
+        for name in moved_out:
+            os.replace(trash / name, out / name)
         raise
-    shutil.rmtree(trash, ignore_errors=True)
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)

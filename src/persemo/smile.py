@@ -26,14 +26,15 @@ from .corpora.base import Problem, Utterance
 
 FEATURE_SETS = {"ComParE_2016": 6373, "eGeMAPSv02": 88}  # name -> number of functionals
 MEMBER_KINDS = ("svm", "logreg", "mlp")
-DEFAULT_KIND = "svm"  # chosen on EmoDB grouped 5-fold; see benchmarks/results/peers_emodb.md
+DEFAULT_KIND = "logreg"  # chosen on EmoDB grouped 5-fold; see benchmarks/results/peers_emodb.md
 STATE_FORMAT = 1
 INNER_FOLDS = 4  # inner grouped CV folds for hyperparameters and calibration
 
 # Hyperparameter grids, chosen by inner grouped CV (UAR) on the training data only.
 SVM_C = (1.0, 10.0, 100.0)
 SVM_GAMMA_X_DIM = (0.1, 0.3, 1.0)  # gamma = value / n_features (1 / n_features is sklearn's 'scale' here)
-LOGREG_C = (1e-4, 1e-3, 1e-2, 1e-1)
+SVM_SCORES = "ovr"  # what calibration maps: summed one-vs-one values ('confidence') or sklearn's 'ovr'
+LOGREG_C = (1e-3, 1e-2, 1e-1, 1.0)  # ascending: each fit warm-starts from the last
 MLP_WEIGHT_DECAY = (1e-3, 1e-1)
 MLP_HIDDEN, MLP_EPOCHS, MLP_LR, MLP_DROPOUT = 128, 120, 1e-3, 0.5
 
@@ -151,34 +152,57 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def rbf_decision_function(X: np.ndarray, support_vectors: np.ndarray, dual_coef: np.ndarray,
-                          intercept: np.ndarray, n_support: np.ndarray, gamma: float) -> np.ndarray:
-    """sklearn ``SVC(kernel='rbf', decision_function_shape='ovr').decision_function`` in numpy.
-
-    X (N, D); support_vectors (S, D) grouped by class; dual_coef (C-1, S); intercept (C(C-1)/2,) in
-    libsvm's pair order (0,1), (0,2), ..., (1,2), ...; n_support (C,). Returns (N, C): one-vs-one votes
-    plus a tie-breaking confidence in (-1/3, 1/3), exactly as sklearn's ``_ovr_decision_function``.
-    """
+def rbf_ovo(X: np.ndarray, support_vectors: np.ndarray, dual_coef: np.ndarray, intercept: np.ndarray,
+            n_support: np.ndarray, gamma: float) -> np.ndarray:
+    """One-vs-one decision values of an RBF SVM (libsvm's layout), (N, C(C-1)/2), positive for the
+    pair's first class. X (N, D); support_vectors (S, D) grouped by class; dual_coef (C-1, S);
+    intercept (C(C-1)/2,) in pair order (0,1), (0,2), ..., (1,2), ...; n_support (C,)."""
     X = np.asarray(X, np.float64)
     sv = np.asarray(support_vectors, np.float64)
     sq = (X * X).sum(1)[:, None] + (sv * sv).sum(1)[None, :] - 2.0 * X @ sv.T
     K = np.exp(-gamma * np.maximum(sq, 0.0))
-    n_classes = len(n_support)
     start = np.concatenate([[0], np.cumsum(n_support)])
-    votes = np.zeros((len(X), n_classes))
-    conf = np.zeros((len(X), n_classes))
+    n_classes = len(n_support)
+    out = np.empty((len(X), n_classes * (n_classes - 1) // 2))
     k = 0
     for i in range(n_classes):
         si = slice(start[i], start[i + 1])
         for j in range(i + 1, n_classes):
             sj = slice(start[j], start[j + 1])
-            dec = K[:, si] @ dual_coef[j - 1, si] + K[:, sj] @ dual_coef[i, sj] + intercept[k]
-            conf[:, i] += dec
-            conf[:, j] -= dec
-            votes[:, i] += dec > 0
-            votes[:, j] += dec <= 0
+            out[:, k] = K[:, si] @ dual_coef[j - 1, si] + K[:, sj] @ dual_coef[i, sj] + intercept[k]
             k += 1
+    return out
+
+
+def ovo_votes(ovo: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, C(C-1)/2) one-vs-one values -> (votes, confidence sums), each (N, C)."""
+    votes = np.zeros((len(ovo), n_classes))
+    conf = np.zeros((len(ovo), n_classes))
+    k = 0
+    for i in range(n_classes):
+        for j in range(i + 1, n_classes):
+            conf[:, i] += ovo[:, k]
+            conf[:, j] -= ovo[:, k]
+            votes[:, i] += ovo[:, k] > 0
+            votes[:, j] += ovo[:, k] <= 0
+            k += 1
+    return votes, conf
+
+
+def rbf_decision_function(X: np.ndarray, support_vectors: np.ndarray, dual_coef: np.ndarray,
+                          intercept: np.ndarray, n_support: np.ndarray, gamma: float) -> np.ndarray:
+    """sklearn ``SVC(kernel='rbf', decision_function_shape='ovr').decision_function`` in numpy, (N, C):
+    one-vs-one votes plus a tie-breaking confidence in (-1/3, 1/3), as sklearn's
+    ``_ovr_decision_function`` (arguments as ``rbf_ovo``)."""
+    votes, conf = ovo_votes(rbf_ovo(X, support_vectors, dual_coef, intercept, n_support, gamma),
+                            len(n_support))
     return votes + conf / (3.0 * (np.abs(conf) + 1.0))
+
+
+def svm_scores(ovo: np.ndarray, n_classes: int, kind: str) -> np.ndarray:
+    """The (N, C) scores the calibration sees: sklearn's 'ovr' values or the raw 'confidence' sums."""
+    votes, conf = ovo_votes(ovo, n_classes)
+    return votes + conf / (3.0 * (np.abs(conf) + 1.0)) if kind == "ovr" else conf
 
 
 def _scores(arrays: dict[str, np.ndarray], meta: dict, X: np.ndarray) -> np.ndarray:
@@ -186,8 +210,9 @@ def _scores(arrays: dict[str, np.ndarray], meta: dict, X: np.ndarray) -> np.ndar
     Z = (np.asarray(X, np.float64) - arrays["mean"]) / arrays["scale"]
     kind = meta["kind"]
     if kind == "svm":
-        return rbf_decision_function(Z, arrays["support_vectors"], arrays["dual_coef"], arrays["intercept"],
-                                     arrays["n_support"], float(meta["gamma"]))
+        ovo = rbf_ovo(Z, arrays["support_vectors"], arrays["dual_coef"], arrays["intercept"],
+                      arrays["n_support"], float(meta["gamma"]))
+        return svm_scores(ovo, len(arrays["n_support"]), meta["svm_scores"])
     if kind == "logreg":
         return Z @ arrays["coef"].T + arrays["intercept"]
     if kind == "mlp":
@@ -344,9 +369,12 @@ class SmileMember:
             for C in SVM_C:
                 oof = np.full((len(y), n), np.nan)
                 for tr, te in splits:
-                    clf = SVC(C=C, kernel="precomputed", class_weight="balanced")
+                    clf = SVC(C=C, kernel="precomputed", class_weight="balanced", decision_function_shape="ovo")
                     clf.fit(K[np.ix_(tr, tr)], y[tr])
-                    oof[te] = _full_scores(clf.decision_function(K[np.ix_(te, tr)]), clf.classes_, n)
+                    ovo = clf.decision_function(K[np.ix_(te, tr)])
+                    ovo = -ovo[:, None] if ovo.ndim == 1 else ovo  # binary: sklearn's sign is libsvm's flipped
+                    scores = svm_scores(ovo, len(clf.classes_), SVM_SCORES)
+                    oof[te] = _full_scores(scores, clf.classes_, n)
                 uar = _uar_oof(y, oof)
                 if best is None or uar > best[0]:
                     best = (uar, C, gx, oof)
@@ -355,26 +383,25 @@ class SmileMember:
         sign = -1.0 if n == 2 else 1.0  # sklearn flips the binary case's signs from libsvm's
         arrays = {"support_vectors": clf.support_vectors_, "dual_coef": sign * clf.dual_coef_,
                   "intercept": sign * clf.intercept_, "n_support": clf.n_support_.astype(np.int64)}
-        return arrays, {"C": C, "gamma": gx / d, "inner_uar": uar}, oof
+        return arrays, {"C": C, "gamma": gx / d, "svm_scores": SVM_SCORES, "inner_uar": uar}, oof
 
     @staticmethod
     def _fit_logreg(Z, y, n, splits, seed):
         from sklearn.linear_model import LogisticRegression
 
-        def make(C):
-            return LogisticRegression(C=C, class_weight="balanced", max_iter=2000)
-
+        oofs = {C: np.full((len(y), n), np.nan) for C in LOGREG_C}
+        for tr, te in splits:
+            clf = LogisticRegression(class_weight="balanced", max_iter=2000, warm_start=True)
+            for C in LOGREG_C:
+                clf.set_params(C=C).fit(Z[tr], y[tr])
+                oofs[C][te] = _full_scores(clf.decision_function(Z[te]), clf.classes_, n)
         best = None
         for C in LOGREG_C:
-            oof = np.full((len(y), n), np.nan)
-            for tr, te in splits:
-                clf = make(C).fit(Z[tr], y[tr])
-                oof[te] = _full_scores(clf.decision_function(Z[te]), clf.classes_, n)
-            uar = _uar_oof(y, oof)
+            uar = _uar_oof(y, oofs[C])
             if best is None or uar > best[0]:
-                best = (uar, C, oof)
+                best = (uar, C, oofs[C])
         uar, C, oof = best
-        clf = make(C).fit(Z, y)
+        clf = LogisticRegression(C=C, class_weight="balanced", max_iter=2000).fit(Z, y)
         coef, intercept = clf.coef_, clf.intercept_
         if n == 2:  # one row for classes[1]; two symmetric rows give the same softmax
             coef, intercept = np.vstack([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
@@ -408,7 +435,7 @@ def _full_scores(dec: np.ndarray, classes: np.ndarray, n: int) -> np.ndarray:
     """sklearn decision values over ``classes`` -> (N, n), absent classes far below the rest."""
     if dec.ndim == 1:  # sklearn's binary case: one column, positive for classes[1]
         dec = np.stack([-dec / 2, dec / 2], axis=1)
-    out = np.full((len(dec), n), -10.0)
+    out = np.repeat(dec.min(axis=1, keepdims=True) - 1.0, n, axis=1)
     out[:, classes] = dec
     return out
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import write_tone
 
 from persemo.corpora import CorpusError, load_manifest, save_manifest, scan_corpus
 
 
 @pytest.fixture
-def clips(tmp_path) -> Path:
+def clips(tmp_path, tone_writer) -> Path:
     root = tmp_path / "corpus"
     for i, rel in enumerate(["audio/s1/a.wav", "audio/s1/b.wav", "audio/s2/c.wav", "audio/s2/d.wav"]):
-        write_tone(root / rel, 0.25, 16000, seed=i)
+        tone_writer(root / rel, 0.25, 16000, seed=i)
     return root
 
 

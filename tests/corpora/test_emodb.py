@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from conftest import EMODB_COUNTS, EMODB_FEMALE, EMODB_MALE, write_tone
 
 from persemo.corpora import scan_corpus
 from persemo.corpora.emodb import parse_name
+
+# the corpus's published make-up (../shared/README.md)
+EMODB_COUNTS = {"anger": 127, "boredom": 81, "neutral": 79, "happiness": 71, "fear": 69, "sadness": 62,
+                "disgust": 46}
+EMODB_FEMALE = {"08", "09", "13", "14", "16"}
+EMODB_MALE = {"03", "10", "11", "12", "15"}
 
 
 @pytest.mark.parametrize("stem, expected", [
@@ -30,9 +35,9 @@ def test_parse_name_rejects(stem):
     assert parse_name(stem) is None
 
 
-def test_bad_names_are_problems(tmp_path):
-    write_tone(tmp_path / "03a01Fa.wav", 0.2, 16000)
-    write_tone(tmp_path / "03a01Xa.wav", 0.2, 16000)
+def test_bad_names_are_problems(tmp_path, tone_writer):
+    tone_writer(tmp_path / "03a01Fa.wav", 0.2, 16000)
+    tone_writer(tmp_path / "03a01Xa.wav", 0.2, 16000)
     scan = scan_corpus("emodb", tmp_path)
     assert [u.id for u in scan.utterances] == ["03a01Fa"]
     assert [p.path for p in scan.problems] == [str(tmp_path / "03a01Xa.wav")]

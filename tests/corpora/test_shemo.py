@@ -6,10 +6,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import SHEMO_COUNTS, SHEMO_SPEAKERS_BY_GENDER, write_tone
 
 from persemo.corpora import CorpusError, scan_corpus
 from persemo.corpora.shemo import EXPECTED_BY_EMOTION, EXPECTED_SPEAKERS_BY_GENDER, parse_name
+
+# the corpus's published make-up (../shared/README.md)
+SHEMO_COUNTS = {"neutral": 1160, "anger": 1042, "sadness": 362, "happiness": 203, "surprise": 201, "fear": 32}
+SHEMO_SPEAKERS_BY_GENDER = {"female": 31, "male": 56}
 
 
 @pytest.mark.parametrize("stem, expected", [
@@ -35,15 +38,21 @@ def test_published_counts_in_module_match_readme():
     assert EXPECTED_SPEAKERS_BY_GENDER == SHEMO_SPEAKERS_BY_GENDER
 
 
-def _tree(root: Path, rel_paths: list[str]) -> None:
-    for i, rel in enumerate(rel_paths):
-        write_tone(root / rel, 0.2, 8000, seed=i)
+@pytest.fixture
+def make_tree(tone_writer):
+    """Write a short generated clip at each of ``rel_paths`` under ``root``."""
+
+    def make(root: Path, rel_paths: list[str]) -> None:
+        for i, rel in enumerate(rel_paths):
+            tone_writer(root / rel, 0.2, 8000, seed=i)
+
+    return make
 
 
-def test_female_male_layout_and_bad_names_reported(tmp_path):
+def test_female_male_layout_and_bad_names_reported(tmp_path, make_tree):
     good = ["female/F01A01.wav", "female/F01N02.wav", "male/M02S01.wav", "male/M02W03.wav"]
     bad = ["female/F01Q01.wav", "male/recording.wav"]
-    _tree(tmp_path, good + bad)
+    make_tree(tmp_path, good + bad)
     scan = scan_corpus("shemo", tmp_path)
     assert sorted(u.id for u in scan.utterances) == ["F01A01", "F01N02", "M02S01", "M02W03"]
     assert sorted(p.path for p in scan.problems) == sorted(str(tmp_path / b) for b in bad)
@@ -57,16 +66,16 @@ def test_female_male_layout_and_bad_names_reported(tmp_path):
     assert Path(by_id["F01A01"].path).is_file()
 
 
-def test_flat_layout(tmp_path):
-    _tree(tmp_path, ["F01A01.wav", "M01H02.wav", "F02F01.WAV"])
+def test_flat_layout(tmp_path, make_tree):
+    make_tree(tmp_path, ["F01A01.wav", "M01H02.wav", "F02F01.WAV"])
     scan = scan_corpus("shemo", tmp_path, durations=False)
     assert sorted(u.id for u in scan.utterances) == ["F01A01", "F02F01", "M01H02"]
     assert {u.emotion for u in scan.utterances} == {"anger", "happiness", "fear"}
     assert scan.problems == []
 
 
-def test_nested_kaggle_layout_skips_mac_metadata_and_reports_duplicates(tmp_path):
-    _tree(tmp_path, ["shemo/female/F01A01.wav", "shemo/male/M03N01.wav", "shemo/male/M03N02.wav",
+def test_nested_kaggle_layout_skips_mac_metadata_and_reports_duplicates(tmp_path, make_tree):
+    make_tree(tmp_path, ["shemo/female/F01A01.wav", "shemo/male/M03N01.wav", "shemo/male/M03N02.wav",
                      "extra/copy/M03N01.wav"])
     # macOS archive debris must not be read as utterances or problems
     (tmp_path / "__MACOSX" / "shemo").mkdir(parents=True)
@@ -79,8 +88,8 @@ def test_nested_kaggle_layout_skips_mac_metadata_and_reports_duplicates(tmp_path
     assert scan.problems[0].path.endswith("M03N01.wav")
 
 
-def test_unreadable_file_becomes_a_problem(tmp_path):
-    _tree(tmp_path, ["female/F01A01.wav"])
+def test_unreadable_file_becomes_a_problem(tmp_path, make_tree):
+    make_tree(tmp_path, ["female/F01A01.wav"])
     (tmp_path / "female" / "F01A02.wav").write_bytes(b"")
     (tmp_path / "female" / "F01A03.wav").write_text("junk")
     scan = scan_corpus("shemo", tmp_path)

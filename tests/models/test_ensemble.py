@@ -12,6 +12,24 @@ from persemo.models.ensemble import Ensemble, soft_vote
 LABELS = ["anger", "neutral", "sadness"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models on a shared machine: one intra-op thread; several contend and run many times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def small_cfg():
+    """The default front end (64 mels, 40 MFCCs, 126 frames) with narrow members."""
+    from persemo.config import Config
+
+    return Config().replace(model={"cnn_channels": [8, 16, 32], "cnn_hidden": 16, "lstm_hidden": 16,
+                                   "lstm_layers": 2})
+
+
 def _probs(m: int, b: int = 5, c: int = 3, seed: int = 0) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return [torch.softmax(torch.randn(b, c, generator=g), -1) for _ in range(m)]

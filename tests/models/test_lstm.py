@@ -10,6 +10,15 @@ from persemo.models.lstm import BiLSTM
 D = 40
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models on a shared machine: one intra-op thread; several contend and run many times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _lstm(pooling: str, layers: int = 2) -> BiLSTM:
     torch.manual_seed(0)
     return BiLSTM(D, 4, hidden=16, layers=layers, pooling=pooling).eval()
@@ -56,3 +65,17 @@ def test_batched_equals_one_at_a_time(pooling):
         batched = model(x, lengths)
         single = torch.cat([model(x[i: i + 1, :, : valid[i]], lengths[i: i + 1]) for i in range(len(valid))])
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pooling", ["meanmax", "attention"])
+def test_frames_beyond_valid_are_never_read(pooling):
+    # stronger than zero padding: whatever lies past a clip's valid frames, its output is the same
+    torch.manual_seed(3)
+    x = torch.randn(2, D, 60)
+    garbage = x.clone()
+    garbage[:, :, 25:] = 100.0 * torch.randn(2, D, 35)
+    valid = torch.tensor([25, 25])
+    model = _lstm(pooling)
+    with torch.no_grad():
+        torch.testing.assert_close(model(garbage, valid), model(x, valid), atol=1e-5, rtol=0)
+        assert not torch.allclose(model(garbage), model(x))  # without lengths, all frames count

@@ -255,6 +255,15 @@ ERROR_RESPONSES = {code: {"description": text, "content": {"application/json": {
     (415, "content type is not audio, octet-stream or multipart", "unsupported_media_type"),
     (422, "not decodable as audio, truncated, non-finite, too short or silent", "not_audio"))}
 
+PREDICT_EXAMPLE = {"file": "clip.wav", "duration": 3.2, "emotion": "anger", "confidence": 0.61,
+                   "probabilities": {"anger": 0.61, "fear": 0.03, "happiness": 0.08, "neutral": 0.2, "sadness": 0.03,
+                                     "surprise": 0.05},
+                   "members": {"cnn": {"anger": 0.55, "...": 0.45}, "lstm": {"anger": 0.67, "...": 0.33}},
+                   "model_version": "0.1.0", "adapted": False}
+ERROR_RESPONSES[200] = {"description": "the ensemble's top emotion and distribution, each member's distribution; "
+                                       "audio longer than one window adds `windows` (start, end, same fields)",
+                        "content": {"application/json": {"example": PREDICT_EXAMPLE}}}
+
 HTTP_ERRORS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
                415: "unsupported_media_type", 422: "validation_error", 500: "internal_error"}
 
@@ -342,7 +351,8 @@ def create_app(recogniser_or_path, settings: Settings | None = None):
             raise ApiError(415, "unsupported_media_type",
                            f"Content-Type {mtype or '(none)'!r} not accepted: send multipart/form-data with a field "
                            "'file', or the raw audio as audio/* or application/octet-stream")
-        return await svc.run(svc.predict_bytes, data, name, lang)
+        # a plain dict of str/float/list: JSONResponse directly, skipping FastAPI's jsonable_encoder walk
+        return JSONResponse(await svc.run(svc.predict_bytes, data, name, lang))
 
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket):

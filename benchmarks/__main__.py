@@ -1,0 +1,37 @@
+"""One entry point for the benchmark suite: ``python -m benchmarks NAME [ARGS...]`` (``make bench``).
+
+NAME is one of the scripts below, or ``all`` for the EmoDB suite in order. Each writes JSON and
+Markdown into benchmarks/results/, stamped with the date, machine, package versions and commit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SCRIPTS = {
+    "prepare": "bench_prepare",      # feature preparation: project pipeline vs per-file librosa, cache
+    "suite": "suite",                # accuracy (peers, members, ensembles), both protocols, noise sweep
+    "adaptation": "adaptation",      # speaker adaptation: all / enrolment / trap / curve
+    "peers": "peers",                # openSMILE ComParE and eGeMAPS + SVM alone
+    "emodb": "emodb",                # the ensemble alone, k-fold
+    "rtf": "bench_rtf",              # inference real-time factor, torch vs onnxruntime
+    "service": "bench_service",      # HTTP load test on loopback
+}
+ALL = ("prepare", "suite", "adaptation", "rtf", "service")
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in (*SCRIPTS, "all"):
+        print(__doc__)
+        print("scripts: " + ", ".join(SCRIPTS) + ", all")
+        raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    names = ALL if argv[0] == "all" else (argv[0],)
+    for name in names:
+        print(f"== benchmarks.{SCRIPTS[name]}", flush=True)
+        mod = importlib.import_module(f"benchmarks.{SCRIPTS[name]}")
+        mod.main(argv[1:] if len(names) == 1 else [])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,200 @@
+"""The train and evaluate jobs end to end on a generated corpus (a CSV manifest of synthetic clips):
+the run directory holds everything, the split is speaker-independent, and evaluating the saved model on
+its held-out part reproduces the training report exactly."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_training import LABELS, VOICE, tiny_config, voice
+
+from persemo.corpora.base import CorpusError
+from persemo.pipeline import load_items, run_evaluate, run_train
+from persemo.splits import load_splits
+
+SR = 16000
+RUN_FILES = ("model.json", "model.safetensors", "splits.json", "history.csv", "curves.png", "config.json",
+             "report/report.json", "report/report.md")
+
+
+def write_synthetic_corpus(root: Path, speakers: int = 6, per_class: int = 6, seconds: float = 1.2) -> Path:
+    """WAV files of the two synthetic "emotions" and ``manifest.csv`` (path, emotion, speaker) beside them."""
+    import soundfile as sf
+
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    k = 0
+    for si in range(speakers):
+        spk = f"spk{si:02d}"
+        for emo in LABELS:
+            f0, am, noise = VOICE[emo]
+            for j in range(per_class):
+                k += 1
+                rel = f"wav/{spk}_{emo}_{j}.wav"
+                (root / "wav").mkdir(exist_ok=True)
+                w = voice(seconds * (0.85 + 0.05 * j), f0 * (0.9 + 0.04 * si) * (1 + 0.02 * j), am, noise, k)
+                sf.write(str(root / rel), w, SR, subtype="PCM_16")
+                rows.append({"path": rel, "emotion": emo, "speaker": spk})
+    manifest = root / "manifest.csv"
+    with manifest.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "emotion", "speaker"])
+        w.writeheader()
+        w.writerows(rows)
+    return manifest
+
+
+# Lightning 2.6 on torch 2.13 warns about a torch.utils._pytree rename; not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models on a shared machine: one intra-op thread; several contend and run many times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return write_synthetic_corpus(tmp_path_factory.mktemp("synth"))
+
+
+def pipeline_config(**train):
+    # 6 speakers: 3 parts for test (2 speakers), validation 1 speaker of the remaining 4
+    return tiny_config(epochs=3, **train).replace(split={"test_fraction": 0.34, "val_fraction": 0.17})
+
+
+@pytest.fixture(scope="module")
+def run(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    logs: list[str] = []
+    res = run_train("csv", corpus, out, pipeline_config(), cache_dir=tmp_path_factory.mktemp("cache"),
+                    progress=False, log=logs.append)
+    return out, res, logs
+
+
+@pytest.mark.slow
+def test_train_writes_the_run(run, corpus):
+    out, res, logs = run
+    for name in RUN_FILES:
+        assert (out / name).is_file(), name
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    rep = json.loads((out / "report" / "report.json").read_text(encoding="utf-8"))
+    names = list(rep["results"])
+    assert names[:3] == ["cnn", "lstm", "ensemble (equal)"] and names[3].startswith("ensemble (weighted ")
+    assert rep["protocol"] == "single utterance" and rep["split"] == "speaker"
+    assert list(res["results"]) == names
+    for name in names:
+        assert (out / "report" / f"confusion_{name.replace(' ', '_').replace('/', '_')}.png").is_file()
+    # history: one row per member per epoch
+    with (out / "history.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["member"], int(r["epoch"])) for r in rows] == [(m, e) for m in ("cnn", "lstm") for e in (1, 2, 3)]
+    assert any("model saved to" in line for line in logs)
+
+
+@pytest.mark.slow
+def test_split_is_speaker_independent_and_recorded(run, corpus):
+    out, res, _ = run
+    split = load_splits(out / "splits.json")[0]
+    speaker = {r["path"].split("/")[1].rsplit(".", 1)[0]: r["speaker"]
+               for r in csv.DictReader(corpus.open(encoding="utf-8"))}
+    parts = {p: {speaker[i] for i in getattr(split, p)} for p in ("train", "val", "test")}
+    assert parts["train"] and parts["val"] and parts["test"]
+    assert not (parts["train"] & parts["test"]) and not (parts["train"] & parts["val"]) \
+        and not (parts["val"] & parts["test"])
+    assert len(split.train) + len(split.val) + len(split.test) == len(speaker)
+    meta = json.loads((out / "model.json").read_text(encoding="utf-8"))
+    t = meta["trained_on"]
+    assert t["corpus"] == "csv" and t["data"] == str(corpus.resolve()) and t["split"] == "speaker"
+    assert (t["n_train"], t["n_val"], t["n_test"]) == (len(split.train), len(split.val), len(split.test))
+    assert res["results"]["cnn"]["n"] == len(split.test)
+
+
+@pytest.mark.slow
+def test_learns_the_synthetic_emotions(run):
+    # two well-separated classes, held-out speakers: far above chance (0.5)
+    res = run[1]["results"]
+    ens = [v for k, v in res.items() if k.startswith("ensemble (weighted")][0]
+    assert ens["uar"] >= 0.8 and ens["macro_f1"] >= 0.8
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_the_held_out_report(run, corpus):
+    out, res, _ = run
+    ev = run_evaluate(out, "csv", corpus, cache_dir=None, log=lambda m: None)
+    assert ev["title"] == "csv (test part, clean)"
+    assert ev["labels"] == LABELS
+    assert ev["results"] == res["results"]  # same model, same utterances, same numbers
+
+
+@pytest.mark.slow
+def test_evaluate_all_warns_and_other_data_means_all(run, corpus, tmp_path):
+    out, res, _ = run
+    logs: list[str] = []
+    ev = run_evaluate(out, "csv", corpus, part="all", cache_dir=None, log=logs.append)
+    n_all = len(list(csv.DictReader(corpus.open(encoding="utf-8"))))
+    assert ev["results"]["cnn"]["n"] == n_all
+    assert any("NOT held-out" in line for line in logs)
+    # the same audio under another manifest path is a different corpus: all of it, no warning
+    other = tmp_path / "other.csv"
+    other.write_text(corpus.read_text(encoding="utf-8").replace("wav/", str(corpus.parent / "wav") + "/"),
+                     encoding="utf-8")
+    logs.clear()
+    ev2 = run_evaluate(out, "csv", other, cache_dir=None, log=logs.append, out=tmp_path / "rep")
+    assert ev2["title"].startswith("csv (all part") and ev2["results"]["cnn"]["n"] == n_all
+    assert not any("NOT held-out" in line for line in logs)
+    assert (tmp_path / "rep" / "report.json").is_file()
+
+
+@pytest.mark.slow
+def test_evaluate_under_noise_changes_the_input(run, corpus):
+    out, res, _ = run
+    ev = run_evaluate(out, "csv", corpus, noise_snr=0.0, cache_dir=None, log=lambda m: None)
+    assert ev["title"] == "csv (test part, white noise at 0 dB SNR)"
+    assert ev["results"]["cnn"]["n"] == res["results"]["cnn"]["n"]
+    assert ev["results"] != res["results"]
+
+
+@pytest.mark.slow
+def test_two_folds(corpus, tmp_path):
+    cfg = tiny_config(epochs=1).replace(split={"val_fraction": 0.2})
+    res = run_train("csv", corpus, tmp_path / "cv", cfg, folds=2, cache_dir=None, progress=False, log=lambda m: None)
+    for fold in ("fold0", "fold1"):
+        assert (tmp_path / "cv" / fold / "model.safetensors").is_file()
+        assert (tmp_path / "cv" / fold / "report" / "report.json").is_file()
+    assert (tmp_path / "cv" / "splits_all.json").is_file()
+    folds = load_splits(tmp_path / "cv" / "splits_all.json")
+    assert len(folds) == 2
+    tests = [set(f.test) for f in folds]
+    assert not (tests[0] & tests[1]) and len(tests[0] | tests[1]) == 6 * 2 * 6  # every utterance tested once
+    summary = json.loads((tmp_path / "cv" / "report" / "report.json").read_text(encoding="utf-8"))
+    assert summary["folds"] == 2
+    assert set(res["results"]) == {"cnn", "lstm", "ensemble (equal)", "ensemble (weighted)"}
+    for r in res["results"].values():
+        assert len(r["uar"]["folds"]) == 2
+        assert r["uar"]["mean"] == pytest.approx(np.mean(r["uar"]["folds"]))
+
+
+def test_empty_or_missing_corpus_is_one_clear_error(tmp_path):
+    cfg = tiny_config()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusError, match="no usable utterances"):
+        load_items("emodb", tmp_path / "empty", cfg, log=lambda m: None)
+    with pytest.raises(CorpusError, match="does not exist"):
+        load_items("emodb", tmp_path / "missing", cfg, log=lambda m: None)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,emotion,speaker\nnot_there.wav,anger,a\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match="not_there.wav"):
+        load_items("csv", manifest, cfg, log=lambda m: None)
+    (tmp_path / "junk.wav").write_text("junk")
+    manifest.write_text("path,emotion,speaker\njunk.wav,anger,a\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match="could be read"):
+        load_items("csv", manifest, cfg, log=lambda m: None)
