@@ -249,8 +249,8 @@ _SYNTH_DEMO_HELP = (
              short_help="Write a synthetic Persian demo corpus in ShEMO's layout (plumbing check).")
 @guarded
 def synth_demo(out: Path = typer.Option(..., "--out", help="folder to write (new, empty, or a previous demo)"),
-               speakers: int = typer.Option(6, "--speakers", help="synthetic speakers, half female, half male"),
-               per_emotion: int = typer.Option(8, "--per-emotion", help="utterances per speaker and emotion"),
+               speakers: int = typer.Option(8, "--speakers", help="synthetic speakers, half female, half male"),
+               per_emotion: int = typer.Option(6, "--per-emotion", help="utterances per speaker and emotion"),
                engine: str = typer.Option("auto", "--engine", help="auto (espeak-ng when installed), espeak or "
                                                                    "numpy (built-in source-filter voice)"),
                seed: int = typer.Option(0, "--seed", help="picks sentences and speaker colouring")):

@@ -65,7 +65,11 @@ class FeatureConfig:
 class ModelConfig:
     members: tuple[str, ...] = field(default=("cnn", "lstm"), metadata={"help": "ensemble members"})
     cnn_channels: tuple[int, ...] = field(default=(32, 64, 128), metadata={"help": "filters per conv block"})
-    cnn_hidden: int = field(default=128, metadata={"help": "width of the CNN's fully connected layer"})
+    cnn_hidden: int = field(default=0, metadata={"help": "extra fully connected layer before the classifier "
+                                                          "(0 = none: pooled channels -> emotions, as described)"})
+    cnn_pooling: str = field(default="gap", metadata={"help": "gap: global average over frequency and time (as "
+                                                             "described); time: average over time only, keeping "
+                                                             "the frequency axis (pitch and formant positions)"})
     cnn_dropout: float = field(default=0.25, metadata={"help": "dropout before the CNN's classifier"})
     lstm_hidden: int = field(default=128, metadata={"help": "LSTM hidden size per direction"})
     lstm_layers: int = field(default=2, metadata={"help": "stacked BiLSTM layers"})
@@ -76,6 +80,8 @@ class ModelConfig:
         bad = [m for m in self.members if m not in ("cnn", "lstm")]
         if bad or not self.members:
             raise ConfigError(f"model.members must be a non-empty subset of cnn, lstm; got {list(self.members)}")
+        if self.cnn_pooling not in ("gap", "time"):
+            raise ConfigError(f"model.cnn_pooling must be 'gap' or 'time', not {self.cnn_pooling!r}")
         if self.lstm_pooling not in ("meanmax", "attention"):
             raise ConfigError(f"model.lstm_pooling must be 'meanmax' or 'attention', not {self.lstm_pooling!r}")
 

@@ -281,14 +281,14 @@ def format_report(result: dict, limit: int = 20) -> str:
         lines.append(row(f"  {g}", f["speakers_by_gender"][g], want))
     for emo, want in e["by_emotion"].items():
         lines.append(row(emo, f["by_emotion"][emo], want))
-    for key, label in (("speaker_ids", "speakers absent"),):
-        if miss.get(key):
-            lines.append(f"  {label}: {', '.join(miss[key][:limit])}")
-    if extra.get("speaker_ids"):
-        lines.append(f"  unexpected speakers: {', '.join(extra['speaker_ids'][:limit])}")
-    if result["gaps"]:
-        more = f" (+{len(result['gaps']) - limit} more)" if len(result["gaps"]) > limit else ""
-        lines.append(f"  missing inside a speaker's numbering: {', '.join(result['gaps'][:limit])}{more}")
+    def names(label: str, items: list[str]) -> None:
+        if items:
+            more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+            lines.append(f"  {label}: {', '.join(items[:limit])}{more}")
+
+    names("speakers absent", miss.get("speaker_ids", []))
+    names("unexpected speakers", extra.get("speaker_ids", []))
+    names("missing inside a speaker's numbering", result["gaps"])
     for key, label in (("malformed", "malformed"), ("duplicates", "duplicates")):
         items = result[key]
         if items:

@@ -134,7 +134,12 @@ def make_split(utterances: list[Utterance], kind: str = "speaker", val_fraction:
     ids, labels, groups = _arrays(utterances)
     everything = np.arange(len(ids))
     if kind == "speaker":
-        n = max(2, int(round(1.0 / test_fraction)))
+        n_speakers = len(np.unique(groups))
+        if n_speakers < 3:
+            raise CorpusError(f"a speaker-independent train/validation/test split needs at least 3 speakers; "
+                              f"the corpus has {n_speakers}")
+        # at least one speaker each for validation and training besides the test part
+        n = min(max(2, int(round(1.0 / test_fraction))), n_speakers)
         test = _stratified_group_parts(labels, groups, n, seed)[0]
     else:
         test = _random_part(labels, test_fraction, seed)

@@ -1,4 +1,4 @@
-"""CNN on log-mel spectrograms: conv blocks (BatchNorm, ReLU, MaxPool), global average pooling, dropout, linear."""
+"""CNN on log-mel spectrograms: conv blocks (BatchNorm, ReLU, MaxPool), pooling, dropout, linear."""
 
 from __future__ import annotations
 
@@ -9,13 +9,17 @@ from torch import nn
 class CNN(nn.Module):
     """forward(logmel (B, n_mels, T), valid (B,) frames) -> logits (B, n_classes).
 
-    Three blocks of 32 -> 64 -> 128 filters by default; the pooled 128 channels feed the classifier
-    (``hidden`` > 0 puts one more fully connected layer in between).
+    Three blocks of 32 -> 64 -> 128 filters by default. ``pooling="gap"`` averages over frequency and
+    time, so the 128 channels feed the classifier (as described); ``pooling="time"`` averages over time
+    only and keeps the (pooled) frequency axis, channels x n_mels / 2**blocks features, so the position
+    of energy in frequency (pitch, formants) reaches the classifier. ``hidden`` > 0 puts one more fully
+    connected layer in between.
     """
 
     def __init__(self, n_classes: int, channels: tuple[int, ...] = (32, 64, 128), hidden: int = 0,
-                 dropout: float = 0.25):
+                 dropout: float = 0.25, pooling: str = "gap", n_mels: int = 64):
         super().__init__()
+        self.pooling = pooling
         layers: list[nn.Module] = []
         c_in = 1
         for c in channels:
@@ -23,6 +27,8 @@ class CNN(nn.Module):
                        nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             c_in = c
         self.body = nn.Sequential(*layers)
+        if pooling == "time":
+            c_in *= max(1, n_mels // 2 ** len(channels))
         head: list[nn.Module] = [nn.Dropout(dropout)]
         if hidden > 0:
             head += [nn.Linear(c_in, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)]
@@ -32,6 +38,8 @@ class CNN(nn.Module):
 
     def forward(self, logmel: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         h = self.body(logmel.unsqueeze(1))  # (B, C, F', T')
+        if self.pooling == "time":
+            h = h.flatten(1, 2).unsqueeze(2)  # (B, C * F', 1, T'): every channel-frequency pair is a feature
         if valid is None:
             pooled = h.mean(dim=(2, 3))
         else:

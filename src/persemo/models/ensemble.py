@@ -35,7 +35,7 @@ def soft_vote(probs: Sequence[torch.Tensor], weights: Sequence[float] | torch.Te
 def build_member(name: str, cfg: Config, n_classes: int) -> nn.Module:
     m = cfg.model
     if name == "cnn":
-        return CNN(n_classes, m.cnn_channels, m.cnn_hidden, m.cnn_dropout)
+        return CNN(n_classes, m.cnn_channels, m.cnn_hidden, m.cnn_dropout, m.cnn_pooling, cfg.features.n_mels)
     if name == "lstm":
         return BiLSTM(cfg.features.mfcc_dim, n_classes, m.lstm_hidden, m.lstm_layers, m.lstm_dropout, m.lstm_pooling)
     raise ValueError(f"unknown member {name!r}")
