@@ -15,6 +15,7 @@ SCRIPTS = {
     "adaptation": "adaptation",      # speaker adaptation: all / enrolment / trap / curve
     "peers": "peers",                # openSMILE ComParE and eGeMAPS + SVM alone
     "emodb": "emodb",                # the ensemble alone, k-fold
+    "combine": "combine",            # ensemble with / without the openSMILE member, from saved predictions
     "rtf": "bench_rtf",              # inference real-time factor, torch vs onnxruntime
     "service": "bench_service",      # HTTP load test on loopback
 }

@@ -108,7 +108,7 @@ def main(argv=None) -> None:
     name = f"{a.corpus}" + (f"_{a.tag}" if a.tag else "")
     cmd = "python -m benchmarks.emodb" + (f" --config {a.config}" if a.config else "") + \
         (f" --epochs {a.epochs}" if a.epochs else "") + (f" --tag {a.tag}" if a.tag else "")
-    data = {"benchmark": "speaker-independent k-fold", "corpus": a.corpus, "folds": a.folds, "command": cmd,
+    data = {"benchmark": "speaker-independent k-fold", "corpus": a.corpus, "k_folds": a.folds, "command": cmd,
             "config": cfg.to_dict(), "wall_seconds": wall, "machine": machine_info(), **res}
     md = [f"## {a.corpus}: speaker-independent {a.folds}-fold cross-validation", "",
           f"Command: `{cmd}` ({wall / 60:.1f} min on this machine). Folds grouped by speaker "

@@ -36,9 +36,17 @@ class FeatureConfig:
         metadata={"help": "utterance: each utterance by its own statistics; global: training-split "
                           "statistics saved with the model; speaker: each speaker by their own"},
     )
+    logmel_utterance_scope: str = field(
+        default="feature",
+        metadata={"help": "utterance normalisation of the log-mel: feature (each band by its own mean and std, "
+                          "which removes the average spectral shape) or whole (one mean and std over the "
+                          "spectrogram, which keeps it); MFCCs are always per coefficient"})
     amin: float = field(default=1e-10, metadata={"help": "power floor before the logarithm"})
 
     def __post_init__(self) -> None:
+        if self.logmel_utterance_scope not in ("feature", "whole"):
+            raise ConfigError("features.logmel_utterance_scope must be 'feature' or 'whole', "
+                              f"not {self.logmel_utterance_scope!r}")
         if self.crop not in ("centre", "start"):
             raise ConfigError(f"features.crop must be 'centre' or 'start', not {self.crop!r}")
         if self.normalisation not in ("utterance", "global", "speaker"):

@@ -205,9 +205,10 @@ class Normaliser(nn.Module):
     """Standardise (B, D, T) features: by the utterance's own statistics, by global statistics saved
     with the model, or by given speaker statistics (mean, std) of shape (B, D)."""
 
-    def __init__(self, dim: int, mode: str = "utterance"):
+    def __init__(self, dim: int, mode: str = "utterance", whole: bool = False):
         super().__init__()
         self.mode = mode
+        self.whole = whole  # utterance mode: one mean and std over all features and frames
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
 
@@ -221,6 +222,10 @@ class Normaliser(nn.Module):
             mean, std = stats[0].unsqueeze(-1), stats[1].unsqueeze(-1).clamp(min=1e-3)
         elif self.mode == "utterance":
             mean, std = masked_stats(x, frame_lengths)
+            if self.whole:  # pool the per-feature moments into one mean and std per utterance
+                m = mean.mean(1, keepdim=True)
+                std = torch.sqrt((std**2 + (mean - m) ** 2).mean(1, keepdim=True))
+                mean = m
         else:
             mean, std = self.mean[None, :, None], self.std[None, :, None]
         return (x - mean) / std
@@ -238,7 +243,7 @@ class FeaturePipeline(nn.Module):
         self.cfg = cfg
         self.spectra = Spectra(cfg)
         mode = "utterance" if cfg.normalisation == "utterance" else "global"
-        self.norm_mel = Normaliser(cfg.n_mels, mode)
+        self.norm_mel = Normaliser(cfg.n_mels, mode, whole=cfg.logmel_utterance_scope == "whole")
         self.norm_mfcc = Normaliser(cfg.mfcc_dim, mode)
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None,

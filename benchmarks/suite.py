@@ -1,0 +1,200 @@
+"""The EmoDB suite: peers, members and ensembles on the same speaker-independent folds, clean and noisy.
+
+    python -m benchmarks.suite [--corpus emodb --data PATH] [--folds 5] [--config FILE] [--epochs N]
+                               [--snrs 20,10,5,0] [--noises white,babble] [--tag NAME]
+
+Per fold (``persemo.splits.make_folds(kind="speaker", seed)``, the same folds as every other
+benchmark here), on the fold's training speakers:
+  (a) openSMILE ComParE_2016 functionals + standardisation + RBF SVM (class-balanced, C and gamma by
+      inner cross-validation grouped by speaker), (b) the same with eGeMAPSv02,
+  (c) the CNN, (d) the BiLSTM, (e) their soft-voting ensemble, and (f) the ensemble with the openSMILE
+      member (``smile``) as a third member, equal and validation-chosen weights.
+Every model is then evaluated on the fold's test speakers clean and with white or babble noise (made of
+other test utterances) at each SNR; the noisy waveforms are made once and given to every model.
+Writes results/suite_<corpus>.json and .md, and results/robustness_<corpus>.png (UAR against SNR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from persemo.audio import add_noise
+from persemo.cache import default_cache_dir
+from persemo.config import load_config
+from persemo.evaluation import compute_metrics, markdown_table, per_class_table, summarise_folds
+from persemo.pipeline import labels_of, load_items
+from persemo.splits import check_speaker_independent, make_folds
+from persemo.training import crop_wave, predict_items, train_ensemble, window_samples
+
+from .common import RESULTS, machine_info, write_results
+from .emodb import EMODB, _quiet
+from .peers import PEERS, peer_svm
+
+CLEAN = "clean"
+
+
+def noisy_waves(waves: list[np.ndarray], snr: float, kind: str, seed: int) -> list[np.ndarray]:
+    """Each wave with noise at ``snr`` dB: white Gaussian, or babble summed from 4 other waves."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, w in enumerate(waves):
+        if kind == "babble":
+            others = [j for j in rng.choice(len(waves), size=min(5, len(waves)), replace=False) if j != i][:4]
+            bab = np.zeros(len(w), np.float32)
+            for j in others:
+                seg = np.resize(waves[j], len(w))
+                bab += seg / (np.sqrt(np.mean(seg**2)) + 1e-8)
+            out.append(add_noise(w, snr, rng, bab if others else None))
+        else:
+            out.append(add_noise(w, snr, rng))
+    return out
+
+
+def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, float | None]], log=print) -> dict:
+    from persemo.smile import extract_functionals, functionals_from_waves
+
+    items, _ = load_items(corpus, data, cfg, default_cache_dir(), log)
+    labels = labels_of(items)
+    index = {l: i for i, l in enumerate(labels)}
+    utts = [it.utt for it in items]
+    by_id = {it.utt.id: it for it in items}
+    splits = make_folds(utts, folds, "speaker", cfg.split.val_fraction, cfg.split.seed)
+    t0 = time.perf_counter()
+    whole = {}
+    for name, fs in PEERS.items():
+        X, _, problems = extract_functionals(utts, fs, default_cache_dir(), threads=2)
+        if problems:
+            raise SystemExit(f"openSMILE failed on {len(problems)} files, e.g. {problems[0]}")
+        whole[name] = dict(zip([u.id for u in utts], X))
+    log(f"openSMILE functionals ready ({time.perf_counter() - t0:.0f} s)")
+    per: dict[str, dict[str, list[dict]]] = {}
+    seconds: dict[str, list[float]] = {}
+    n = window_samples(cfg)
+    for sp in splits:
+        check_speaker_independent(sp, utts)
+        train, val, test = ([by_id[i] for i in sp.train], [by_id[i] for i in sp.val], [by_id[i] for i in sp.test])
+        y = np.array([index[it.utt.emotion] for it in test])
+        log(f"fold {sp.fold + 1}/{folds}: test speakers {sorted({it.utt.speaker for it in test})}")
+        fit_ids = [it.utt.id for it in train + val]
+        y_fit = np.array([index[by_id[i].utt.emotion] for i in fit_ids])
+        g_fit = np.array([by_id[i].utt.speaker for i in fit_ids])
+        peers = {}
+        for name in PEERS:
+            t = time.perf_counter()
+            peers[name], _ = peer_svm(np.stack([whole[name][i] for i in fit_ids]), y_fit, g_fit)
+            seconds.setdefault(name, []).append(time.perf_counter() - t)
+        model, info = train_ensemble(cfg, labels, train, val, None, progress=False, log=log)
+        for m, v in info["members"].items():
+            seconds.setdefault(m, []).append(v["seconds"])
+        clean = [crop_wave(it.wave, n, cfg.features.crop) for it in test]
+        for cond, snr in conditions:
+            if snr is None:
+                waves = clean
+            else:
+                waves = noisy_waves(clean, snr, cond.split()[0], seed=1000 * sp.fold + int(snr))
+            noisy_items = [replace(it, wave=w) for it, w in zip(test, waves)]
+            probs = predict_items(model, noisy_items, cfg)
+            rows = {m: probs[i] for i, m in enumerate(model.member_names)}
+            torch_members = [i for i, m in enumerate(model.member_names) if m in ("cnn", "lstm")]
+            if len(torch_members) == 2:
+                rows["ensemble cnn+lstm (equal)"] = probs[torch_members].mean(0)
+            if len(model.member_names) > 1:
+                rows[f"ensemble {'+'.join(model.member_names)} (equal)"] = probs[:-1].mean(0)
+                rows[f"ensemble {'+'.join(model.member_names)} (weighted on val)"] = probs[-1]
+            for name, fs in PEERS.items():
+                X = np.stack([whole[name][it.utt.id] for it in test]) if snr is None else \
+                    functionals_from_waves(waves, fs)
+                pred = peers[name].predict(X)
+                rows[name] = np.eye(len(labels))[pred]
+            for m, p in rows.items():
+                per.setdefault(cond, {}).setdefault(m, []).append(compute_metrics(y, p, labels))
+        log("  clean: " + ", ".join(f"{m} {100 * r[-1]['uar']:.1f}" for m, r in per[CLEAN].items()))
+    summary = {c: {m: summarise_folds(rs) for m, rs in d.items()} for c, d in per.items()}
+    pooled_clean = {}
+    for m, rs in per[CLEAN].items():
+        cm = np.sum([np.array(r["confusion"]) for r in rs], axis=0)
+        rec = np.diag(cm) / np.clip(cm.sum(1), 1, None)
+        pooled_clean[m] = {"per_class": {l: {"recall": float(rec[i])} for i, l in enumerate(labels)}}
+    return {"labels": labels, "summary": summary, "pooled_clean": pooled_clean,
+            "train_seconds": {m: {"per_fold_mean": float(np.mean(v)), "total": float(np.sum(v))}
+                              for m, v in seconds.items()}}
+
+
+def plot(summary: dict, conditions, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from persemo.corpora.base import atomic_write_bytes
+
+    kinds = sorted({c.split()[0] for c, s in conditions if s is not None})
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4), squeeze=False)
+    models = list(summary[CLEAN])
+    for ax, kind in zip(axes[0], kinds):
+        snrs = sorted({s for c, s in conditions if s is not None and c.startswith(kind)}, reverse=True)
+        xs = ["clean"] + [f"{s:g}" for s in snrs]
+        for m in models:
+            ys = [summary[CLEAN][m]["uar"]["mean"]] + [summary[f"{kind} {s:g} dB"][m]["uar"]["mean"] for s in snrs]
+            ax.plot(xs, [100 * v for v in ys], marker="o", label=m)
+        ax.set_title(f"{kind} noise")
+        ax.set_xlabel("SNR (dB)")
+        ax.set_ylabel("UAR (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default="emodb")
+    ap.add_argument("--data", type=Path, default=EMODB)
+    ap.add_argument("--config", type=Path, default=None)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--snrs", default="20,10,5,0")
+    ap.add_argument("--noises", default="white,babble")
+    ap.add_argument("--tag", default="")
+    a = ap.parse_args(argv)
+    _quiet()
+    over = {"model": {"members": ["cnn", "lstm", "smile"]}}
+    if a.epochs:
+        over["train"] = {"epochs": a.epochs}
+    cfg = load_config(a.config, **over)
+    snrs = [float(s) for s in a.snrs.split(",") if s.strip()]
+    conditions = [(CLEAN, None)] + [(f"{k} {s:g} dB", s) for k in a.noises.split(",") if k for s in snrs]
+    t0 = time.perf_counter()
+    res = run(a.corpus, a.data, cfg, a.folds, conditions)
+    wall = time.perf_counter() - t0
+    name = f"suite_{a.corpus}" + (f"_{a.tag}" if a.tag else "")
+    png = f"robustness_{a.corpus}" + (f"_{a.tag}" if a.tag else "") + ".png"
+    plot(res["summary"], conditions, RESULTS / png)
+    cmd = "python -m benchmarks suite" + "".join(f" {x}" for x in (argv or []))
+    md = [f"## {a.corpus}: peers, members and ensembles, speaker-independent {a.folds}-fold", "",
+          f"Command: `{cmd}` ({wall / 60:.1f} min on this machine, training, openSMILE extraction and the noise "
+          "sweep included). Mean ± std over folds (%); the peers' SVM gives hard decisions.", "",
+          markdown_table(res["summary"][CLEAN], "clean"), "",
+          "Per-class recall, pooled over folds (%):", "", per_class_table(res["pooled_clean"], res["labels"]), ""]
+    for cond in res["summary"]:
+        if cond != CLEAN:
+            md += [markdown_table(res["summary"][cond], cond), ""]
+    md += [f"![UAR against SNR]({png})", "",
+           "Training time per fold (s): " + ", ".join(f"{m} {v['per_fold_mean']:.0f}"
+                                                     for m, v in res["train_seconds"].items())]
+    write_results(name, {"command": cmd, "k_folds": a.folds, "config": cfg.to_dict(), "wall_seconds": wall,
+                         "machine": machine_info(), **res}, "\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
