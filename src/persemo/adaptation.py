@@ -8,6 +8,9 @@ several emotions: a speaker heard in one emotion only has that emotion as their 
 Statistics are computed here from waveforms with the model's own front end, optionally shrunk toward
 the model's global (training) statistics by the amount of audio they rest on, and saved as
 safetensors + JSON carrying the feature config they belong to; a mismatch is refused.
+
+A model with a speaker-normalised smile member also gets ``smile_mean``/``smile_std``: the mean and
+std of the speaker's clips' openSMILE functionals (one vector per clip), shrunk the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 from .corpora.base import atomic_write_text
 
 STAT_KEYS = ("logmel_mean", "logmel_std", "mfcc_mean", "mfcc_std")
+SMILE_STAT_KEYS = ("smile_mean", "smile_std")  # = models.ensemble.SMILE_STAT_KEYS (no torch import here)
 FORMAT = "persemo-speaker-stats"
 
 
@@ -47,11 +51,21 @@ def stats_from_features(logmels: list[np.ndarray], mfccs: list[np.ndarray]) -> d
             "mfcc_mean": mf.mean(1).astype(np.float32), "mfcc_std": (mf.std(1) + 1e-5).astype(np.float32)}
 
 
+def _smile_norm(model):
+    """(feature set, (mean, std)) of a model's speaker-normalised smile member, else None."""
+    smile, norm = getattr(model, "smile", None), getattr(model, "smile_norm", None)
+    return (smile.feature_set, norm) if smile is not None and norm is not None else None
+
+
 def global_stats(model) -> dict[str, np.ndarray]:
     """The model's own training statistics (its fallback when a speaker's are not known)."""
     f = model.features
-    return {"logmel_mean": f.norm_mel.mean.numpy().copy(), "logmel_std": f.norm_mel.std.numpy().copy(),
-            "mfcc_mean": f.norm_mfcc.mean.numpy().copy(), "mfcc_std": f.norm_mfcc.std.numpy().copy()}
+    out = {"logmel_mean": f.norm_mel.mean.numpy().copy(), "logmel_std": f.norm_mel.std.numpy().copy(),
+           "mfcc_mean": f.norm_mfcc.mean.numpy().copy(), "mfcc_std": f.norm_mfcc.std.numpy().copy()}
+    sm = _smile_norm(model)
+    if sm is not None:
+        out.update(smile_mean=sm[1][0].astype(np.float32), smile_std=sm[1][1].astype(np.float32))
+    return out
 
 
 def shrink(stats: dict[str, np.ndarray], prior: dict[str, np.ndarray], n: float, k: float) -> dict[str, np.ndarray]:
@@ -63,7 +77,7 @@ def shrink(stats: dict[str, np.ndarray], prior: dict[str, np.ndarray], n: float,
         return dict(stats)
     a = n / (n + k)
     out = {}
-    for key in STAT_KEYS:
+    for key in [k for k in STAT_KEYS + SMILE_STAT_KEYS if k in stats and k in prior]:
         if key.endswith("_std"):
             out[key] = np.exp(a * np.log(stats[key]) + (1 - a) * np.log(prior[key])).astype(np.float32)
         else:
@@ -78,12 +92,20 @@ def compute_speaker_stats(model, waves: list[np.ndarray], shrink_k: float = 0.0)
         raise StatsError("no audio given for the speaker statistics")
     lm, mf = _frames(model, waves)
     st = stats_from_features([lm], [mf])
+    sm = _smile_norm(model)
+    if sm is not None:
+        from .smile import functional_stats, functionals_from_waves
+
+        mean, std = functional_stats(functionals_from_waves(waves, sm[0], threads=2))
+        st.update(smile_mean=mean.astype(np.float32), smile_std=std.astype(np.float32))
     return shrink(st, global_stats(model), len(waves), shrink_k)
 
 
 def save_stats(path: str | Path, stats: dict[str, np.ndarray], feature_config: dict, n_utterances: int,
-               seconds: float, extra: dict | None = None) -> Path:
-    """Write ``PATH`` (safetensors) and ``PATH.json`` (feature config, counts), atomically."""
+               seconds: float, extra: dict | None = None, smile_feature_set: str | None = None) -> Path:
+    """Write ``PATH`` (safetensors) and ``PATH.json`` (feature config, counts), atomically.
+
+    ``smile_feature_set``: the functionals the stats' ``smile_mean``/``smile_std`` describe (if any)."""
     import os
     import tempfile
 
@@ -96,19 +118,27 @@ def save_stats(path: str | Path, stats: dict[str, np.ndarray], feature_config: d
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     os.close(fd)
     try:
-        save_file({k: np.ascontiguousarray(stats[k], dtype=np.float32) for k in STAT_KEYS}, tmp)
+        save_file({k: np.ascontiguousarray(stats[k], dtype=np.float32) for k in STAT_KEYS + SMILE_STAT_KEYS
+                   if k in stats}, tmp)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     meta = {"format": FORMAT, "feature_config": feature_config, "n_utterances": n_utterances,
             "seconds": round(seconds, 3), **(extra or {})}
+    if smile_feature_set is not None and all(k in stats for k in SMILE_STAT_KEYS):
+        meta["smile_feature_set"] = smile_feature_set
     atomic_write_text(p.with_suffix(".json"), json.dumps(meta, indent=1))
     return p
 
 
-def load_stats(path: str | Path, feature_config: dict) -> dict[str, np.ndarray]:
-    """Read statistics saved by ``save_stats``; refuse them if they belong to another feature config."""
+def load_stats(path: str | Path, feature_config: dict,
+               smile_feature_set: str | None = None) -> dict[str, np.ndarray]:
+    """Read statistics saved by ``save_stats``; refuse them if they belong to another feature config.
+
+    ``smile_feature_set``: the model has a speaker-normalised smile member on these functionals, so the
+    file must hold its ``smile_mean``/``smile_std`` (``save_stats`` records the set as ``smile_feature_set``).
+    """
     from safetensors.numpy import load_file
 
     from .config import FeatureConfig
@@ -135,7 +165,14 @@ def load_stats(path: str | Path, feature_config: dict) -> dict[str, np.ndarray]:
     missing = [k for k in STAT_KEYS if k not in arrays]
     if missing:
         raise StatsError(f"{p}: missing arrays {missing}")
-    return {k: arrays[k] for k in STAT_KEYS}
+    if smile_feature_set is None:
+        return {k: arrays[k] for k in STAT_KEYS}
+    theirs = meta.get("smile_feature_set")
+    if any(k not in arrays for k in SMILE_STAT_KEYS) or theirs != smile_feature_set:
+        got = f"{theirs} functional statistics" if theirs else "no openSMILE functional statistics"
+        raise StatsError(f"{p}: the model's smile member needs {smile_feature_set} functional statistics, the file "
+                         f"has {got}; recompute them with `persemo adapt` for this model")
+    return {k: arrays[k] for k in STAT_KEYS + SMILE_STAT_KEYS}
 
 
 def effective_emotions(probs: np.ndarray) -> float:

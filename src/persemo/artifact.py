@@ -1,10 +1,11 @@
 """The model artifact: one directory holding everything inference needs, and nothing executable.
 
 ``model.safetensors`` holds every tensor (member weights, normalisation statistics, ensemble weights,
-and any extra member's arrays under its own prefix); ``model.json`` holds the label map, the whole
-config, the members, the supported normalisation modes, the package version and the sha256 of the
-weights file. Both are written atomically (weights first), and loading checks the digest, so a run
-killed mid-save or a mixed-up pair of files is refused, never half-loaded.
+and the smile member's arrays under ``smile.``); ``model.json`` holds the label map, the whole config,
+the members and their soft-vote weights (all members, torch or not), the smile member's state facts
+(``smile``), the supported normalisation modes, the package version and the sha256 of the weights file.
+Both are written atomically (weights first), and loading checks the digest, so a run killed mid-save
+or a mixed-up pair of files is refused, never half-loaded.
 """
 
 from __future__ import annotations
@@ -55,15 +56,21 @@ def _atomic_json(path: Path, data: dict) -> None:
 
 def save_model(out: str | Path, model, extra_arrays: dict[str, np.ndarray] | None = None,
                extra_meta: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` (an ``Ensemble``) to the directory ``out``; returns the directory."""
+    """Write ``model`` (a ``FullEnsemble``, or a torch ``Ensemble`` without a smile member) to the
+    directory ``out``; returns the directory."""
+    import torch
     from safetensors.torch import save_file
 
+    from .models.ensemble import SMILE_PREFIX, as_full
+
+    model = as_full(model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    import torch
-
-    for k, v in (extra_arrays or {}).items():
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.ensemble.state_dict().items()}
+    smile_arrays, smile_meta = model.smile_state()
+    for k, v in list(smile_arrays.items()) + list((extra_arrays or {}).items()):
+        if k in tensors or (smile_arrays and k.startswith(SMILE_PREFIX) and k not in smile_arrays):
+            raise ValueError(f"array name {k!r} is taken by the model's own tensors")
         tensors[k] = torch.from_numpy(np.ascontiguousarray(v))
     fd, tmp = tempfile.mkstemp(prefix=".weights.", suffix=".tmp", dir=out)
     os.close(fd)
@@ -90,6 +97,8 @@ def save_model(out: str | Path, model, extra_arrays: dict[str, np.ndarray] | Non
         "config": cfg.to_dict(),
         "weights_sha256": digest,
     }
+    if smile_meta:
+        meta["smile"] = smile_meta
     meta.update(extra_meta or {})
     _atomic_json(out / META, meta)
     return out
@@ -126,8 +135,16 @@ def read_meta(path: str | Path) -> tuple[Path, dict]:
     return p, meta
 
 
-def load_model(path: str | Path):
-    """Rebuild the ``Ensemble`` saved at ``path``; returns (model in eval mode, meta, extra arrays)."""
+def _config(p: Path, meta: dict) -> Config:
+    try:
+        return Config.from_dict(meta["config"])
+    except ConfigError as exc:
+        raise ArtifactError(f"{p / META}: bad config: {exc}") from None
+
+
+def load_torch_model(path: str | Path):
+    """The torch ``Ensemble`` saved at ``path`` (its torch members only, as ONNX export needs it):
+    (model in eval mode, meta, every other array, the smile member's included). No opensmile needed."""
     from safetensors.torch import load_file
 
     from .models.ensemble import Ensemble
@@ -139,11 +156,7 @@ def load_model(path: str | Path):
     if _sha256(wpath) != meta["weights_sha256"]:
         raise ArtifactError(f"{wpath}: weights do not match {META} (digest differs); the save was interrupted "
                             "or the files come from different models")
-    try:
-        cfg = Config.from_dict(meta["config"])
-    except ConfigError as exc:
-        raise ArtifactError(f"{p / META}: bad config: {exc}") from None
-    model = Ensemble(cfg, meta["labels"])
+    model = Ensemble(_config(p, meta), meta["labels"])
     tensors = load_file(str(wpath))
     own = set(model.state_dict())
     state = {k: v for k, v in tensors.items() if k in own}
@@ -157,3 +170,58 @@ def load_model(path: str | Path):
         raise ArtifactError(f"{wpath}: tensors do not fit the config ({str(exc).splitlines()[0]})") from None
     model.eval()
     return model, meta, extra
+
+
+def load_model(path: str | Path):
+    """Rebuild the model saved at ``path``: (``FullEnsemble`` in eval mode, meta, extra arrays).
+
+    The members are the config's (``model.members``); a smile member needs the ``opensmile`` package.
+    Extra arrays are the tensors that belong to no member (``save_model``'s ``extra_arrays``).
+    """
+    import torch
+
+    from .models.ensemble import SMILE, SMILE_NORM, SMILE_PREFIX, FullEnsemble
+
+    p, meta = read_meta(path)
+    cfg = _config(p, meta)
+    if SMILE in cfg.model.members:
+        try:
+            import opensmile  # noqa: F401
+        except ImportError:
+            raise ArtifactError(f"{p}: this model has an openSMILE member ('smile'), which needs the opensmile "
+                                "package: pip install 'persemo[opensmile]'") from None
+    model, meta, extra = load_torch_model(p)
+    if SMILE not in cfg.model.members:
+        return FullEnsemble(model), meta, extra
+    from .smile import SmileMember
+
+    wpath = p / WEIGHTS
+    info = meta.get("smile")
+    if not isinstance(info, dict) or not isinstance(info.get("state"), dict):
+        raise ArtifactError(f"{p / META}: the config lists a smile member but the 'smile' field is missing")
+    mine = {k for k in extra if k.startswith(SMILE_PREFIX)}
+    norm = None
+    if info.get("normalisation") == "speaker":
+        if not set(SMILE_NORM) <= mine:
+            raise ArtifactError(f"{wpath}: missing the smile member's normalisation statistics {list(SMILE_NORM)}")
+        norm = tuple(np.asarray(extra[k], np.float64) for k in SMILE_NORM)
+    arrays = {k[len(SMILE_PREFIX):]: extra[k] for k in mine if k not in SMILE_NORM}
+    try:
+        smile = SmileMember.from_state(arrays, info["state"])
+    except (ValueError, KeyError) as exc:
+        raise ArtifactError(f"{p / META}: bad smile member state ({exc})") from None
+    if smile.feature_set != cfg.model.smile_feature_set:
+        raise ArtifactError(f"{p / META}: the smile member was fitted on {smile.feature_set}, the config says "
+                            f"{cfg.model.smile_feature_set}")
+    weights = meta["ensemble_weights"]
+    if not isinstance(weights, list) or len(weights) != len(cfg.model.members):
+        raise ArtifactError(f"{p / META}: ensemble_weights must give one weight per member of "
+                            f"{list(cfg.model.members)}")
+    saved = model.weights.clone()
+    try:
+        full = FullEnsemble(model, smile, [float(w) for w in weights], norm)
+    except (ValueError, TypeError) as exc:
+        raise ArtifactError(f"{p / META}: bad ensemble weights ({exc})") from None
+    if not torch.allclose(saved, model.weights, atol=1e-6):
+        raise ArtifactError(f"{p / META}: ensemble_weights disagree with the torch members' weights in {WEIGHTS}")
+    return full.eval(), meta, {k: v for k, v in extra.items() if k not in mine}

@@ -112,7 +112,7 @@ def train(corpus: str = CorpusOpt, data: Path = DataOpt,
           strategy: Optional[str] = typer.Option(None, "--strategy", help="e.g. ddp"),
           cache: Optional[Path] = typer.Option(None, "--cache", help="feature cache folder (default ~/.cache/persemo)"),
           no_progress: bool = typer.Option(False, "--no-progress", help="hide the per-epoch progress bar")):
-    """Train the CNN + BiLSTM ensemble; speaker-independent split by default."""
+    """Train the ensemble of the config's model.members (cnn, lstm, smile); speaker-independent split by default."""
     from .cache import default_cache_dir
     from .config import load_config
     from .pipeline import run_train
@@ -194,7 +194,7 @@ def predict(files: List[Path] = typer.Argument(..., help="audio files (WAV, FLAC
         from .adaptation import load_stats
 
         rec.check_stats({})
-        stats = load_stats(speaker_stats, rec.meta["config"]["features"])
+        stats = load_stats(speaker_stats, rec.meta["config"]["features"], rec.smile_feature_set)
     waves: dict = {}
     for f in files:
         try:
@@ -234,7 +234,7 @@ def adapt(files: List[Path] = typer.Argument(..., help="recordings of ONE speake
     stats = rec.speaker_stats(waves, shrink_k)
     seconds = sum(len(w) for w in waves) / SAMPLE_RATE
     p = save_stats(out, stats, rec.meta["config"]["features"], len(waves), seconds,
-                   {"model_version": rec.version, "files": [str(f) for f in files]})
+                   {"model_version": rec.version, "files": [str(f) for f in files]}, rec.smile_feature_set)
     typer.echo(f"speaker statistics from {len(waves)} files ({seconds:.1f} s) written to {p}")
 
 # -- commands added by other modules register below this line --

@@ -12,6 +12,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .smile import DEFAULT_KIND as SMILE_DEFAULT_KIND
+from .smile import FEATURE_SETS as _SMILE_FEATURE_SETS
+from .smile import MEMBER_KINDS as SMILE_KINDS
+
+MEMBERS = ("cnn", "lstm", "smile")  # every member a model can have; cnn and lstm are torch modules
+SMILE_FEATURE_SETS = tuple(_SMILE_FEATURE_SETS)
+
 
 class ConfigError(ValueError):
     """A configuration file or value is wrong; the message names the field."""
@@ -71,7 +78,10 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    members: tuple[str, ...] = field(default=("cnn", "lstm"), metadata={"help": "ensemble members"})
+    members: tuple[str, ...] = field(
+        default=("cnn", "lstm"),
+        metadata={"help": "ensemble members, in vote order: cnn (log-mel CNN), lstm (MFCC BiLSTM), smile (a "
+                          "classifier on openSMILE functionals; needs the opensmile extra)"})
     cnn_channels: tuple[int, ...] = field(default=(32, 64, 128), metadata={"help": "filters per conv block"})
     cnn_hidden: int = field(default=0, metadata={"help": "extra fully connected layer before the classifier "
                                                           "(0 = none: pooled channels -> emotions, as described)"})
@@ -83,11 +93,24 @@ class ModelConfig:
     lstm_layers: int = field(default=2, metadata={"help": "stacked BiLSTM layers"})
     lstm_dropout: float = field(default=0.25, metadata={"help": "dropout between LSTM layers and before the head"})
     lstm_pooling: str = field(default="meanmax", metadata={"help": "meanmax or attention pooling over frames"})
+    smile_feature_set: str = field(
+        default="ComParE_2016",
+        metadata={"help": "the smile member's openSMILE functionals: ComParE_2016 (6373) or eGeMAPSv02 (88)"})
+    smile_kind: str = field(
+        default=SMILE_DEFAULT_KIND,
+        metadata={"help": "the smile member's classifier: logreg (multinomial logistic regression), svm (RBF) "
+                          "or mlp (one hidden layer); each calibrated on inner cross-validation"})
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.members if m not in ("cnn", "lstm")]
-        if bad or not self.members:
-            raise ConfigError(f"model.members must be a non-empty subset of cnn, lstm; got {list(self.members)}")
+        bad = [m for m in self.members if m not in MEMBERS]
+        if bad or not self.members or len(set(self.members)) != len(self.members):
+            raise ConfigError(f"model.members must be a non-empty subset of {', '.join(MEMBERS)} without repeats; "
+                              f"got {list(self.members)}")
+        if self.smile_feature_set not in SMILE_FEATURE_SETS:
+            raise ConfigError(f"model.smile_feature_set must be one of {', '.join(SMILE_FEATURE_SETS)}, "
+                              f"not {self.smile_feature_set!r}")
+        if self.smile_kind not in SMILE_KINDS:
+            raise ConfigError(f"model.smile_kind must be one of {', '.join(SMILE_KINDS)}, not {self.smile_kind!r}")
         if self.cnn_pooling not in ("gap", "time"):
             raise ConfigError(f"model.cnn_pooling must be 'gap' or 'time', not {self.cnn_pooling!r}")
         if self.lstm_pooling not in ("meanmax", "attention"):

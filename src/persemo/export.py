@@ -249,7 +249,7 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, opset: 
             import onnxruntime  # noqa: F401
     except ImportError as exc:
         raise ExportError(f"ONNX export needs onnx and onnxruntime ({exc}); pip install 'persemo[export]'") from None
-    from .artifact import load_model
+    from .artifact import load_torch_model
 
     log = log or (lambda _m: None)
     t0 = time.perf_counter()
@@ -257,7 +257,7 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, opset: 
     out = Path(out) if out is not None else where / ONNX_NAME
     if out.is_dir():
         out = out / ONNX_NAME
-    model, meta, _extra = load_model(model_dir)
+    model, meta, _extra = load_torch_model(model_dir)  # torch members only: a smile member is not in the graph
     members, weights, omitted = _vote_plan(model, meta)
     notes = []
     if omitted:

@@ -20,12 +20,14 @@ def label_name(label: str, lang: str = "en") -> str:
 
 
 class Recogniser:
-    """A loaded model ready for inference (torch backend)."""
+    """A loaded model ready for inference (torch backend, plus openSMILE for a smile member)."""
 
     def __init__(self, model, meta: dict, extra: dict | None = None):
         import torch
 
-        self.model = model.eval()
+        from .models.ensemble import as_full
+
+        self.model = as_full(model).eval()  # every member in config order, and their soft vote
         self.meta = meta
         self.extra = extra or {}
         self.cfg = model.cfg
@@ -80,6 +82,12 @@ class Recogniser:
         self.check_stats({})
         k = self.meta.get("adaptation", {}).get("shrink_k", 0.0) if shrink_k is None else shrink_k
         return compute_speaker_stats(self.model, waves, k)
+
+    @property
+    def smile_feature_set(self) -> str | None:
+        """The feature set of a speaker-normalised smile member (its speaker statistics), else None."""
+        m = self.model
+        return m.smile.feature_set if m is not None and m.smile is not None and m.smile_norm is not None else None
 
     def probabilities(self, waves: list[np.ndarray], speaker_stats: dict | None = None) -> np.ndarray:
         """Raw model output for clips of at most one window each: (members + 1, B, C)."""

@@ -54,7 +54,11 @@ def labels_of(items: list[Item]) -> list[str]:
 
 def _evaluate(model, items: list[Item], cfg: Config, labels: list[str], noise_snr=None, noise="white",
               stats=None) -> dict[str, dict]:
-    """Metrics for each member, the equal-weight soft vote and the weighted soft vote."""
+    """Metrics for each member, the equal-weight soft vote and the weighted soft vote (``model``: a
+    ``FullEnsemble``, every member in config order, or a torch ``Ensemble``)."""
+    from .models.ensemble import as_full
+
+    model = as_full(model)
     index = {l: i for i, l in enumerate(labels)}
     y = np.array([index[it.utt.emotion] for it in items])
     probs = predict_items(model, items, cfg, stats, noise_snr=noise_snr, noise=noise)
@@ -74,7 +78,7 @@ def _by_ids(items: list[Item], ids: list[str]) -> list[Item]:
 
 
 def train_once(cfg: Config, items: list[Item], split: Split, out: Path, corpus: str, data: str,
-               progress: bool = True, log=print) -> dict:
+               progress: bool = True, log=print, cache_dir=None) -> dict:
     """Train on one split, save the model into ``out`` and its test report into ``out/report``."""
     labels = labels_of(items)
     train, val, test = (_by_ids(items, split.train), _by_ids(items, split.val), _by_ids(items, split.test))
@@ -82,10 +86,11 @@ def train_once(cfg: Config, items: list[Item], split: Split, out: Path, corpus: 
         raise CorpusError(f"split leaves an empty part (train {len(train)}, val {len(val)}, test {len(test)}); "
                           "the corpus is too small for it")
     out.mkdir(parents=True, exist_ok=True)
-    model, info = train_ensemble(cfg, labels, train, val, out, progress, log)
+    model, info = train_ensemble(cfg, labels, train, val, out, progress, log, cache_dir=cache_dir)
     stats = None
     if cfg.features.normalisation == "speaker":
-        stats = {**speaker_statistics(train), **speaker_statistics(val), **speaker_statistics(test)}
+        stats = {**speaker_statistics(train), **speaker_statistics(val),
+                 **speaker_statistics(test, model, cache_dir)}  # test speakers' own (smile too, if any)
     results = _evaluate(model, test, cfg, labels, stats=stats)
     meta = {"trained_on": {"corpus": corpus, "data": str(Path(data).resolve()), "split": split.kind,
                            "split_description": split.description, "n_train": len(train), "n_val": len(val),
@@ -124,13 +129,13 @@ def run_train(corpus: str, data: str | Path, out: str | Path, cfg: Config, folds
     save_splits(splits, out / "splits_all.json" if len(splits) > 1 else out / "splits.json")
     atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=1))
     if len(splits) == 1:
-        res = train_once(cfg, items, splits[0], out, corpus, str(data), progress, log)
+        res = train_once(cfg, items, splits[0], out, corpus, str(data), progress, log, cache_dir)
         log(f"model saved to {out}; test report: {out / 'report' / 'report.md'}")
         return {"results": res, "out": str(out)}
     per_fold: dict[str, list[dict]] = {}
     for sp in splits:
         log(f"fold {sp.fold + 1}/{len(splits)}")
-        res = train_once(cfg, items, sp, out / f"fold{sp.fold}", corpus, str(data), progress, log)
+        res = train_once(cfg, items, sp, out / f"fold{sp.fold}", corpus, str(data), progress, log, cache_dir)
         for name, r in res.items():
             key = "ensemble (weighted)" if name.startswith("ensemble (weighted") else name
             per_fold.setdefault(key, []).append(r)
@@ -172,7 +177,7 @@ def run_evaluate(model_dir: str | Path, corpus: str, data: str | Path, out: str 
         items = [it for it in items if it.utt.emotion in labels]
     if not items:
         raise CorpusError("no utterances left to evaluate")
-    stats = speaker_statistics(items) if cfg.features.normalisation == "speaker" else None
+    stats = speaker_statistics(items, model, cache_dir) if cfg.features.normalisation == "speaker" else None
     results = _evaluate(model, items, cfg, labels, noise_snr, noise, stats)
     cond = "clean" if noise_snr is None else f"{noise} noise at {noise_snr:g} dB SNR"
     title = f"{corpus} ({part} part, {cond})"

@@ -114,6 +114,88 @@ def extract_functionals(utterances: Sequence[Utterance | str | Path], feature_se
     return np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0), names, problems
 
 
+_local = threading.local()  # each thread's Smile per feature set: creating one costs 0.1-0.5 s
+_pool: ThreadPoolExecutor | None = None  # long-lived, so its threads keep their Smile objects
+_pool_lock = threading.Lock()
+
+
+def _thread_smile(feature_set: str):
+    cache = getattr(_local, "smiles", None)
+    if cache is None:
+        cache = _local.smiles = {}
+    if feature_set not in cache:
+        cache[feature_set] = _new_smile(feature_set)
+    return cache[feature_set]
+
+
+def _signal_functionals(wave: np.ndarray, feature_set: str) -> np.ndarray:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Segment too short, filling with NaN": NaN become 0 below
+        x = _thread_smile(feature_set).process_signal(np.ascontiguousarray(wave, dtype=np.float32), SAMPLE_RATE)
+    return x.to_numpy(dtype=np.float32).reshape(-1)
+
+
+def functionals_from_waves(waves: Sequence[np.ndarray], feature_set: str = "ComParE_2016",
+                           threads: int = 1) -> np.ndarray:
+    """Functionals of 16 kHz mono waveforms (each a 1-D array, e.g. a model window): (N, D) float32.
+
+    Computed with ``opensmile.Smile.process_signal`` at 16 kHz, as ``extract_functionals`` computes them
+    from files, so a whole clip's waveform gives its file's vector. Not cached. Non-finite values (a
+    clip under ~0.1 s, or near silence) become 0. ``threads`` > 1 spreads the waves over a pool.
+    """
+    global _pool
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"feature_set must be one of {', '.join(FEATURE_SETS)}, not {feature_set!r}")
+    dim = FEATURE_SETS[feature_set]
+    if len(waves) == 0:
+        return np.zeros((0, dim), np.float32)
+    if threads > 1 and len(waves) > 1:
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="persemo-smile")
+        rows = list(_pool.map(lambda w: _signal_functionals(w, feature_set), waves))
+    else:
+        rows = [_signal_functionals(w, feature_set) for w in waves]
+    X = np.stack(rows).astype(np.float32)
+    if X.shape[1] != dim:
+        raise RuntimeError(f"openSMILE gave {X.shape[1]} {feature_set} functionals, expected {dim}")
+    return np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def item_functionals(items: Sequence, feature_set: str = "ComParE_2016", cache_dir: str | Path | None = None,
+                     threads: int = 2) -> np.ndarray:
+    """Whole-utterance functionals of prepared items (``persemo.prepare.Item``: ``utt`` and ``wave``), (N, D).
+
+    With ``cache_dir``, from ``extract_functionals``'s cache (keyed by the file's bytes, shared with the
+    peer benchmark) for items whose file can be read, computing and caching missing ones; any other item
+    (no such file, e.g. generated audio) from its waveform. An item's wave is its decoded file, so both
+    routes give the same vector.
+    """
+    dim = FEATURE_SETS[feature_set]
+    out = np.zeros((len(items), dim), np.float32)
+    todo = list(range(len(items)))
+    if cache_dir is not None and items:
+        utts = [it.utt for it in items]
+        X, _, problems = extract_functionals(utts, feature_set, cache_dir, threads)
+        bad = {p.path for p in problems}
+        rows = [i for i, u in enumerate(utts) if u.path not in bad]
+        out[rows] = X
+        todo = [i for i, u in enumerate(utts) if u.path in bad]
+    if todo:
+        out[todo] = functionals_from_waves([items[i].wave for i in todo], feature_set, threads)
+    return out
+
+
+def functional_stats(X: np.ndarray, eps: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) functionals -> their mean and std (D,) float64, a std of at most ``eps`` replaced by 1:
+    ``(X - mean) / std`` is what ``normalise_by_group`` does to one group."""
+    block = np.asarray(X, np.float64)
+    std = block.std(axis=0)
+    return block.mean(axis=0), np.where(std > eps, std, 1.0)
+
+
 def usable(utterances: Sequence[Utterance], problems: Sequence[Problem]) -> list[Utterance]:
     """The utterances that ``extract_functionals`` kept, in the order of its rows."""
     bad = {p.path for p in problems}

@@ -6,6 +6,11 @@ the batch with the model's own ``FeaturePipeline`` (so training, evaluation, the
 exported model share one front end), applies SpecAugment for the CNN, and minimises class-weighted
 cross-entropy with AdamW under a cosine learning rate. Early stopping watches validation UAR (or
 macro-F1); the best epoch's weights are kept in memory (no checkpoint pickles).
+
+A smile member (``model.members`` listing "smile") is fitted after the torch members on openSMILE
+functionals of the training utterances (``smile.SmileMember``: inner grouped cross-validation and
+calibration on the training split only). The ensemble weights over all members are then chosen on the
+validation split, where every member sees the same window (the centre 4 s).
 """
 
 from __future__ import annotations
@@ -51,12 +56,25 @@ def feature_statistics(items: list[Item]) -> dict[str, np.ndarray]:
             "mfcc_mean": mf.mean(1), "mfcc_std": mf.std(1) + 1e-5}
 
 
-def speaker_statistics(items: list[Item]) -> dict[str, dict[str, np.ndarray]]:
-    """Each speaker's own feature statistics over all their utterances; labels are never read."""
-    by_spk: dict[str, list[Item]] = {}
-    for it in items:
-        by_spk.setdefault(it.utt.speaker, []).append(it)
-    return {s: feature_statistics(its) for s, its in by_spk.items()}
+def speaker_statistics(items: list[Item], model=None, cache_dir=None) -> dict[str, dict[str, np.ndarray]]:
+    """Each speaker's own feature statistics over all their utterances; labels are never read.
+
+    With a ``model`` whose smile member is speaker-normalised, each speaker also gets ``smile_mean`` and
+    ``smile_std``: the statistics of their utterances' whole-clip openSMILE functionals (cached under
+    ``cache_dir`` by file content, see ``smile.item_functionals``).
+    """
+    by_spk: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        by_spk.setdefault(it.utt.speaker, []).append(i)
+    out = {s: feature_statistics([items[i] for i in idx]) for s, idx in by_spk.items()}
+    if model is not None and getattr(model, "smile", None) is not None and model.smile_norm is not None:
+        from .smile import functional_stats, item_functionals
+
+        X = item_functionals(items, model.smile.feature_set, cache_dir)
+        for s, idx in by_spk.items():
+            mean, std = functional_stats(X[idx])
+            out[s].update(smile_mean=mean.astype(np.float32), smile_std=std.astype(np.float32))
+    return out
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -251,10 +269,14 @@ def predict_items(model, items: list[Item], cfg: Config, stats: dict[str, dict[s
                   noise_snr: float | None = None, noise: str = "white", seed: int = 0,
                   batch_size: int = 64) -> np.ndarray:
     """Probabilities (members + 1, N, C) for each item's evaluation window (centre 4 s), optionally with
-    noise added at ``noise_snr`` dB: "white" Gaussian, or "babble" made of other items' speech."""
-    from .audio import add_noise
+    noise added at ``noise_snr`` dB: "white" Gaussian, or "babble" made of other items' speech.
 
-    model.eval()
+    ``model``: a ``FullEnsemble`` (every member, the smile one on the same window) or a torch ``Ensemble``.
+    """
+    from .audio import add_noise
+    from .models.ensemble import SMILE_STAT_KEYS, as_full
+
+    model = as_full(model).eval()
     n = window_samples(cfg)
     rng = np.random.default_rng(seed)
     waves = [crop_wave(it.wave, n, cfg.features.crop) for it in items]
@@ -280,8 +302,9 @@ def predict_items(model, items: list[Item], cfg: Config, stats: dict[str, dict[s
             wave[i, : len(w)] = torch.from_numpy(np.ascontiguousarray(w))
         st = None
         if stats is not None:
-            st = {k: torch.from_numpy(np.stack([stats[it.utt.speaker][k] for it in items[b: b + batch_size]])).float()
-                  for k in STAT_KEYS}
+            part = [stats[it.utt.speaker] for it in items[b: b + batch_size]]
+            keys = STAT_KEYS + tuple(k for k in SMILE_STAT_KEYS if all(k in p for p in part))
+            st = {k: torch.from_numpy(np.stack([p[k] for p in part])).float() for k in keys}
         outs.append(model(wave, lengths, st).numpy())
     return np.concatenate(outs, axis=1)
 
@@ -319,12 +342,47 @@ def write_history(history: dict[str, list[dict]], out: Path) -> None:
     atomic_write_text(out, buf.getvalue())
 
 
+def fit_smile(cfg: Config, labels: list[str], train_items: list[Item], cache_dir=None, log=print):
+    """The smile member on the training items' functionals: (SmileMember, smile_norm or None, info).
+
+    Training uses each utterance's whole-clip functionals (cached by file content under ``cache_dir``),
+    while evaluation and inference compute them on the model's window (the centre or each 4-s window):
+    identical for clips of at most one window (EmoDB's are about 2-3 s), a longer context otherwise.
+    Speaker normalisation: each training speaker's functionals are standardised by that speaker's own
+    statistics (``normalise_by_group``), and the training functionals' overall mean and std are kept as
+    the fallback for a speaker whose statistics are not given.
+    """
+    from .smile import SmileMember, functional_stats, item_functionals, normalise_by_group
+
+    m = cfg.model
+    start = time.perf_counter()
+    X = item_functionals(train_items, m.smile_feature_set, cache_dir)
+    index = {l: i for i, l in enumerate(labels)}
+    y = np.array([index[it.utt.emotion] for it in train_items])
+    speakers = [it.utt.speaker for it in train_items]
+    norm = None
+    if cfg.features.normalisation == "speaker":
+        norm = functional_stats(X)
+        X = normalise_by_group(X, speakers)
+    member = SmileMember(m.smile_kind, m.smile_feature_set).fit(X, y, len(labels), groups=speakers,
+                                                                 seed=cfg.train.seed)
+    seconds = time.perf_counter() - start
+    inner = member.meta["inner_cv"]
+    log(f"smile: {m.smile_kind} on {m.smile_feature_set} ({X.shape[1]} functionals), inner {inner['folds']}-fold "
+        f"UAR {100 * inner['uar']:.1f}% ({seconds:.0f} s)")
+    return member, norm, {"kind": m.smile_kind, "feature_set": m.smile_feature_set, "inner_cv_uar": inner["uar"],
+                          "seconds": seconds}
+
+
 def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_items: list[Item],
-                   out: Path | None = None, progress: bool = True, log=print):
-    """Train every member, set normalisation statistics and ensemble weights; returns (model, info)."""
+                   out: Path | None = None, progress: bool = True, log=print, cache_dir=None):
+    """Train every member, set normalisation statistics and ensemble weights; returns (model, info).
+
+    ``model`` is a ``FullEnsemble``; ``cache_dir`` caches the smile member's functionals (if any).
+    """
     import lightning as L
 
-    from .models.ensemble import Ensemble
+    from .models.ensemble import SMILE, Ensemble, FullEnsemble
 
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     if cfg.train.num_threads > 0:
@@ -348,12 +406,26 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
         r = results[name]
         log(f"{name}: best validation {cfg.train.monitor} {100 * r.best_score:.1f}% at epoch {r.best_epoch} "
             f"of {r.epochs_run} ({r.seconds:.0f} s)")
+    smile = smile_norm = smile_info = None
+    if SMILE in cfg.model.members:
+        log(f"fitting smile on {len(train_items)} utterances")
+        smile, smile_norm, smile_info = fit_smile(cfg, labels, train_items, cache_dir, log)
+    full = FullEnsemble(model, smile, None, smile_norm)
+    if smile_norm is not None:  # validation speakers' own functional statistics, for the weights below
+        stats = {**stats, **speaker_statistics(val_items, full, cache_dir)}
     index = {l: i for i, l in enumerate(labels)}
     y_val = np.array([index[it.utt.emotion] for it in val_items])
-    probs = predict_items(model, val_items, cfg, stats)
+    probs = predict_items(full, val_items, cfg, stats)
     weights = choose_weights(probs[:-1], y_val, labels)
-    model.weights.copy_(torch.tensor(weights))
-    info = {"members": {n: {"best_epoch": r.best_epoch, "best_val_score": r.best_score, "epochs_run": r.epochs_run,
-                            "seconds": r.seconds} for n, r in results.items()},
+    full.set_weights(weights)
+    members = {n: {"best_epoch": r.best_epoch, "best_val_score": r.best_score, "epochs_run": r.epochs_run,
+                   "seconds": r.seconds} for n, r in results.items()}
+    if smile_info is not None:
+        from .evaluation import compute_metrics
+
+        score = compute_metrics(y_val, probs[full.member_names.index(SMILE)], labels)
+        smile_info["val_score"] = float(score["uar" if cfg.train.monitor == "uar" else "macro_f1"])
+        members[SMILE] = smile_info
+    info = {"members": {n: members[n] for n in full.member_names},
             "ensemble_weights": weights, "history": {n: r.history for n, r in results.items()}}
-    return model, info
+    return full, info

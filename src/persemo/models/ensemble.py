@@ -1,9 +1,18 @@
-"""Soft voting over members, and the whole model: waveform -> features -> members -> probabilities."""
+"""Soft voting over members, and the whole model: waveform -> features -> members -> probabilities.
+
+Two levels. ``Ensemble`` is the torch module: the shared front end and the torch members (cnn, lstm);
+its output and its ``weights`` buffer cover those members only (the vote renormalised over them), so it
+exports to ONNX as it is. ``FullEnsemble`` is the model: the ``Ensemble`` plus an optional
+``SmileMember`` (openSMILE functionals of the same window), every member in config order, and the soft
+vote over all of them with the weights chosen on validation. Training, evaluation, ``Recogniser`` and
+the artifact use ``FullEnsemble``; a model without a smile member gives exactly its ``Ensemble``'s output.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -32,6 +41,13 @@ def soft_vote(probs: Sequence[torch.Tensor], weights: Sequence[float] | torch.Te
     return (stacked * w).sum(0) / w.sum()
 
 
+TORCH_MEMBERS = ("cnn", "lstm")
+SMILE = "smile"
+SMILE_PREFIX = "smile."  # the smile member's arrays in model.safetensors
+SMILE_NORM = ("smile.train_mean", "smile.train_std")  # speaker mode: its training functionals' mean and std
+SMILE_STAT_KEYS = ("smile_mean", "smile_std")  # a speaker's own functional statistics in speaker stats
+
+
 def build_member(name: str, cfg: Config, n_classes: int) -> nn.Module:
     m = cfg.model
     if name == "cnn":
@@ -47,16 +63,17 @@ def member_input(name: str, logmel: torch.Tensor, mfcc: torch.Tensor) -> torch.T
 
 class Ensemble(nn.Module):
     """forward(wave (B, S), lengths (B,) or None, speaker_stats or None) -> probabilities (M + 1, B, C):
-    one row per member in ``members`` order, then the weighted soft vote."""
+    one row per torch member of ``cfg.model.members`` in its order, then their weighted soft vote.
+    Members that are not torch modules (smile) live in ``FullEnsemble``."""
 
     def __init__(self, cfg: Config, labels: Sequence[str]):
         super().__init__()
         self.cfg = cfg
         self.labels = list(labels)
-        self.member_names = list(cfg.model.members)
+        self.member_names = [n for n in cfg.model.members if n in TORCH_MEMBERS]
         self.features = FeaturePipeline(cfg.features)
         self.members = nn.ModuleDict({n: build_member(n, cfg, len(self.labels)) for n in self.member_names})
-        self.register_buffer("weights", torch.ones(len(self.member_names)) / len(self.member_names))
+        self.register_buffer("weights", torch.ones(len(self.member_names)) / max(1, len(self.member_names)))
 
     def member_probs(self, wave: torch.Tensor, lengths: torch.Tensor | None = None,
                      speaker_stats: dict[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
@@ -68,3 +85,141 @@ class Ensemble(nn.Module):
                 speaker_stats: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         probs = self.member_probs(wave, lengths, speaker_stats)
         return torch.stack(probs + [soft_vote(probs, self.weights)])
+
+
+class FullEnsemble:
+    """Every member of ``cfg.model.members``: the torch ``Ensemble`` plus an optional ``SmileMember``.
+
+    ``model(wave (B, S), lengths (B,) or None, speaker_stats or None)`` -> probabilities (M + 1, B, C), a
+    float32 tensor: one row per member in config order, then the soft vote with ``weights`` (over all
+    members). The smile member classifies openSMILE functionals of each row's valid samples (the same
+    window the torch members see). ``speaker_stats`` holds (B, D) tensors per key: the torch statistics
+    and, for a speaker-normalised smile member, ``smile_mean``/``smile_std`` (without them it uses its
+    training statistics, as the torch members use their global ones).
+
+    Anything else (``features``, ``members``, ``state_dict``, ``to``, ...) is the torch ``Ensemble``'s.
+    """
+
+    def __init__(self, ensemble: Ensemble, smile=None, weights: Sequence[float] | None = None,
+                 smile_norm: tuple[np.ndarray, np.ndarray] | None = None):
+        self.ensemble = ensemble
+        self.smile = smile  # a fitted smile.SmileMember, or None
+        self.smile_norm = smile_norm  # speaker mode: (mean, std) of the training functionals, else None
+        self.smile_threads = 2  # openSMILE workers for a batch of windows
+        self.cfg: Config = ensemble.cfg
+        self.labels = list(ensemble.labels)
+        self.member_names = list(self.cfg.model.members)
+        if (SMILE in self.member_names) != (smile is not None):
+            raise ValueError(f"members {self.member_names}: a smile member must be given exactly when the config "
+                             "lists one")
+        self._weights = ensemble.weights
+        if weights is not None:
+            self.set_weights(weights)
+        elif not self.only_torch:
+            self.set_weights(torch.ones(len(self.member_names)) / len(self.member_names))
+
+    @property
+    def only_torch(self) -> bool:
+        return self.member_names == self.ensemble.member_names
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """Soft-vote weights over ``member_names`` (for a torch-only model, the Ensemble's own buffer)."""
+        return self.ensemble.weights if self.only_torch else self._weights
+
+    def set_weights(self, weights: Sequence[float] | torch.Tensor) -> None:
+        """Weights over every member; the torch Ensemble's buffer gets its members' share, renormalised
+        (equal weights when they have none), which is the vote an ONNX export of it computes."""
+        w = torch.as_tensor(weights, dtype=torch.float32).reshape(-1).clone()
+        if len(w) != len(self.member_names):
+            raise ValueError(f"{len(w)} weights for members {self.member_names}")
+        if torch.any(w < 0) or float(w.sum()) <= 0:
+            raise ValueError("ensemble weights must be non-negative and not all zero")
+        if self.only_torch:  # the buffer is the vote: kept as given, as before there were other members
+            with torch.no_grad():
+                self.ensemble.weights.copy_(w)
+            self._weights = self.ensemble.weights
+            return
+        self._weights = w
+        tw = torch.stack([w[self.member_names.index(n)] for n in self.ensemble.member_names]) \
+            if self.ensemble.member_names else torch.zeros(0)
+        if len(tw):
+            tw = tw / tw.sum() if float(tw.sum()) > 0 else torch.ones(len(tw)) / len(tw)
+        with torch.no_grad():
+            self.ensemble.weights.copy_(tw)
+
+    # --- torch-like conveniences
+    def eval(self) -> "FullEnsemble":
+        self.ensemble.eval()
+        return self
+
+    def train(self, mode: bool = True) -> "FullEnsemble":
+        self.ensemble.train(mode)
+        return self
+
+    def __getattr__(self, name: str):
+        if name in ("ensemble", "smile", "__setstate__"):  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.ensemble, name)
+
+    # --- inference
+    def smile_probs(self, waves: Sequence[np.ndarray], speaker_stats: dict | None = None) -> np.ndarray:
+        """The smile member's (B, C) probabilities for 1-D 16 kHz waveforms (B windows)."""
+        from ..smile import functionals_from_waves
+
+        X = functionals_from_waves(waves, self.smile.feature_set, self.smile_threads).astype(np.float64)
+        if self.smile_norm is not None:
+            if speaker_stats is not None and all(k in speaker_stats for k in SMILE_STAT_KEYS):
+                mean, std = (np.asarray(_numpy(speaker_stats[k]), np.float64) for k in SMILE_STAT_KEYS)
+            else:
+                mean, std = self.smile_norm
+            X = (X - mean) / std
+        return self.smile.predict_proba(X)
+
+    def member_probs(self, wave: torch.Tensor, lengths: torch.Tensor | None = None,
+                     speaker_stats: dict | None = None) -> list[torch.Tensor]:
+        """One (B, C) tensor per member, in ``member_names`` order."""
+        wave = torch.as_tensor(wave)
+        out = {}
+        if self.ensemble.member_names:
+            out = dict(zip(self.ensemble.member_names, self.ensemble.member_probs(wave, lengths, speaker_stats)))
+        if self.smile is not None:
+            n = [wave.shape[1]] * wave.shape[0] if lengths is None else [int(x) for x in lengths]
+            rows = [wave[i, : n[i]].detach().cpu().numpy() for i in range(wave.shape[0])]
+            out[SMILE] = torch.from_numpy(self.smile_probs(rows, speaker_stats)).to(torch.float32)
+        return [out[n] for n in self.member_names]
+
+    def __call__(self, wave: torch.Tensor, lengths: torch.Tensor | None = None,
+                 speaker_stats: dict | None = None) -> torch.Tensor:
+        if self.smile is None:
+            return self.ensemble(wave, lengths, speaker_stats)
+        probs = self.member_probs(wave, lengths, speaker_stats)
+        return torch.stack(probs + [soft_vote(probs, self.weights)])
+
+    # --- the artifact
+    def smile_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """The smile member's arrays (under ``smile.``) and the JSON-able facts model.json keeps."""
+        if self.smile is None:
+            return {}, {}
+        arrays, meta = self.smile.state()
+        out = {SMILE_PREFIX + k: v for k, v in arrays.items()}
+        if self.smile_norm is not None:
+            if set(SMILE_NORM) & set(out):
+                raise ValueError("smile member arrays clash with its normalisation statistics")
+            out.update({k: np.asarray(v, np.float64) for k, v in zip(SMILE_NORM, self.smile_norm)})
+        return out, {"state": meta, "normalisation": "speaker" if self.smile_norm is not None else "training",
+                     "arrays_prefix": SMILE_PREFIX}
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def as_full(model) -> FullEnsemble:
+    """``model`` if it is a ``FullEnsemble``, else a torch ``Ensemble`` wrapped as one (torch members only)."""
+    if isinstance(model, FullEnsemble):
+        return model
+    if SMILE in model.cfg.model.members:
+        raise ValueError("this Ensemble's config lists a smile member but no SmileMember was given; "
+                         "build a FullEnsemble(ensemble, smile, weights)")
+    return FullEnsemble(model)

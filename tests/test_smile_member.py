@@ -1,0 +1,218 @@
+"""The smile member (a classifier on openSMILE functionals) as a third ensemble member: config, a tiny
+train_ensemble run with cnn + lstm + smile (eGeMAPSv02, cheap), the artifact round trip, Recogniser,
+speaker statistics, and ONNX export of the torch members only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("opensmile")
+
+from test_training import LABELS, synth_items, tiny_config  # noqa: E402
+
+from persemo.artifact import META, WEIGHTS, ArtifactError, load_model, save_model  # noqa: E402
+from persemo.config import Config, ConfigError, load_config  # noqa: E402
+from persemo.inference import Recogniser  # noqa: E402
+from persemo.models.ensemble import Ensemble, FullEnsemble  # noqa: E402
+from persemo.smile import FEATURE_SETS, functionals_from_waves, item_functionals  # noqa: E402
+from persemo.training import predict_items, speaker_statistics, train_ensemble  # noqa: E402
+
+MEMBERS = ["cnn", "lstm", "smile"]
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch and one BLAS thread: tiny models on a shared, busy machine."""
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(n)
+
+
+def _cfg(normalisation: str = "global") -> Config:
+    return tiny_config(epochs=1).replace(model={"members": MEMBERS, "smile_feature_set": "eGeMAPSv02"},
+                                         features={"normalisation": normalisation})
+
+
+@pytest.fixture(scope="module")
+def trained():
+    cfg = _cfg()
+    train = synth_items(cfg, per_class=5, speakers=("s1", "s2", "s3"))
+    val = synth_items(cfg, per_class=3, speakers=("s4",), seed=1)
+    model, info = train_ensemble(cfg, LABELS, train, val, out=None, progress=False, log=lambda m: None)
+    return cfg, model, info, val
+
+
+@pytest.fixture(scope="module")
+def saved(trained, tmp_path_factory):
+    return save_model(tmp_path_factory.mktemp("smile_model"), trained[1])
+
+
+# -- config --------------------------------------------------------------------------------------------
+
+def test_config_fields_and_validation():
+    m = Config().model
+    assert m.members == ("cnn", "lstm") and m.smile_feature_set == "ComParE_2016" and m.smile_kind == "logreg"
+    cfg = load_config(model={"members": ["cnn", "lstm", "smile"], "smile_feature_set": "eGeMAPSv02",
+                             "smile_kind": "svm"})
+    assert cfg.model.members == ("cnn", "lstm", "smile") and cfg.model.smile_kind == "svm"
+    assert load_config(model={"members": ["smile"]}).model.members == ("smile",)
+    for bad, name in [({"members": ["cnn", "opensmile"]}, "members"), ({"members": ["cnn", "cnn"]}, "members"),
+                      ({"members": []}, "members"), ({"smile_feature_set": "IS09"}, "smile_feature_set"),
+                      ({"smile_kind": "forest"}, "smile_kind")]:
+        with pytest.raises(ConfigError, match=name):
+            Config.from_dict({"model": bad})
+
+
+def test_torch_ensemble_keeps_torch_members_only():
+    cfg = _cfg()
+    ens = Ensemble(cfg, LABELS)
+    assert ens.member_names == ["cnn", "lstm"] and set(ens.members) == {"cnn", "lstm"}
+    assert ens.weights.shape == (2,)
+    with pytest.raises(ValueError, match="smile"):
+        FullEnsemble(ens)  # the config lists smile: a SmileMember is required
+    with pytest.raises(ValueError, match="smile"):
+        save_model("/nonexistent", ens)
+
+
+def test_functionals_from_waves_match_whole_file_functionals():
+    cfg = _cfg()
+    items = synth_items(cfg, per_class=1, speakers=("s1",))
+    X = functionals_from_waves([it.wave for it in items], "eGeMAPSv02", threads=2)
+    assert X.shape == (2, FEATURE_SETS["eGeMAPSv02"]) and X.dtype == np.float32 and np.all(np.isfinite(X))
+    np.testing.assert_array_equal(X, functionals_from_waves([it.wave for it in items], "eGeMAPSv02"))
+    np.testing.assert_array_equal(X, item_functionals(items, "eGeMAPSv02"))  # no file: from the waves
+
+
+# -- a tiny run --------------------------------------------------------------------------------------------
+
+def test_weights_cover_all_three_members(trained):
+    cfg, model, info, val = trained
+    assert isinstance(model, FullEnsemble) and model.member_names == MEMBERS
+    w = info["ensemble_weights"]
+    assert len(w) == 3 and sum(w) == pytest.approx(1.0) and min(w) >= 0
+    torch.testing.assert_close(model.weights, torch.tensor(w, dtype=torch.float32))
+    # the torch Ensemble's buffer holds the torch members' share, renormalised (what ONNX export votes)
+    tw = torch.tensor(w[:2]) / sum(w[:2]) if sum(w[:2]) > 0 else torch.full((2,), 0.5)
+    torch.testing.assert_close(model.ensemble.weights, tw.float())
+    assert set(info["members"]) == set(MEMBERS) and set(info["history"]) == {"cnn", "lstm"}
+    assert info["members"]["smile"]["feature_set"] == "eGeMAPSv02" and info["members"]["smile"]["kind"] == "logreg"
+    probs = predict_items(model, val, cfg)
+    assert probs.shape == (4, len(val), 2)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probs[-1], np.tensordot(np.array(w) / sum(w), probs[:-1], axes=1), atol=1e-6)
+
+
+def test_save_load_identical_probabilities(trained, saved):
+    cfg, model, info, val = trained
+    meta = json.loads((saved / META).read_text(encoding="utf-8"))
+    assert meta["members"] == MEMBERS and meta["ensemble_weights"] == pytest.approx(info["ensemble_weights"])
+    assert meta["smile"]["state"]["kind"] == "logreg" and meta["smile"]["state"]["feature_set"] == "eGeMAPSv02"
+    from safetensors.numpy import load_file
+
+    keys = load_file(str(saved / WEIGHTS)).keys()
+    assert any(k.startswith("smile.") for k in keys) and "smile.coef" in keys
+    assert not any(p.suffix in (".pkl", ".pickle", ".joblib") for p in saved.iterdir())
+    loaded, meta2, extra = load_model(saved)
+    assert isinstance(loaded, FullEnsemble) and loaded.member_names == MEMBERS and extra == {}
+    np.testing.assert_array_equal(predict_items(loaded, val, cfg), predict_items(model, val, cfg))
+
+
+def test_recogniser_reports_every_member(saved):
+    from persemo.export import synthetic_clip
+
+    rec = Recogniser.load(saved)
+    assert rec.members == MEMBERS
+    for seconds in (1.5, 2.5):  # one window, and several (the window is about 1 s here)
+        out = rec.predict_wave(synthetic_clip(int(seconds * 16000), seed=3))
+        assert set(out["members"]) == set(MEMBERS)
+        assert sum(out["members"]["smile"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert out["emotion"] in LABELS
+    assert "windows" in out and all(set(w["members"]) == set(MEMBERS) for w in out["windows"])
+
+
+def test_missing_opensmile_is_one_clear_error(saved, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "opensmile", None)  # import opensmile -> ImportError
+    with pytest.raises(ArtifactError) as exc:
+        load_model(saved)
+    msg = str(exc.value)
+    assert "opensmile" in msg and "pip install" in msg and "\n" not in msg
+
+
+def test_export_writes_the_torch_members(saved, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from typer.testing import CliRunner
+
+    from persemo.cli import app
+    from persemo.export import OnnxRecogniser, export_onnx
+
+    rep = export_onnx(saved, tmp_path / "m.onnx")
+    assert rep.members == ["cnn", "lstm"] and rep.omitted == ["smile"] and rep.max_diff < 1e-4
+    assert any("smile" in n and "not in the graph" in n for n in rep.notes)
+    assert OnnxRecogniser.load(rep.path).members == ["cnn", "lstm"]
+    res = CliRunner().invoke(app, ["export", "--model", str(saved), "--out", str(tmp_path / "cli.onnx")])
+    assert res.exit_code == 0, res.output
+    assert "members cnn, lstm" in res.stdout and "note: members smile are not torch members" in res.stdout
+
+
+def test_smile_alone(tmp_path):
+    """members [smile]: no torch member to train; the vote is the smile member's; export refuses clearly."""
+    cfg = _cfg().replace(model={"members": ["smile"]})
+    train = synth_items(cfg, per_class=4, speakers=("s1", "s2", "s3"))
+    val = synth_items(cfg, per_class=2, speakers=("s4",), seed=1)
+    model, info = train_ensemble(cfg, LABELS, train, val, out=None, progress=False, log=lambda m: None)
+    assert info["ensemble_weights"] == [1.0] and model.ensemble.member_names == []
+    probs = predict_items(model, val, cfg)
+    assert probs.shape == (2, len(val), 2)
+    np.testing.assert_allclose(probs[0], probs[1], atol=1e-6)
+    d = save_model(tmp_path / "alone", model)
+    np.testing.assert_array_equal(predict_items(load_model(d)[0], val, cfg), probs)
+    pytest.importorskip("onnx")
+    from persemo.export import ExportError, export_onnx
+
+    with pytest.raises(ExportError, match="torch member"):
+        export_onnx(d, check=False)
+
+
+# -- speaker normalisation ---------------------------------------------------------------------------------
+
+def test_speaker_mode_uses_the_speakers_functional_statistics(tmp_path):
+    cfg = _cfg("speaker").replace(model={"members": ["lstm", "smile"]})
+    train = synth_items(cfg, per_class=4, speakers=("s1", "s2", "s3"))
+    val = synth_items(cfg, per_class=3, speakers=("s4",), seed=1)
+    model, info = train_ensemble(cfg, LABELS, train, val, out=None, progress=False, log=lambda m: None)
+    assert model.member_names == ["lstm", "smile"] and model.smile_norm is not None
+    stats = speaker_statistics(val, model)
+    assert {"smile_mean", "smile_std"} <= set(stats["s4"]) and stats["s4"]["smile_mean"].shape == (88,)
+    adapted, plain = predict_items(model, val, cfg, stats), predict_items(model, val, cfg)
+    assert not np.allclose(adapted[1], plain[1])  # the smile row: own statistics vs training statistics
+    # round trip, and Recogniser's speaker statistics carry the functional statistics too
+    d = save_model(tmp_path / "spk", model)
+    loaded, meta, _ = load_model(d)
+    assert meta["smile"]["normalisation"] == "speaker"
+    np.testing.assert_array_equal(predict_items(loaded, val, cfg, stats), adapted)
+    rec = Recogniser.load(d)
+    st = rec.speaker_stats([it.wave for it in val])
+    np.testing.assert_allclose(st["smile_mean"], stats["s4"]["smile_mean"], rtol=1e-5)
+    out = rec.predict_wave(val[0].wave, speaker_stats=st)
+    assert out["adapted"] and set(out["members"]) == {"lstm", "smile"}
+    from persemo.adaptation import StatsError, load_stats, save_stats
+
+    fc = rec.meta["config"]["features"]
+    p = save_stats(tmp_path / "spk_stats", st, fc, len(val), 1.0, smile_feature_set=rec.smile_feature_set)
+    back = load_stats(p, fc, rec.smile_feature_set)
+    assert all(np.array_equal(back[k], st[k]) for k in st)
+    torch_only = save_stats(tmp_path / "old", {k: v for k, v in st.items() if not k.startswith("smile")}, fc, 3, 1.0)
+    with pytest.raises(StatsError, match="smile member"):
+        load_stats(torch_only, fc, rec.smile_feature_set)
