@@ -88,7 +88,9 @@ def _quiet_lightning() -> None:
     import logging
     import warnings
 
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+    import lightning  # noqa: F401 - imported first: it sets its loggers' levels on import
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "lightning.pytorch.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")

@@ -130,7 +130,10 @@ def run_train(corpus: str, data: str | Path, out: str | Path, cfg: Config, folds
     atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=1))
     if len(splits) == 1:
         res = train_once(cfg, items, splits[0], out, corpus, str(data), progress, log, cache_dir)
-        log(f"model saved to {out}; test report: {out / 'report' / 'report.md'}")
+        log(f"model: {out} (model.safetensors + model.json)")
+        log(f"test report: {out / 'report' / 'report.md'} (JSON beside it, confusion matrices "
+            f"{out / 'report' / 'confusion_*.png'})")
+        log(f"training curves: {out / 'curves.png'}, per-epoch log: {out / 'history.csv'}")
         return {"results": res, "out": str(out)}
     per_fold: dict[str, list[dict]] = {}
     for sp in splits:
