@@ -143,3 +143,15 @@ def shemo_scan(shemo_fixture: Path):
     from persemo.corpora import scan_corpus
 
     return scan_corpus("shemo", shemo_fixture, durations=False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tests run tiny models: one intra-op thread. Several threads contend on a shared 2-core machine
+    and run many times slower (measured here: up to 10x for a training step)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -16,15 +16,6 @@ from persemo.models.ensemble import Ensemble
 LABELS = ["anger", "happiness", "neutral", "sadness"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared machine: one intra-op thread; several contend and run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def model():
     """An untrained ensemble whose every saved tensor differs from a fresh one's."""

@@ -31,15 +31,6 @@ EPOCHS = 15
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared machine: one intra-op thread; several contend and run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def runner() -> CliRunner:
     return CliRunner()

@@ -17,15 +17,6 @@ from persemo.models.ensemble import Ensemble
 LABELS = ["anger", "neutral", "sadness", "surprise"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared machine: one intra-op thread; several contend and run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory) -> Recogniser:
     """A saved (untrained) model with the default 126-frame (4-s) window and narrow members."""

@@ -52,15 +52,6 @@ def write_synthetic_corpus(root: Path, speakers: int = 6, per_class: int = 6, se
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared machine: one intra-op thread; several contend and run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     return write_synthetic_corpus(tmp_path_factory.mktemp("synth"))

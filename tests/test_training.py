@@ -68,15 +68,6 @@ def tiny_config(**train) -> Config:
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared machine: one intra-op thread; several contend and run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # -- small pure functions ----------------------------------------------------------------------------
 
 def test_class_weights_inverse_frequency():

@@ -10,15 +10,6 @@ from persemo.models.cnn import CNN
 N_MELS = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared machine: one intra-op thread; several contend and run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _cnn(hidden: int = 0) -> CNN:
     torch.manual_seed(0)
     return CNN(5, channels=(8, 16, 32), hidden=hidden).eval()

@@ -12,15 +12,6 @@ from persemo.models.ensemble import Ensemble, soft_vote
 LABELS = ["anger", "neutral", "sadness"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared machine: one intra-op thread; several contend and run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def small_cfg():
     """The default front end (64 mels, 40 MFCCs, 126 frames) with narrow members."""

@@ -10,15 +10,6 @@ from persemo.models.lstm import BiLSTM
 D = 40
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared machine: one intra-op thread; several contend and run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _lstm(pooling: str, layers: int = 2) -> BiLSTM:
     torch.manual_seed(0)
     return BiLSTM(D, 4, hidden=16, layers=layers, pooling=pooling).eval()
