@@ -320,14 +320,20 @@ def serve(model: Path = typer.Option(..., "--model", help="run directory of a tr
           max_seconds: float = typer.Option(60.0, "--max-seconds", help="longest audio /v1/predict accepts (s)"),
           max_bytes: int = typer.Option(10_000_000, "--max-bytes", help="largest upload /v1/predict accepts"),
           vad: str = typer.Option("auto", "--vad", help="voice activity detector for the live stream: auto "
-                                                       "(silero, else energy), silero or energy")):
+                                                       "(silero, else energy), silero or energy"),
+          max_speakers: int = typer.Option(1000, "--max-speakers", help="speaker adaptation: speakers whose "
+                                                                        "statistics each process keeps (least "
+                                                                        "recently used dropped first)"),
+          speaker_ttl: float = typer.Option(3600.0, "--speaker-ttl", help="speaker adaptation: forget a speaker's "
+                                                                          "statistics this long after their last "
+                                                                          "request (s)")):
     """Web service and page: POST /v1/predict, WebSocket /v1/stream (live), GET /v1/model, /health, /docs."""
     try:
         from .serve import Settings, run
     except ImportError as exc:
         fail(f"serve needs the serve extra ({exc}); pip install 'persemo[serve]'")
     run(model, Settings(host=host, port=port, workers=workers, backend=backend, max_seconds=max_seconds,
-                        max_bytes=max_bytes, vad=vad))
+                        max_bytes=max_bytes, vad=vad, max_speakers=max_speakers, speaker_ttl_seconds=speaker_ttl))
 
 
 @app.command()

@@ -1,8 +1,13 @@
 """The web service: ``create_app(recogniser_or_path, settings)`` builds the FastAPI app, ``run`` serves it.
 
 Endpoints: ``POST /v1/predict`` (one audio file, multipart field ``file`` or a raw audio body),
-``WebSocket /v1/stream`` (live PCM, see ``stream.py``), ``GET /v1/model``, ``GET /health``, the page at
-``/`` and FastAPI's ``/docs``. Every refusal is a 4xx with ``{"error": code, "detail": text}``.
+``WebSocket /v1/stream`` (live PCM, see ``stream.py``), ``DELETE /v1/speakers/{id}``, ``GET /v1/model``,
+``GET /health``, the page at ``/`` and FastAPI's ``/docs``. Every refusal is a 4xx with
+``{"error": code, "detail": text}``.
+
+Speaker adaptation (opt-in, speaker-normalised models only, see ``speakers.py``): ``/v1/predict?speaker=ID``
+accumulates each speaker's feature statistics in a per-process store (never their audio) and uses them
+once the speaker has ``adapt_min_speech_seconds`` of audio; a stream opts in with ``"adapt": true``.
 
 Inference never runs on the event loop: decoding and the model run in worker threads, at most
 ``max_concurrency`` at a time (default: the CPUs this process may use, shared among the workers), each
@@ -25,8 +30,9 @@ from typing import Any, Literal
 import numpy as np
 
 from .. import __version__
-from ..audio import SAMPLE_RATE, AudioError, load_audio
+from ..audio import SAMPLE_RATE, AudioError, check_signal, load_audio
 from ..config import ConfigError
+from .speakers import SPEAKER_ID_PATTERN, SpeakerAdapter, SpeakerStore, service_adaptable
 
 STATIC = Path(__file__).parent / "static"
 SETTINGS_ENV = "PERSEMO_SERVE_SETTINGS"  # how ``run`` hands settings to uvicorn's worker processes
@@ -56,6 +62,11 @@ class Settings:
     vad: str = field(default="auto", metadata={"help": "auto (silero, else energy), silero or energy"})
     max_chunk_seconds: float = field(default=5.0, metadata={"help": "largest binary stream message (s of audio)"})
     warmup: bool = field(default=True, metadata={"help": "run one inference at start-up"})
+    adapt_min_speech_seconds: float = field(default=10.0, metadata={
+        "help": "speaker adaptation: audio (s) of a speaker before their own statistics are used"})
+    max_speakers: int = field(default=1000, metadata={"help": "speakers whose statistics a process keeps (LRU)"})
+    speaker_ttl_seconds: float = field(default=3600.0, metadata={
+        "help": "a speaker's statistics are forgotten this long after their last request (s)"})
 
     def __post_init__(self) -> None:
         if self.backend not in ("torch", "onnx"):
@@ -64,13 +75,17 @@ class Settings:
             raise ConfigError(f"serve vad must be auto, silero or energy, not {self.vad!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"serve port must be in 0..65535, not {self.port}")
-        for name in ("workers", "threads", "max_bytes"):
+        for name in ("workers", "threads", "max_bytes", "max_speakers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"serve {name} must be at least 1")
         if self.max_concurrency < 0:
             raise ConfigError("serve max_concurrency must be 0 (automatic) or more")
         if not (self.max_seconds > 0 and self.max_chunk_seconds > 0):
             raise ConfigError("serve max_seconds and max_chunk_seconds must be positive")
+        if not self.speaker_ttl_seconds > 0:
+            raise ConfigError("serve speaker_ttl_seconds must be positive")
+        if not 0 <= self.adapt_min_speech_seconds < float("inf"):
+            raise ConfigError("serve adapt_min_speech_seconds must be 0 or more")
 
     @property
     def concurrency(self) -> int:
@@ -149,6 +164,14 @@ class Service:
         self.limiter = anyio.CapacityLimiter(settings.concurrency)
         self.in_flight = 0
         self.started = time.time()
+        self.adapter = SpeakerAdapter(recogniser) if service_adaptable(recogniser) else None
+        self.speakers = SpeakerStore(settings.max_speakers, settings.speaker_ttl_seconds)
+
+    def require_adaptable(self) -> None:
+        if self.adapter is None:
+            why = ("the ONNX backend takes no speaker statistics" if getattr(self.rec, "adaptable", False)
+                   else "the model was not trained with speaker normalisation (--normalisation speaker)")
+            raise ApiError(400, "not_adaptable", f"speaker adaptation is not available: {why}")
 
     async def run(self, fn, *args):
         """``fn(*args)`` in a worker thread, once a slot among ``max_concurrency`` is free."""
@@ -160,8 +183,11 @@ class Service:
         finally:
             self.in_flight -= 1
 
-    def predict_bytes(self, data: bytes, name: str, lang: str) -> dict:
-        """Decode an upload and analyse it (runs in a worker thread). Raises ApiError."""
+    def predict_bytes(self, data: bytes, name: str, lang: str, speaker: str | None = None) -> dict:
+        """Decode an upload and analyse it (runs in a worker thread). Raises ApiError.
+
+        With ``speaker``: add the audio's statistics to the speaker's, then use them once the speaker
+        has ``adapt_min_speech_seconds`` of audio."""
         import soundfile as sf
 
         if not data:
@@ -184,7 +210,15 @@ class Service:
             if len(wave) > limit * SAMPLE_RATE + 1:
                 raise ApiError(413, "too_long", f"{name}: {len(wave) / SAMPLE_RATE:.1f} s of audio exceeds the limit "
                                                 f"of {limit:g} s")
-            return {"file": name, **self.rec.predict_wave(wave, lang, source=name)}
+            if speaker is None:
+                return {"file": name, **self.rec.predict_wave(wave, lang, source=name)}
+            wave = check_signal(wave, name)  # refuse silent or short audio before it joins the statistics
+            total = self.speakers.add(speaker, self.adapter.measure(wave))
+            required = self.settings.adapt_min_speech_seconds
+            stats = self.adapter.stats(total) if total.seconds >= required else None
+            return {"file": name, **self.rec.predict_wave(wave, lang, speaker_stats=stats, source=name),
+                    "speaker": {"id": speaker, "utterances": total.utterances, "seconds": round(total.seconds, 3),
+                                "required_seconds": required}}
         except AudioError as exc:
             raise audio_error(exc) from None
 
@@ -192,6 +226,7 @@ class Service:
         return {"status": "ok", "persemo_version": __version__, "model_version": self.rec.version,
                 "backend": self.settings.backend, "vad": self.vad.describe(),
                 "max_concurrency": self.settings.concurrency, "in_flight": self.in_flight,
+                "adaptable": self.adapter is not None, "speakers": len(self.speakers),
                 "uptime_seconds": round(time.time() - self.started, 1)}
 
 
@@ -251,7 +286,8 @@ PREDICT_BODY = {
 
 ERROR_RESPONSES = {code: {"description": text, "content": {"application/json": {"example": {
     "error": err, "detail": "..."}}}} for code, text, err in (
-    (400, "empty or malformed body", "empty"), (413, "body too large or audio too long", "too_large"),
+    (400, "empty or malformed body; `not_adaptable`: `speaker` given to a model without speaker "
+          "normalisation", "empty"), (413, "body too large or audio too long", "too_large"),
     (415, "content type is not audio, octet-stream or multipart", "unsupported_media_type"),
     (422, "not decodable as audio, truncated, non-finite, too short or silent", "not_audio"))}
 
@@ -259,9 +295,11 @@ PREDICT_EXAMPLE = {"file": "clip.wav", "duration": 3.2, "emotion": "anger", "con
                    "probabilities": {"anger": 0.61, "fear": 0.03, "happiness": 0.08, "neutral": 0.2, "sadness": 0.03,
                                      "surprise": 0.05},
                    "members": {"cnn": {"anger": 0.55, "...": 0.45}, "lstm": {"anger": 0.67, "...": 0.33}},
-                   "model_version": "0.1.0", "adapted": False}
+                   "model_version": "0.1.0", "adapted": True,
+                   "speaker": {"id": "alice", "utterances": 4, "seconds": 12.8, "required_seconds": 10.0}}
 ERROR_RESPONSES[200] = {"description": "the ensemble's top emotion and distribution, each member's distribution; "
-                                       "audio longer than one window adds `windows` (start, end, same fields)",
+                                       "audio longer than one window adds `windows` (start, end, same fields); "
+                                       "`adapted`: speaker statistics were used; `speaker` only with ?speaker=",
                         "content": {"application/json": {"example": PREDICT_EXAMPLE}}}
 
 HTTP_ERRORS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
@@ -271,7 +309,7 @@ HTTP_ERRORS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 
 def create_app(recogniser_or_path, settings: Settings | None = None):
     """The FastAPI app around a loaded recogniser, or the model directory to load one from."""
     import torch
-    from fastapi import FastAPI, Query, Request, WebSocket
+    from fastapi import FastAPI, Path as PathParam, Query, Request, WebSocket
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
@@ -331,13 +369,33 @@ def create_app(recogniser_or_path, settings: Settings | None = None):
     async def model_info():
         return {**rec.info(), "backend": settings.backend, "vad": vad.describe(),
                 "limits": {"max_seconds": settings.max_seconds, "max_bytes": settings.max_bytes,
-                           "max_chunk_seconds": settings.max_chunk_seconds}}
+                           "max_chunk_seconds": settings.max_chunk_seconds},
+                "adaptation": {"adaptable": svc.adapter is not None,
+                               "min_speech_seconds": settings.adapt_min_speech_seconds,
+                               "shrink_k": svc.adapter.shrink_k if svc.adapter is not None else None,
+                               "max_speakers": settings.max_speakers,
+                               "speaker_ttl_seconds": settings.speaker_ttl_seconds}}
 
     @app.post("/v1/predict", summary="emotion of one audio file", openapi_extra=PREDICT_BODY,
               responses=ERROR_RESPONSES)
-    async def predict(request: Request, lang: Literal["en", "fa"] = Query("en", description="label names")):
+    async def predict(request: Request, lang: Literal["en", "fa"] = Query("en", description="label names"),
+                      speaker: str | None = Query(None, min_length=1, max_length=64, pattern=SPEAKER_ID_PATTERN,
+                                                  description="opt in to speaker adaptation: an id of your choice "
+                                                              "(1-64 of A-Z a-z 0-9 _ . -)")):
         """Top emotion and every emotion's probability, per member and ensemble; audio longer than the
-        model's window also gets per-window results (50% overlap) and their aggregate."""
+        model's window also gets per-window results (50% overlap) and their aggregate.
+
+        **Speaker adaptation** (`?speaker=ID`, only for models trained with speaker normalisation, else
+        400 `not_adaptable`): the service adds this audio's feature statistics (moments of its log-mel and
+        MFCC frames, never the audio) to the speaker's, then answers with the speaker's own statistics
+        once they rest on at least `adapt_min_speech_seconds` (default 10 s) of audio, before that with
+        the model's global ones. The answer's `adapted` says which, and `speaker` gives `id`,
+        `utterances`, `seconds` (accumulated) and `required_seconds`. Statistics live in this process
+        only (with several workers, a speaker's requests may meet different stores), for at most
+        `max_speakers` speakers (least recently used dropped) and until `speaker_ttl_seconds` after the
+        speaker's last request; `DELETE /v1/speakers/{id}` forgets them at once."""
+        if speaker is not None:
+            svc.require_adaptable()
         mtype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if mtype == "multipart/form-data":
             body = await read_body(request, settings.max_bytes + MULTIPART_SLACK)
@@ -352,7 +410,23 @@ def create_app(recogniser_or_path, settings: Settings | None = None):
                            f"Content-Type {mtype or '(none)'!r} not accepted: send multipart/form-data with a field "
                            "'file', or the raw audio as audio/* or application/octet-stream")
         # a plain dict of str/float/list: JSONResponse directly, skipping FastAPI's jsonable_encoder walk
-        return JSONResponse(await svc.run(svc.predict_bytes, data, name, lang))
+        return JSONResponse(await svc.run(svc.predict_bytes, data, name, lang, speaker))
+
+    @app.delete("/v1/speakers/{speaker}", summary="forget a speaker's adaptation statistics",
+                responses={404: {"description": "no statistics kept for this speaker (never seen, expired or "
+                                                "already forgotten)", "content": {"application/json": {
+                                                    "example": {"error": "unknown_speaker", "detail": "..."}}}},
+                           400: {"description": "the model does not do speaker adaptation",
+                                 "content": {"application/json": {"example": {"error": "not_adaptable",
+                                                                              "detail": "..."}}}}})
+    async def forget_speaker(speaker: str = PathParam(..., min_length=1, max_length=64, pattern=SPEAKER_ID_PATTERN,
+                                                      description="the id given as ?speaker= to /v1/predict")):
+        """Drop everything the service keeps about a speaker (their accumulated feature statistics and
+        counts; no audio is ever kept). Their next `/v1/predict?speaker=` starts from nothing."""
+        svc.require_adaptable()
+        if not svc.speakers.forget(speaker):
+            raise ApiError(404, "unknown_speaker", f"no statistics kept for speaker {speaker!r}")
+        return {"id": speaker, "forgotten": True}
 
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket):

@@ -1,15 +1,26 @@
 """The live-stream protocol behind ``WebSocket /v1/stream``, apart from the socket itself.
 
 Client -> server: optionally first a JSON text message
-``{"sample_rate": 16000, "format": "int16" | "float32", "hop_seconds": 1.0, "lang": "en" | "fa"}``
-(any field may be left out), then binary messages of mono little-endian PCM in that format.
+``{"sample_rate": 16000, "format": "int16" | "float32", "hop_seconds": 1.0, "lang": "en" | "fa",
+"adapt": false, "adapt_min_speech_seconds": 10.0}`` (any field may be left out), then binary messages of
+mono little-endian PCM in that format.
+
+``"adapt": true`` opts in to speaker adaptation (models trained with speaker normalisation only; for
+others it is a fatal ``not_adaptable`` error, close 1003): the session accumulates its speaker's feature
+statistics (moments of the un-normalised log-mel and MFCC frames of every hop the VAD marks as speech,
+plus the openSMILE functionals of the window for a speaker-normalised smile member), never the audio.
+Until ``adapt_min_speech_seconds`` of such speech (default: the service's setting, 10 s) the model's
+global statistics are used; after, the speaker's, shrunk toward the global ones with the model's
+``shrink_k`` (n = seconds of speech / window length).
 
 Server -> client, all JSON text:
 - ``{"type": "ready", ...}``: the settings in force, the labels, the window and the VAD in use;
 - ``{"type": "result", "time": t, "start": s, "end": t, "speech": bool, "silence": bool, ...}`` once
   per hop of audio received: the emotion distribution of the last window (4 s, or all the audio so
   far while there is less), per member and ensemble; on silence ``emotion``, ``probabilities`` and
-  ``members`` are null, never a guess;
+  ``members`` are null, never a guess; ``adapted`` says whether the session's own speaker statistics
+  are in use (always false without ``"adapt": true``), and ``adaptation`` is
+  ``{"speech_seconds": x, "required_seconds": y}`` for an adapting session, else null;
 - ``{"type": "error", "error": code, "detail": text, "fatal": bool}``; a fatal error is followed by a
   close with code 1003 (unsupported data), 1007 (invalid data) or 1009 (message too big).
 
@@ -31,6 +42,7 @@ FORMATS = {"int16": np.dtype("<i2"), "float32": np.dtype("<f4")}
 MIN_HOP = 0.25  # s: shorter hops would spend more time on inference than on listening
 MAX_HOP = 10.0  # s
 MIN_RATE, MAX_RATE = 8000, 192000  # Hz accepted from a client; anything but 16 kHz is resampled
+MAX_ADAPT_SECONDS = 3600.0  # s: the largest adapt_min_speech_seconds a client may ask for
 
 CLOSE_UNSUPPORTED = 1003
 CLOSE_INVALID = 1007
@@ -56,6 +68,8 @@ class StreamConfig:
     format: str = "int16"
     hop_seconds: float = 1.0
     lang: str = "en"
+    adapt: bool = False
+    adapt_min_speech_seconds: float | None = None  # None: the service's setting
 
     @classmethod
     def parse(cls, text: str) -> "StreamConfig":
@@ -91,16 +105,30 @@ class StreamConfig:
         lang = data.get("lang", "en")
         if lang not in ("en", "fa"):
             raise ProtocolError("bad_config", f"lang must be en or fa, not {lang!r}", CLOSE_INVALID)
-        return cls(int(sr), fmt, float(hop), lang)
+        adapt = data.get("adapt", False)
+        if not isinstance(adapt, bool):
+            raise ProtocolError("bad_config", "adapt must be true or false", CLOSE_INVALID)
+        need = data.get("adapt_min_speech_seconds")
+        if need is not None and (isinstance(need, bool) or not isinstance(need, (int, float))
+                                 or not math.isfinite(need) or not 0 <= need <= MAX_ADAPT_SECONDS):
+            raise ProtocolError("bad_config", f"adapt_min_speech_seconds must be a number in [0, {MAX_ADAPT_SECONDS}]",
+                                CLOSE_INVALID)
+        return cls(int(sr), fmt, float(hop), lang, adapt, None if need is None else float(need))
 
 
 class StreamSession:
     """One client's stream: decodes chunks, keeps the last window, asks the VAD, runs the model per hop.
 
-    ``recogniser`` is a ``Recogniser`` (or the ONNX equivalent); ``vad`` has ``stream(seconds)``.
+    ``recogniser`` is a ``Recogniser`` (or the ONNX equivalent); ``vad`` has ``stream(seconds)``;
+    ``adapter`` a ``speakers.SpeakerAdapter`` (None: the model cannot adapt), needed by ``config.adapt``;
+    ``adapt_min_seconds`` the default of ``config.adapt_min_speech_seconds``.
     """
 
-    def __init__(self, recogniser, vad, config: StreamConfig, max_chunk_seconds: float):
+    def __init__(self, recogniser, vad, config: StreamConfig, max_chunk_seconds: float, adapter=None,
+                 adapt_min_seconds: float = 10.0):
+        if config.adapt and adapter is None:
+            raise ProtocolError("not_adaptable", "adapt: true needs a model trained with speaker normalisation "
+                                "on the torch backend; this one cannot use speaker statistics", CLOSE_UNSUPPORTED)
         self.rec = recogniser
         self.config = config
         self.dtype = FORMATS[config.format]
@@ -119,9 +147,15 @@ class StreamSession:
         self._buf_start = 0
         self._vad_done = 0  # absolute sample up to which the VAD has been fed
         self.results = 0
+        self.adapter = adapter if config.adapt else None
+        self.required_seconds = adapt_min_seconds if config.adapt_min_speech_seconds is None \
+            else config.adapt_min_speech_seconds
+        self.speaker = None  # speakers.SpeakerMoments of this session's speech (adapting sessions only)
 
     def ready_message(self, vad_info: dict) -> dict:
-        return {"type": "ready", **asdict(self.config), "window_seconds": round(self.window / SAMPLE_RATE, 4),
+        cfg = asdict(self.config)
+        cfg["adapt_min_speech_seconds"] = self.required_seconds if self.config.adapt else None
+        return {"type": "ready", **cfg, "window_seconds": round(self.window / SAMPLE_RATE, 4),
                 "labels": list(self.rec.labels), "members": list(self.rec.members),
                 "model_version": self.rec.version, "vad": vad_info["name"],
                 "max_chunk_bytes": self.max_chunk_bytes}
@@ -161,8 +195,29 @@ class StreamSession:
             self._buf_start = keep_from
         return out
 
+    @property
+    def speech_seconds(self) -> float:
+        return self.speaker.seconds if self.speaker is not None else 0.0
+
+    def _adapt(self, hop_start: int, end: int, wave: np.ndarray) -> dict | None:
+        """Add the hop just heard to the speaker's statistics if the VAD hears speech in it; the
+        statistics to use now (None: not enough speech yet)."""
+        seconds = (end - hop_start) / SAMPLE_RATE
+        if self.vad_stream.decide(seconds).speech:
+            seg = self._buf[hop_start - self._buf_start: end - self._buf_start]
+            if len(seg) >= 2 * self.rec.cfg.features.n_fft:  # a few frames at least
+                part = self.adapter.measure(seg, smile_wave=wave, utterances=0, seconds=seconds)
+                if self.speaker is None:
+                    self.speaker = part
+                else:
+                    self.speaker.add(part)
+        if self.speaker is None or self.speaker.seconds < self.required_seconds:
+            return None
+        return self.adapter.stats(self.speaker, n=self.speaker.seconds * SAMPLE_RATE / self.window)
+
     def _analyse(self, end: int) -> dict:
         start = max(0, end - self.window)
+        hop_start = self._vad_done
         self.vad_stream.push(self._buf[self._vad_done - self._buf_start: end - self._buf_start])
         self._vad_done = end
         decision = self.vad_stream.decide((end - start) / SAMPLE_RATE)
@@ -171,10 +226,16 @@ class StreamSession:
         msg = {"type": "result", "seq": self.results, "time": round(end / SAMPLE_RATE, 3),
                "start": round(start / SAMPLE_RATE, 3), "end": round(end / SAMPLE_RATE, 3),
                "speech": decision.speech, "silence": not decision.speech,
-               "speech_seconds": decision.speech_seconds}
+               "speech_seconds": decision.speech_seconds, "adapted": False, "adaptation": None}
+        stats = None
+        if self.adapter is not None:
+            stats = self._adapt(hop_start, end, wave)
+            msg.update(adapted=stats is not None,
+                       adaptation={"speech_seconds": round(self.speech_seconds, 3),
+                                   "required_seconds": self.required_seconds})
         if decision.speech:
             try:
-                res = self.rec.predict_wave(wave, self.config.lang, source="stream")
+                res = self.rec.predict_wave(wave, self.config.lang, speaker_stats=stats, source="stream")
             except AudioError:  # the VAD heard speech in a signal the model calls silent: trust silence
                 res = None
             if res is not None:
@@ -198,7 +259,8 @@ async def serve_stream(ws, service) -> None:
 
     async def start(config: StreamConfig) -> StreamSession:
         s = await anyio.to_thread.run_sync(StreamSession, service.rec, service.vad, config,
-                                           service.settings.max_chunk_seconds)
+                                           service.settings.max_chunk_seconds, getattr(service, "adapter", None),
+                                           service.settings.adapt_min_speech_seconds)
         await ws.send_json(s.ready_message(service.vad.describe()))
         return s
 
