@@ -44,10 +44,11 @@ class FeatureConfig:
                           "statistics saved with the model; speaker: each speaker by their own"},
     )
     logmel_utterance_scope: str = field(
-        default="feature",
+        default="whole",
         metadata={"help": "utterance normalisation of the log-mel: feature (each band by its own mean and std, "
                           "which removes the average spectral shape) or whole (one mean and std over the "
-                          "spectrogram, which keeps it); MFCCs are always per coefficient"})
+                          "spectrogram, which keeps it; measured better on EmoDB: CNN UAR 53.3 vs 44.6); MFCCs "
+                          "are always per coefficient"})
     amin: float = field(default=1e-10, metadata={"help": "power floor before the logarithm"})
 
     def __post_init__(self) -> None:
