@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from persemo.audio import add_noise
+from persemo.audio import noisy_versions
 from persemo.cache import default_cache_dir
 from persemo.config import load_config
 from persemo.evaluation import compute_metrics, markdown_table, per_class_table, summarise_folds
@@ -40,20 +40,8 @@ CLEAN = "clean"
 
 
 def noisy_waves(waves: list[np.ndarray], snr: float, kind: str, seed: int) -> list[np.ndarray]:
-    """Each wave with noise at ``snr`` dB: white Gaussian, or babble summed from 4 other waves."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i, w in enumerate(waves):
-        if kind == "babble":
-            others = [j for j in rng.choice(len(waves), size=min(5, len(waves)), replace=False) if j != i][:4]
-            bab = np.zeros(len(w), np.float32)
-            for j in others:
-                seg = np.resize(waves[j], len(w))
-                bab += seg / (np.sqrt(np.mean(seg**2)) + 1e-8)
-            out.append(add_noise(w, snr, rng, bab if others else None))
-        else:
-            out.append(add_noise(w, snr, rng))
-    return out
+    """The test waves with ``kind`` noise at ``snr`` dB, the same for every model (seeded)."""
+    return noisy_versions(waves, snr, kind, np.random.default_rng(seed))
 
 
 def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, float | None]], log=print) -> dict:

@@ -150,3 +150,18 @@ def test_add_noise_hits_the_requested_snr(tone_maker, snr_db):
     np.testing.assert_array_equal(noisy, add_noise(y, snr_db, np.random.default_rng(0)))
     tiled = add_noise(y, snr_db, np.random.default_rng(0), noise=np.array([1.0, -1.0], np.float32))
     assert tiled.shape == y.shape and np.allclose(np.abs(tiled - y), np.abs(tiled - y)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["white", "babble"])
+def test_noisy_versions_reach_the_requested_snr(kind):
+    from persemo.audio import noisy_versions
+
+    rng = np.random.default_rng(0)
+    t = np.arange(32000) / 16000
+    waves = [(0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32) for f in (150, 220, 330, 410, 520)]
+    out = noisy_versions(waves, 10.0, kind, rng)
+    for w, n in zip(waves, out):
+        snr = 10 * np.log10(np.mean(w**2) / np.mean((n - w) ** 2))
+        assert abs(snr - 10.0) < 0.5
+    with pytest.raises(ValueError, match="white or babble"):
+        noisy_versions(waves, 10.0, "pink", rng)

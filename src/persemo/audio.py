@@ -114,3 +114,22 @@ def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator,
     p_noise = float(np.mean(noise**2)) + 1e-12
     scale = np.sqrt(p_sig / (p_noise * 10.0 ** (snr_db / 10.0)))
     return (audio + scale * noise).astype(np.float32)
+
+
+def noisy_versions(waves: list[np.ndarray], snr_db: float, kind: str, rng: np.random.Generator) -> list[np.ndarray]:
+    """Each wave with noise at ``snr_db``: "white" Gaussian, or "babble", the sum of up to four other
+    waves of the list (each scaled to unit power), as a stand-in for background speech."""
+    if kind not in ("white", "babble"):
+        raise ValueError(f"noise kind must be white or babble, not {kind!r}")
+    out = []
+    for i, w in enumerate(waves):
+        if kind == "white":
+            out.append(add_noise(w, snr_db, rng))
+            continue
+        others = [j for j in rng.choice(len(waves), size=min(5, len(waves)), replace=False) if j != i][:4]
+        babble = np.zeros(len(w), np.float32)
+        for j in others:
+            seg = np.resize(np.asarray(waves[j], np.float32), len(w))
+            babble += seg / (np.sqrt(np.mean(seg**2)) + 1e-8)
+        out.append(add_noise(w, snr_db, rng, babble if others else None))
+    return out

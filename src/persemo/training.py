@@ -273,7 +273,7 @@ def predict_items(model, items: list[Item], cfg: Config, stats: dict[str, dict[s
 
     ``model``: a ``FullEnsemble`` (every member, the smile one on the same window) or a torch ``Ensemble``.
     """
-    from .audio import add_noise
+    from .audio import noisy_versions
     from .models.ensemble import SMILE_STAT_KEYS, as_full
 
     model = as_full(model).eval()
@@ -281,18 +281,7 @@ def predict_items(model, items: list[Item], cfg: Config, stats: dict[str, dict[s
     rng = np.random.default_rng(seed)
     waves = [crop_wave(it.wave, n, cfg.features.crop) for it in items]
     if noise_snr is not None:
-        noisy = []
-        for i, w in enumerate(waves):
-            if noise == "babble":
-                others = [waves[j] for j in rng.choice(len(waves), size=min(4, len(waves)), replace=False) if j != i]
-                bab = np.zeros(len(w), np.float32)
-                for o in others or [w]:
-                    seg = np.resize(o, len(w))
-                    bab += seg / (np.sqrt(np.mean(seg**2)) + 1e-8)
-                noisy.append(add_noise(w, noise_snr, rng, bab))
-            else:
-                noisy.append(add_noise(w, noise_snr, rng))
-        waves = noisy
+        waves = noisy_versions(waves, noise_snr, noise, rng)
     outs = []
     for b in range(0, len(items), batch_size):
         chunk = waves[b: b + batch_size]
