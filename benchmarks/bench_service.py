@@ -279,7 +279,8 @@ def markdown(data: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, required=True, help="model directory (an untrained one will do)")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="model directory (default: an untrained model of the default config; speed only)")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--warmup", type=int, default=16)
@@ -292,6 +293,13 @@ def main(argv: list[str] | None = None) -> None:
     body = wav_bytes(voiced_clip())
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
+        if args.model is None:
+            from persemo.artifact import save_model
+            from persemo.config import load_config
+            from persemo.models.ensemble import Ensemble
+
+            args.model = save_model(Path(tmp) / "untrained", Ensemble(load_config(), ["anger", "fear", "happiness",
+                                                                                    "neutral", "sadness", "surprise"]))
         onnx_dir = onnx_model(args.model, Path(tmp)) if "onnx" in wanted else None
         models = {"torch": args.model, "onnx": onnx_dir}
         results = {}
