@@ -25,10 +25,11 @@ from persemo.cache import default_cache_dir
 from persemo.config import load_config
 from persemo.evaluation import compute_metrics, markdown_table, summarise_folds
 from persemo.pipeline import labels_of, load_items
+from persemo.smile import functional_stats, item_functionals
 from persemo.splits import check_speaker_independent, make_folds
 from persemo.training import predict_items, speaker_statistics, train_ensemble
 
-from .common import machine_info, write_results
+from .common import fold_model, machine_info, write_results
 from .emodb import EMODB, _quiet
 
 CURVE = (1, 2, 5, 10)
@@ -36,17 +37,28 @@ SHRINK_K = 10.0
 MIN_EMOTIONS = 2.5
 
 
-def _stats(items) -> dict:
-    return stats_from_features([it.logmel for it in items], [it.mfcc for it in items])
+def _stats_fn(model, cache_dir):
+    """items -> a speaker's statistics from those items' audio (with the smile member's, if it has one)."""
+    sm = getattr(model, "smile", None) if getattr(model, "smile_norm", None) is not None else None
+
+    def stats(items) -> dict:
+        st = stats_from_features([it.logmel for it in items], [it.mfcc for it in items])
+        if sm is not None:
+            mean, std = functional_stats(item_functionals(items, sm.feature_set, cache_dir))
+            st.update(smile_mean=mean.astype(np.float32), smile_std=std.astype(np.float32))
+        return st
+
+    return stats
 
 
 def _ens(probs: np.ndarray) -> np.ndarray:
     return probs[-1]
 
 
-def run(corpus, data, cfg, folds, log=print) -> dict:
+def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, models_s: Path | None = None) -> dict:
     cfg_u = cfg.replace(features={"normalisation": "utterance"})
     cfg_s = cfg.replace(features={"normalisation": "speaker"})
+    cache_dir = default_cache_dir()
     items, _ = load_items(corpus, data, cfg, default_cache_dir(), log)
     labels = labels_of(items)
     index = {l: i for i, l in enumerate(labels)}
@@ -56,25 +68,35 @@ def run(corpus, data, cfg, folds, log=print) -> dict:
     splits = make_folds(utts, folds, "speaker", cfg.split.val_fraction, cfg.split.seed)
     rng = np.random.default_rng(0)
     per: dict[str, list[dict]] = {}
+    members: dict[str, list[dict]] = {}  # the main scenarios per member: "member | scenario"
     decisions: dict[str, list[float]] = {}
 
-    def add(name, y, p):
-        per.setdefault(name, []).append(compute_metrics(y, p, labels))
+    def add(name, y, p, names=None):
+        """p: (members + 1, N, C) from predict_items; the ensemble row goes to ``per``, members (when
+        ``names``) to ``members``."""
+        per.setdefault(name, []).append(compute_metrics(y, _ens(p), labels))
+        for i, n in enumerate(names or []):
+            members.setdefault(f"{n} | {name}", []).append(compute_metrics(y, p[i], labels))
 
     for sp in splits:
         check_speaker_independent(sp, utts)
         train, val, test = ([by_id[i] for i in sp.train], [by_id[i] for i in sp.val], [by_id[i] for i in sp.test])
         y = np.array([index[it.utt.emotion] for it in test])
         log(f"fold {sp.fold + 1}/{folds}: test speakers {sorted({it.utt.speaker for it in test})}")
-        m_u, _ = train_ensemble(cfg_u, labels, train, val, None, progress=False, log=log)
-        add("single utterance (per-utterance normalisation)", y, _ens(predict_items(m_u, test, cfg_u)))
-        m_s, _ = train_ensemble(cfg_s, labels, train, val, None, progress=False, log=log)
+        test_ids = [it.utt.id for it in test]
+        m_u = fold_model(models_u, sp.fold, test_ids, train, val, cfg_u, labels, log)
+        m_s = fold_model(models_s, sp.fold, test_ids, train, val, cfg_s, labels, log)
+        cfg_u, cfg_s = m_u.cfg, m_s.cfg
+        if cfg_u.features.normalisation == "speaker" or cfg_s.features.normalisation != "speaker":
+            raise SystemExit("--models-u must hold single-utterance models and --models-s speaker-normalised ones")
+        _stats = _stats_fn(m_s, cache_dir)
+        add("single utterance (per-utterance normalisation)", y, predict_items(m_u, test, cfg_u), m_u.member_names)
         prior = global_stats(m_s)
         spk_items: dict[str, list] = {}
         for it in test:
             spk_items.setdefault(it.utt.speaker, []).append(it)
         base = predict_items(m_s, test, cfg_s)  # speaker model with its global statistics (no adaptation)
-        add("speaker-normalised model, no adaptation (global statistics)", y, _ens(base))
+        add("speaker-normalised model, no adaptation (global statistics)", y, base)
         base_by_id = {it.utt.id: _ens(base)[i] for i, it in enumerate(test)}
 
         def evaluate(pools: dict[str, list], tag: str):
@@ -91,7 +113,8 @@ def run(corpus, data, cfg, folds, log=print) -> dict:
                         if eff < MIN_EMOTIONS:
                             st = dict(prior)
                     stats[spk] = st
-                add(f"{tag} [{variant}]", y, _ens(predict_items(m_s, test, cfg_s, stats)))
+                add(f"{tag} [{variant}]", y, predict_items(m_s, test, cfg_s, stats),
+                    m_s.member_names if variant == "plain" else None)
 
         evaluate(spk_items, "speaker-adapted: all utterances")
         if neutral:
@@ -118,20 +141,28 @@ def run(corpus, data, cfg, folds, log=print) -> dict:
                     stats[s] = st
                 keep = [i for i, it in enumerate(test) if it.utt.speaker in stats]
                 sub = [test[i] for i in keep]
-                scores.append(compute_metrics(y[keep], _ens(predict_items(m_s, sub, cfg_s, stats)), labels))
-            avg = {k: float(np.mean([s[k] for s in scores])) for k in ("accuracy", "macro_f1", "weighted_f1", "uar")}
-            per.setdefault(f"speaker-adapted: one-emotion trap [{variant}]", []).append(avg)
+                p = predict_items(m_s, sub, cfg_s, stats)
+                rows = [_ens(p)] + ([p[i] for i in range(len(m_s.member_names))] if variant == "plain" else [])
+                scores.append([compute_metrics(y[keep], r, labels) for r in rows])
+            keys = ("accuracy", "macro_f1", "weighted_f1", "uar")
+            tag = f"speaker-adapted: one-emotion trap [{variant}]"
+            for j in range(len(scores[0])):
+                avg = {k: float(np.mean([s[j][k] for s in scores])) for k in keys}
+                if j == 0:
+                    per.setdefault(tag, []).append(avg)
+                else:
+                    members.setdefault(f"{m_s.member_names[j - 1]} | {tag}", []).append(avg)
         for n in CURVE:
             pools = {s: [its[j] for j in rng.choice(len(its), size=min(n, len(its)), replace=False)]
                      for s, its in spk_items.items()}
             stats = {s: _stats(p) for s, p in pools.items()}
-            add(f"adaptation curve: {n} utterance(s) [plain]", y, _ens(predict_items(m_s, test, cfg_s, stats)))
+            add(f"adaptation curve: {n} utterance(s) [plain]", y, predict_items(m_s, test, cfg_s, stats))
             stats = {s: shrink(_stats(p), prior, len(p), SHRINK_K) for s, p in pools.items()}
-            add(f"adaptation curve: {n} utterance(s) [shrunk]", y, _ens(predict_items(m_s, test, cfg_s, stats)))
+            add(f"adaptation curve: {n} utterance(s) [shrunk]", y, predict_items(m_s, test, cfg_s, stats))
         log("  " + "; ".join(f"{k}: {100 * v[-1]['uar']:.1f}" for k, v in per.items()
                              if "curve" not in k and "[plain]" in k or k.startswith("single")))
     summary = {k: summarise_folds(v) for k, v in per.items()}
-    return {"labels": labels, "summary": summary,
+    return {"labels": labels, "summary": summary, "members": {k: summarise_folds(v) for k, v in members.items()},
             "guard": {k: {"min_emotions": MIN_EMOTIONS, "effective_emotions_mean": float(np.mean(v)),
                           "share_adapted": float(np.mean(np.array(v) >= MIN_EMOTIONS))} for k, v in decisions.items()},
             "shrink_k": SHRINK_K}
@@ -145,22 +176,29 @@ def main(argv=None) -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--models-u", type=Path, default=None,
+                    help="single-utterance fold models saved by benchmarks.emodb --save-models (else trained here)")
+    ap.add_argument("--models-s", type=Path, default=None,
+                    help="speaker-normalised fold models saved by benchmarks.emodb --save-models (else trained here)")
     a = ap.parse_args(argv)
     _quiet()
     over = {"train": {"epochs": a.epochs}} if a.epochs else {}
     cfg = load_config(a.config, **over)
     t0 = time.perf_counter()
-    res = run(a.corpus, a.data, cfg, a.folds)
+    res = run(a.corpus, a.data, cfg, a.folds, models_u=a.models_u, models_s=a.models_s)
     wall = time.perf_counter() - t0
     name = f"adaptation_{a.corpus}" + (f"_{a.tag}" if a.tag else "")
     cmd = "python -m benchmarks.adaptation" + (f" --config {a.config}" if a.config else "") + \
-        (f" --epochs {a.epochs}" if a.epochs else "") + (f" --tag {a.tag}" if a.tag else "")
+        (f" --epochs {a.epochs}" if a.epochs else "") + (f" --tag {a.tag}" if a.tag else "") + \
+        (f" --models-u {a.models_u} --models-s {a.models_s}" if a.models_u else "")
     md = [f"## Speaker adaptation, {a.corpus}, speaker-independent {a.folds}-fold (ensemble)", "",
           f"Command: `{cmd}` ({wall / 60:.1f} min). The speaker-adapted protocol is transductive over each test "
           "speaker's unlabelled audio; it is reported apart from the single-utterance protocol, never mixed. "
           f"[shrunk]: statistics moved toward the training statistics by n/(n+{SHRINK_K:g}); [guarded]: "
           f"statistics dropped when the model's own predictions over the pool span fewer than {MIN_EMOTIONS} "
-          "effective emotions. Mean ± std over folds (%).", "", markdown_table(res["summary"])]
+          "effective emotions. Mean ± std over folds (%).", "", markdown_table(res["summary"]), "",
+          "Each member in the main scenarios (plain statistics), mean ± std over folds (%):", "",
+          markdown_table(res["members"])]
     write_results(name, {"command": cmd, "config": cfg.to_dict(), "wall_seconds": wall, "machine": machine_info(),
                          **res}, "\n".join(md) + "\n")
     print("\n".join(md))

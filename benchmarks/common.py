@@ -145,3 +145,24 @@ def write_results(name: str, data: dict, markdown: str, results_dir: str | Path 
     _atomic_write(json_path, json.dumps(data, indent=2, ensure_ascii=False, default=_jsonable) + "\n")
     _atomic_write(md_path, markdown.rstrip("\n") + "\n\n" + stamp_line(machine) + "\n")
     return json_path, md_path
+
+
+def fold_model(models: Path | None, fold: int, test_ids: list[str], train, val, cfg, labels, log):
+    """A fold's model: loaded from ``models/foldK`` (saved by ``benchmarks.emodb --save-models``), checked to
+    have been tested on the same utterances, else trained here."""
+    if models is None:
+        from persemo.training import train_ensemble
+
+        return train_ensemble(cfg, labels, train, val, None, progress=False, log=log)[0]
+    from persemo.artifact import load_model, read_meta
+
+    d = models / f"fold{fold}"
+    _, meta = read_meta(d)
+    saved = meta.get("benchmark_fold", {}).get("test_ids")
+    if saved is None or sorted(saved) != sorted(test_ids):
+        raise SystemExit(f"{d}: not trained for this fold (its test utterances differ); re-run benchmarks.emodb")
+    model = load_model(d)
+    if model.labels != labels:
+        raise SystemExit(f"{d}: labels {model.labels} differ from the corpus's {labels}")
+    log(f"  loaded {d} ({model.cfg.features.normalisation} normalisation)")
+    return model

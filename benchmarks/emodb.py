@@ -11,6 +11,7 @@ UAR as mean and std over folds, per-class recall, training time, and the per-fol
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from persemo.artifact import save_model
 from persemo.cache import default_cache_dir
 from persemo.config import load_config
 from persemo.evaluation import compute_metrics, markdown_table, per_class_table, summarise_folds
@@ -38,7 +40,7 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore")
 
 
-def run(corpus: str, data: Path, cfg, folds: int, log=print) -> dict:
+def run(corpus: str, data: Path, cfg, folds: int, log=print, save_models: Path | None = None) -> dict:
     items, _ = load_items(corpus, data, cfg, default_cache_dir(), log)
     labels = labels_of(items)
     index = {l: i for i, l in enumerate(labels)}
@@ -58,15 +60,26 @@ def run(corpus: str, data: Path, cfg, folds: int, log=print) -> dict:
         model, info = train_ensemble(cfg, labels, train, val, None, progress=False, log=log)
         for n, m in info["members"].items():
             times.setdefault(n, []).append(m["seconds"])
+        if save_models is not None:  # so that other benchmarks can evaluate the same models
+            save_model(save_models / f"fold{sp.fold}", model,
+                       extra_meta={"benchmark_fold": {"fold": sp.fold, "folds": folds, "seed": cfg.split.seed,
+                                                      "test_ids": [it.utt.id for it in test]}})
         stats = None
         if cfg.features.normalisation == "speaker":
-            stats = {**speaker_statistics(train), **speaker_statistics(val), **speaker_statistics(test)}
+            # each test speaker's own statistics (also of the smile member's functionals), no labels
+            stats = {**speaker_statistics(train), **speaker_statistics(val),
+                     **speaker_statistics(test, model, default_cache_dir())}
         probs = predict_items(model, test, cfg, stats)
         y = np.array([index[it.utt.emotion] for it in test])
-        rows = {n: probs[i] for i, n in enumerate(model.member_names)}
-        if len(model.member_names) > 1:
+        names = model.member_names
+        rows = {n: probs[i] for i, n in enumerate(names)}
+        for r in range(2, len(names)):  # every smaller team, equal votes (from the same predictions)
+            for combo in itertools.combinations(range(len(names)), r):
+                rows[" + ".join(names[i] for i in combo) + " (equal)"] = probs[list(combo)].mean(0)
+        if len(names) > 1:
             rows["ensemble (equal)"] = probs[:-1].mean(0)
-            rows["ensemble (weighted on val)"] = probs[-1]
+            if info.get("validation", True):
+                rows["ensemble (weighted on val)"] = probs[-1]
         for n, p in rows.items():
             per.setdefault(n, []).append(compute_metrics(y, p, labels))
         fold_records.append({"fold": sp.fold, "test_ids": [it.utt.id for it in test], "y": y.tolist(),
@@ -94,6 +107,8 @@ def main(argv=None) -> None:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--save-models", type=Path, default=None,
+                    help="save each fold's model to DIR/foldK (for benchmarks.adaptation --models)")
     a = ap.parse_args(argv)
     _quiet()
     over = {"train": {"seed": a.seed}, "split": {"seed": a.seed}}
@@ -103,7 +118,7 @@ def main(argv=None) -> None:
     if not a.data.exists():
         raise SystemExit(f"benchmarks.emodb: data not found: {a.data}")
     t0 = time.perf_counter()
-    res = run(a.corpus, a.data, cfg, a.folds)
+    res = run(a.corpus, a.data, cfg, a.folds, save_models=a.save_models)
     wall = time.perf_counter() - t0
     name = f"{a.corpus}" + (f"_{a.tag}" if a.tag else "")
     cmd = "python -m benchmarks.emodb" + (f" --config {a.config}" if a.config else "") + \

@@ -32,7 +32,7 @@ from persemo.pipeline import labels_of, load_items
 from persemo.splits import check_speaker_independent, make_folds
 from persemo.training import crop_wave, predict_items, train_ensemble, window_samples
 
-from .common import RESULTS, machine_info, write_results
+from .common import RESULTS, fold_model, machine_info, write_results
 from .emodb import EMODB, _quiet
 from .peers import PEERS, peer_svm
 
@@ -44,7 +44,8 @@ def noisy_waves(waves: list[np.ndarray], snr: float, kind: str, seed: int) -> li
     return noisy_versions(waves, snr, kind, np.random.default_rng(seed))
 
 
-def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, float | None]], log=print) -> dict:
+def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, float | None]], log=print,
+        models: Path | None = None) -> dict:
     from persemo.smile import extract_functionals, functionals_from_waves
 
     items, _ = load_items(corpus, data, cfg, default_cache_dir(), log)
@@ -77,9 +78,17 @@ def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, fl
             t = time.perf_counter()
             peers[name], _ = peer_svm(np.stack([whole[name][i] for i in fit_ids]), y_fit, g_fit)
             seconds.setdefault(name, []).append(time.perf_counter() - t)
-        model, info = train_ensemble(cfg, labels, train, val, None, progress=False, log=log)
-        for m, v in info["members"].items():
-            seconds.setdefault(m, []).append(v["seconds"])
+        if models is None:
+            model, info = train_ensemble(cfg, labels, train, val, None, progress=False, log=log)
+            for m, v in info["members"].items():
+                seconds.setdefault(m, []).append(v["seconds"])
+        else:  # the fold's model saved by benchmarks.emodb --save-models (same folds, checked)
+            model = fold_model(models, sp.fold, [it.utt.id for it in test], train, val, cfg, labels, log)
+            if model.cfg.features.normalisation == "speaker":
+                raise SystemExit(f"{models}: the suite's sweep is the single-utterance protocol; these models are "
+                                 "speaker-normalised")
+            cfg = model.cfg
+            n = window_samples(cfg)
         clean = [crop_wave(it.wave, n, cfg.features.crop) for it in test]
         for cond, snr in conditions:
             if snr is None:
@@ -92,9 +101,13 @@ def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, fl
             torch_members = [i for i, m in enumerate(model.member_names) if m in ("cnn", "lstm")]
             if len(torch_members) == 2:
                 rows["ensemble cnn+lstm (equal)"] = probs[torch_members].mean(0)
+            if "cnn" in model.member_names and "smile" in model.member_names:
+                rows["ensemble cnn+smile (equal)"] = probs[[model.member_names.index("cnn"),
+                                                            model.member_names.index("smile")]].mean(0)
             if len(model.member_names) > 1:
                 rows[f"ensemble {'+'.join(model.member_names)} (equal)"] = probs[:-1].mean(0)
-                rows[f"ensemble {'+'.join(model.member_names)} (weighted on val)"] = probs[-1]
+                if sp.val:
+                    rows[f"ensemble {'+'.join(model.member_names)} (weighted on val)"] = probs[-1]
             for name, fs in PEERS.items():
                 X = np.stack([whole[name][it.utt.id] for it in test]) if snr is None else \
                     functionals_from_waves(waves, fs)
@@ -153,6 +166,8 @@ def main(argv=None) -> None:
     ap.add_argument("--snrs", default="20,10,5,0")
     ap.add_argument("--noises", default="white,babble")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--models", type=Path, default=None,
+                    help="evaluate the fold models saved by benchmarks.emodb --save-models instead of training")
     a = ap.parse_args(argv)
     _quiet()
     over = {"model": {"members": ["cnn", "lstm", "smile"]}}
@@ -162,7 +177,7 @@ def main(argv=None) -> None:
     snrs = [float(s) for s in a.snrs.split(",") if s.strip()]
     conditions = [(CLEAN, None)] + [(f"{k} {s:g} dB", s) for k in a.noises.split(",") if k for s in snrs]
     t0 = time.perf_counter()
-    res = run(a.corpus, a.data, cfg, a.folds, conditions)
+    res = run(a.corpus, a.data, cfg, a.folds, conditions, models=a.models)
     wall = time.perf_counter() - t0
     name = f"suite_{a.corpus}" + (f"_{a.tag}" if a.tag else "")
     png = f"robustness_{a.corpus}" + (f"_{a.tag}" if a.tag else "") + ".png"

@@ -107,6 +107,7 @@ def test_unknown_field_is_named(tmp_path, data, names):
     ({"model": {"members": ["cnn", "transformer"]}}, "members"),
     ({"split": {"kind": "gender"}}, "kind"),
     ({"split": {"val_fraction": 0.6, "test_fraction": 0.5}}, "fraction"),
+    ({"split": {"val_fraction": -0.1}}, "val_fraction"),
     ({"features": []}, "features"),
 ])
 def test_bad_values_are_named(data, name):
@@ -143,3 +144,7 @@ def test_missing_and_unparsable_files(tmp_path):
     not_mapping.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(not_mapping)
+
+
+def test_no_validation_split_is_allowed():
+    assert Config.from_dict({"split": {"val_fraction": 0}}).split.val_fraction == 0

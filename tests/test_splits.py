@@ -14,13 +14,13 @@ from persemo.splits import (Split, check_speaker_independent, load_splits, make_
 PARTS = ("train", "val", "test")
 
 
-def _assert_partition(split: Split, utterances: list[Utterance]) -> None:
-    """Every utterance in exactly one part."""
+def _assert_partition(split: Split, utterances: list[Utterance], parts=PARTS) -> None:
+    """Every utterance in exactly one part; each of ``parts`` non-empty."""
     ids = [u.id for u in utterances]
     listed = split.train + split.val + split.test
     assert len(listed) == len(set(listed)), "an utterance is listed twice"
     assert set(listed) == set(ids)
-    assert all(getattr(split, p) for p in PARTS), "a part is empty"
+    assert all(getattr(split, p) for p in parts), "a part is empty"
 
 
 def _speakers(split: Split, utterances: list[Utterance], part: str) -> set[str]:
@@ -184,3 +184,15 @@ def test_malformed_split_file(tmp_path, content, needle):
 def test_missing_split_file(tmp_path):
     with pytest.raises(CorpusError, match="not found"):
         load_splits(tmp_path / "nope.json")
+
+
+def test_no_validation_part_trains_on_every_other_speaker(corpus):
+    folds = make_folds(corpus, k=5, val_fraction=0, seed=0)
+    with_val = make_folds(corpus, k=5, seed=0)
+    for f, g in zip(folds, with_val):
+        assert f.val == [] and sorted(f.test) == sorted(g.test)  # same test parts as with validation
+        assert sorted(f.train) == sorted(g.train + g.val)
+        _assert_partition(f, corpus, parts=("train", "test"))
+        _assert_speaker_disjoint(f, corpus)
+    one = make_split(corpus, "speaker", val_fraction=0, seed=0)
+    assert one.val == [] and one.train and one.test

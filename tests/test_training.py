@@ -205,3 +205,17 @@ def test_same_seed_same_model(two_runs):
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
     for name in i1["history"]:
         assert [r["train_loss"] for r in i1["history"][name]] == [r["train_loss"] for r in i2["history"][name]]
+
+
+def test_no_validation_runs_every_epoch_and_votes_equally(data):
+    cfg, train, _ = data
+    cfg = cfg.replace(train={"epochs": 3, "patience": 1}, split={"val_fraction": 0})
+    model, info = train_ensemble(cfg, LABELS, train, [], out=None, progress=False, log=lambda m: None)
+    assert info["validation"] is False and info["ensemble_weights"] == [0.5, 0.5]
+    for name, m in info["members"].items():
+        assert m["epochs_run"] == 3 and m["best_epoch"] == 3 and m["best_val_score"] is None, name
+        rows = info["history"][name]
+        assert [r["epoch"] for r in rows] == [1, 2, 3] and all(r["train_loss"] > 0 for r in rows)
+        assert "val_uar" not in rows[0]
+    probs = predict_items(model, train[:4], cfg)
+    assert probs.shape == (3, 4, 2)

@@ -153,16 +153,19 @@ class TrainConfig:
 @dataclass(frozen=True)
 class SplitConfig:
     kind: str = field(default="speaker", metadata={"help": "speaker (independent) or random (speaker-dependent)"})
-    val_fraction: float = field(default=0.15, metadata={"help": "share of speakers (or utterances) for validation"})
+    val_fraction: float = field(default=0.15, metadata={"help": "share of speakers (or utterances) for validation; "
+                                                                 "0 = none: every member trains the full epoch "
+                                                                 "budget, keeps its last weights, equal votes"})
     test_fraction: float = field(default=0.15, metadata={"help": "share of speakers (or utterances) for test"})
     seed: int = field(default=0, metadata={"help": "split seed"})
 
     def __post_init__(self) -> None:
         if self.kind not in ("speaker", "random"):
             raise ConfigError(f"split.kind must be 'speaker' or 'random', not {self.kind!r}")
-        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
+        if not (0 <= self.val_fraction < 1 and 0 < self.test_fraction < 1
                 and self.val_fraction + self.test_fraction < 1):
-            raise ConfigError("split.val_fraction and split.test_fraction must be in (0, 1) and sum below 1")
+            raise ConfigError("split.val_fraction must be in [0, 1), split.test_fraction in (0, 1), and they "
+                              "must sum below 1")
 
 
 @dataclass(frozen=True)

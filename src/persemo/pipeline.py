@@ -82,7 +82,7 @@ def train_once(cfg: Config, items: list[Item], split: Split, out: Path, corpus: 
     """Train on one split, save the model into ``out`` and its test report into ``out/report``."""
     labels = labels_of(items)
     train, val, test = (_by_ids(items, split.train), _by_ids(items, split.val), _by_ids(items, split.test))
-    if not train or not val or not test:
+    if not train or not test or (not val and cfg.split.val_fraction > 0):
         raise CorpusError(f"split leaves an empty part (train {len(train)}, val {len(val)}, test {len(test)}); "
                           "the corpus is too small for it")
     out.mkdir(parents=True, exist_ok=True)

@@ -99,7 +99,9 @@ def _arrays(utterances: list[Utterance]) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _holdout_val(ids, labels, groups, pool, val_fraction, seed, kind):
-    """Split index array ``pool`` into (train, val) with about ``val_fraction`` in val."""
+    """Split index array ``pool`` into (train, val) with about ``val_fraction`` in val (none for 0)."""
+    if val_fraction <= 0:
+        return np.sort(pool), pool[:0]
     if kind == "speaker":
         n = max(2, int(round(1.0 / val_fraction)))
         n = min(n, len(np.unique(groups[pool])))

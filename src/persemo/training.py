@@ -207,6 +207,21 @@ def _lit_module():
     return LitMember, KeepBest
 
 
+def _EpochLog():
+    """A callback that records each epoch's mean training loss when there is no validation split."""
+    import lightning as L
+
+    class EpochLog(L.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            losses = module._train_losses
+            module.history.append({"epoch": int(trainer.current_epoch) + 1,
+                                   "train_loss": float(np.mean(losses)) if losses else None,
+                                   "lr": float(module.optimizers().param_groups[0]["lr"])})
+            module._train_losses = []
+
+    return EpochLog()
+
+
 @dataclass
 class MemberResult:
     name: str
@@ -235,12 +250,17 @@ def fit_member(name: str, model, cfg: Config, train_items: list[Item], val_items
     dl_train = torch.utils.data.DataLoader(WaveSet(train_items, index, n, True, cfg.features.crop, stats),
                                            batch_size=t.batch_size, shuffle=True, collate_fn=collate, generator=g,
                                            drop_last=len(train_items) > t.batch_size)
-    dl_val = torch.utils.data.DataLoader(WaveSet(val_items, index, n, False, cfg.features.crop, stats),
-                                         batch_size=64, shuffle=False, collate_fn=collate)
+    dl_val = None
     lit = LitMember(name, model.features, model.members[name], cfg, weights, labels)
     monitor = "val_uar" if t.monitor == "uar" else "val_macro_f1"
     keep = KeepBest(monitor)
-    callbacks = [keep, EarlyStopping(monitor=monitor, mode="max", patience=t.patience)]
+    callbacks = []
+    if val_items:
+        dl_val = torch.utils.data.DataLoader(WaveSet(val_items, index, n, False, cfg.features.crop, stats),
+                                             batch_size=64, shuffle=False, collate_fn=collate)
+        callbacks = [keep, EarlyStopping(monitor=monitor, mode="max", patience=t.patience)]
+    else:  # no validation: the whole epoch budget, the last weights; the history logs the training loss
+        callbacks = [_EpochLog()]
     logger = False
     if log_dir is not None:
         from lightning.pytorch.loggers import CSVLogger
@@ -251,11 +271,13 @@ def fit_member(name: str, model, cfg: Config, train_items: list[Item], val_items
                         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
                         deterministic=True, log_every_n_steps=1)
     start = time.perf_counter()
-    trainer.fit(lit, dl_train, dl_val)
+    trainer.fit(lit, dl_train, dl_val)  # dl_val None: no validation loop
     seconds = time.perf_counter() - start
     if keep.state is not None:
         model.members[name].load_state_dict(keep.state)
     model.cpu()
+    if not val_items:
+        return MemberResult(name, len(lit.history), float("nan"), len(lit.history), seconds, lit.history)
     return MemberResult(name, keep.best_epoch, keep.best, len(lit.history), seconds, lit.history)
 
 
@@ -388,18 +410,33 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
         stats = {**speaker_statistics(train_items), **speaker_statistics(val_items)}
     results = {}
     for name in model.member_names:
-        log(f"training {name} on {len(train_items)} utterances, validating on {len(val_items)}")
+        log(f"training {name} on {len(train_items)} utterances, "
+            + (f"validating on {len(val_items)}" if val_items else f"no validation ({cfg.train.epochs} epochs)"))
         L.seed_everything(cfg.train.seed, workers=True, verbose=False)
         results[name] = fit_member(name, model, cfg, train_items, val_items, stats,
                                    out / "logs" if out is not None else None, progress)
         r = results[name]
-        log(f"{name}: best validation {cfg.train.monitor} {100 * r.best_score:.1f}% at epoch {r.best_epoch} "
-            f"of {r.epochs_run} ({r.seconds:.0f} s)")
+        if val_items:
+            log(f"{name}: best validation {cfg.train.monitor} {100 * r.best_score:.1f}% at epoch {r.best_epoch} "
+                f"of {r.epochs_run} ({r.seconds:.0f} s)")
+        else:
+            log(f"{name}: {r.epochs_run} epochs, last weights kept ({r.seconds:.0f} s)")
     smile = smile_norm = smile_info = None
     if SMILE in cfg.model.members:
         log(f"fitting smile on {len(train_items)} utterances")
         smile, smile_norm, smile_info = fit_smile(cfg, labels, train_items, cache_dir, log)
     full = FullEnsemble(model, smile, None, smile_norm)
+    members = {n: {"best_epoch": r.best_epoch, "best_val_score": r.best_score if val_items else None,
+                   "epochs_run": r.epochs_run, "seconds": r.seconds} for n, r in results.items()}
+    if not val_items:  # nothing to choose weights on: equal votes
+        weights = [1.0 / len(full.member_names)] * len(full.member_names)
+        full.set_weights(weights)
+        if smile_info is not None:
+            smile_info["val_score"] = None
+            members[SMILE] = smile_info
+        info = {"members": {n: members[n] for n in full.member_names}, "ensemble_weights": weights,
+                "validation": False, "history": {n: r.history for n, r in results.items()}}
+        return full, info
     if smile_norm is not None:  # validation speakers' own functional statistics, for the weights below
         stats = {**stats, **speaker_statistics(val_items, full, cache_dir)}
     index = {l: i for i, l in enumerate(labels)}
@@ -407,8 +444,6 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
     probs = predict_items(full, val_items, cfg, stats)
     weights = choose_weights(probs[:-1], y_val, labels)
     full.set_weights(weights)
-    members = {n: {"best_epoch": r.best_epoch, "best_val_score": r.best_score, "epochs_run": r.epochs_run,
-                   "seconds": r.seconds} for n, r in results.items()}
     if smile_info is not None:
         from .evaluation import compute_metrics
 
@@ -416,5 +451,5 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
         smile_info["val_score"] = float(score["uar" if cfg.train.monitor == "uar" else "macro_f1"])
         members[SMILE] = smile_info
     info = {"members": {n: members[n] for n in full.member_names},
-            "ensemble_weights": weights, "history": {n: r.history for n, r in results.items()}}
+            "ensemble_weights": weights, "validation": True, "history": {n: r.history for n, r in results.items()}}
     return full, info

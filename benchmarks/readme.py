@@ -1,0 +1,103 @@
+"""README's results table, generated from benchmarks/results/*.json: ``python -m benchmarks readme``.
+
+Rewrites the block between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md with
+one row per model: UAR in the single-utterance protocol and in the speaker-adapted protocol (all of
+the test speaker's unlabelled utterances), macro-F1, and the result file each figure comes from. A
+row whose file is missing is left out and said; nothing else in README changes. ``--check`` only
+reports whether README is up to date (exit 1 if not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .common import RESULTS
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+# (row label, (file, key) single-utterance, (file, key) speaker-adapted); key: a model in an emodb-style
+# file's "summary", or "protocol/model" in peers_emodb.json's "results"
+ENS, ENS_S = "emodb_noval3", "emodb_noval3_speaker"
+ROWS = [
+    ("CNN on log-mel", (ENS, "cnn"), (ENS_S, "cnn")),
+    ("BiLSTM on MFCC", (ENS, "lstm"), (ENS_S, "lstm")),
+    ("`smile` member (ComParE functionals + calibrated logistic regression)", (ENS, "smile"), (ENS_S, "smile")),
+    ("CNN + BiLSTM, soft vote (the described system)", (ENS, "cnn + lstm (equal)"), (ENS_S, "cnn + lstm (equal)")),
+    ("CNN + `smile`, soft vote", (ENS, "cnn + smile (equal)"), (ENS_S, "cnn + smile (equal)")),
+    ("**CNN + BiLSTM + `smile`, soft vote (the ensemble)**", (ENS, "ensemble (equal)"), (ENS_S, "ensemble (equal)")),
+    ("peer: openSMILE eGeMAPSv02 + SVM", ("peers_emodb", "standard/eGeMAPSv02 + SVM"),
+     ("peers_emodb", "speaker-adapted/eGeMAPSv02 + SVM")),
+    ("peer: openSMILE ComParE_2016 + SVM", ("peers_emodb", "standard/ComParE_2016 + SVM"),
+     ("peers_emodb", "speaker-adapted/ComParE_2016 + SVM")),
+]
+
+
+def _summary(results: Path, file: str, key: str) -> dict | None:
+    p = results / f"{file}.json"
+    if not p.is_file():
+        return None
+    data = json.loads(p.read_text(encoding="utf-8"))
+    if "/" in key and "results" in data:
+        protocol, model = key.split("/", 1)
+        return data["results"].get(protocol, {}).get(model, {}).get("summary")
+    return data.get("summary", {}).get(key)
+
+
+def _cell(s: dict | None, metric: str = "uar") -> str:
+    if s is None:
+        return "–"
+    return f"{100 * s[metric]['mean']:.1f} ± {100 * s[metric]['std']:.1f}"
+
+
+def table(results: Path = RESULTS) -> tuple[str, list[str]]:
+    """The Markdown table and the names of files that were missing."""
+    lines = ["| model | UAR %, single utterance | UAR %, speaker-adapted | macro-F1 %, single utterance | "
+             "source (`benchmarks/results/`) |", "|---|---|---|---|---|"]
+    missing = []
+    for label, (f1, k1), (f2, k2) in ROWS:
+        s1, s2 = _summary(results, f1, k1), _summary(results, f2, k2)
+        for f, s in ((f1, s1), (f2, s2)):
+            if s is None and f not in missing:
+                missing.append(f)
+        if s1 is None and s2 is None:
+            continue
+        src = f"`{f1}.md`" + (f", `{f2}.md`" if f2 != f1 else "")
+        lines.append(f"| {label} | {_cell(s1)} | {_cell(s2)} | {_cell(s1, 'macro_f1')} | {src} |")
+    return "\n".join(lines), missing
+
+
+def render(readme: str, body: str) -> str:
+    if START not in readme or END not in readme or readme.index(START) > readme.index(END):
+        raise SystemExit(f"README.md has no {START} ... {END} block")
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{body}\n{END}{tail}"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--check", action="store_true", help="only say whether README is up to date")
+    a = ap.parse_args(argv)
+    body, missing = table(a.results)
+    old = a.readme.read_text(encoding="utf-8")
+    new = render(old, body)
+    for f in missing:
+        print(f"benchmarks.readme: {f}.json not found; its figures are left out", file=sys.stderr)
+    if a.check:
+        print("README results are up to date" if new == old else "README results are out of date")
+        raise SystemExit(0 if new == old else 1)
+    if new != old:
+        from persemo.corpora.base import atomic_write_text
+
+        atomic_write_text(a.readme, new)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
