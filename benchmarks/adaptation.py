@@ -76,7 +76,7 @@ def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, model
         ``names``) to ``members``."""
         per.setdefault(name, []).append(compute_metrics(y, _ens(p), labels))
         for i, n in enumerate(names or []):
-            members.setdefault(f"{n} | {name}", []).append(compute_metrics(y, p[i], labels))
+            members.setdefault(f"{n} · {name}", []).append(compute_metrics(y, p[i], labels))
 
     for sp in splits:
         check_speaker_independent(sp, utts)
@@ -90,6 +90,8 @@ def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, model
         if cfg_u.features.normalisation == "speaker" or cfg_s.features.normalisation != "speaker":
             raise SystemExit("--models-u must hold single-utterance models and --models-s speaker-normalised ones")
         _stats = _stats_fn(m_s, cache_dir)
+        memo: dict = {}  # a test window's openSMILE functionals do not depend on the statistics
+        m_u.functional_memo = m_s.functional_memo = memo
         add("single utterance (per-utterance normalisation)", y, predict_items(m_u, test, cfg_u), m_u.member_names)
         prior = global_stats(m_s)
         spk_items: dict[str, list] = {}
@@ -151,7 +153,7 @@ def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, model
                 if j == 0:
                     per.setdefault(tag, []).append(avg)
                 else:
-                    members.setdefault(f"{m_s.member_names[j - 1]} | {tag}", []).append(avg)
+                    members.setdefault(f"{m_s.member_names[j - 1]} · {tag}", []).append(avg)
         for n in CURVE:
             pools = {s: [its[j] for j in rng.choice(len(its), size=min(n, len(its)), replace=False)]
                      for s, its in spk_items.items()}

@@ -161,7 +161,7 @@ def fold_model(models: Path | None, fold: int, test_ids: list[str], train, val, 
     saved = meta.get("benchmark_fold", {}).get("test_ids")
     if saved is None or sorted(saved) != sorted(test_ids):
         raise SystemExit(f"{d}: not trained for this fold (its test utterances differ); re-run benchmarks.emodb")
-    model = load_model(d)
+    model = load_model(d)[0]
     if model.labels != labels:
         raise SystemExit(f"{d}: labels {model.labels} differ from the corpus's {labels}")
     log(f"  loaded {d} ({model.cfg.features.normalisation} normalisation)")

@@ -90,6 +90,8 @@ def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, fl
             cfg = model.cfg
             n = window_samples(cfg)
         clean = [crop_wave(it.wave, n, cfg.features.crop) for it in test]
+        memo: dict = {}  # each noisy window's functionals, computed once for the smile member and the peers
+        model.functional_memo = memo
         for cond, snr in conditions:
             if snr is None:
                 waves = clean
@@ -110,7 +112,7 @@ def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, fl
                     rows[f"ensemble {'+'.join(model.member_names)} (weighted on val)"] = probs[-1]
             for name, fs in PEERS.items():
                 X = np.stack([whole[name][it.utt.id] for it in test]) if snr is None else \
-                    functionals_from_waves(waves, fs)
+                    functionals_from_waves(waves, fs, threads=2, memo=memo)
                 pred = peers[name].predict(X)
                 rows[name] = np.eye(len(labels))[pred]
             for m, p in rows.items():

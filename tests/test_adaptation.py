@@ -137,3 +137,21 @@ def test_cli_adapt_and_predict(tmp_path, speaker_model):
     r3 = CliRunner().invoke(app, ["predict", "--model", str(speaker_model), files[0], "--speaker-stats",
                                   str(tmp_path / "nope.safetensors")])
     assert r3.exit_code == 2 and "not found" in r3.output
+
+
+def test_speaker_model_shrinks_new_speakers_by_its_configured_k(speaker_model):
+    rec = Recogniser.load(speaker_model)
+    assert rec.meta["adaptation"] == {"shrink_k": 10.0}  # features.speaker_shrink, the default
+    waves = [_voice(1.5, 130 + 20 * i, i) for i in range(3)]
+    raw = compute_speaker_stats(rec.model, waves)
+    used = rec.speaker_stats(waves)
+    expected = shrink(raw, global_stats(rec.model), 3, 10.0)
+    assert all(np.allclose(used[k], expected[k], atol=1e-5) for k in raw)
+    assert not np.allclose(used["logmel_mean"], raw["logmel_mean"])
+    assert all(np.array_equal(rec.speaker_stats(waves, shrink_k=0)[k], raw[k]) for k in raw)
+
+
+def test_no_shrink_when_configured_off(tmp_path):
+    cfg = load_config(features={"normalisation": "speaker", "speaker_shrink": 0})
+    save_model(tmp_path / "m", Ensemble(cfg, LABELS))
+    assert Recogniser.load(tmp_path / "m").meta["adaptation"] == {"shrink_k": 0.0}

@@ -99,6 +99,8 @@ def save_model(out: str | Path, model, extra_arrays: dict[str, np.ndarray] | Non
     }
     if smile_meta:
         meta["smile"] = smile_meta
+    if cfg.features.normalisation == "speaker":  # how predict, adapt and the service shrink new speakers
+        meta["adaptation"] = {"shrink_k": float(cfg.features.speaker_shrink)}
     meta.update(extra_meta or {})
     _atomic_json(out / META, meta)
     return out

@@ -50,8 +50,16 @@ class FeatureConfig:
                           "spectrogram, which keeps it; measured better on EmoDB: CNN UAR 53.3 vs 44.6); MFCCs "
                           "are always per coefficient"})
     amin: float = field(default=1e-10, metadata={"help": "power floor before the logarithm"})
+    speaker_shrink: float = field(
+        default=10.0,
+        metadata={"help": "speaker normalisation: a new speaker's statistics (evaluation, predict, adapt, the "
+                          "service) are moved toward the model's training statistics by n / (n + k), n = the "
+                          "speaker's utterances (windows of speech in a stream); 0 = none. Guards against a "
+                          "speaker heard in one emotion only (see benchmarks/results/adaptation_emodb.md)"})
 
     def __post_init__(self) -> None:
+        if not self.speaker_shrink >= 0:
+            raise ConfigError("features.speaker_shrink must be >= 0")
         if self.logmel_utterance_scope not in ("feature", "whole"):
             raise ConfigError("features.logmel_utterance_scope must be 'feature' or 'whole', "
                               f"not {self.logmel_utterance_scope!r}")

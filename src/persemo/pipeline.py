@@ -90,7 +90,8 @@ def train_once(cfg: Config, items: list[Item], split: Split, out: Path, corpus: 
     stats = None
     if cfg.features.normalisation == "speaker":
         stats = {**speaker_statistics(train), **speaker_statistics(val),
-                 **speaker_statistics(test, model, cache_dir)}  # test speakers' own (smile too, if any)
+                 # test speakers' own (smile too, if any), shrunk as predict does
+                 **speaker_statistics(test, model, cache_dir, cfg.features.speaker_shrink)}
     results = _evaluate(model, test, cfg, labels, stats=stats)
     meta = {"trained_on": {"corpus": corpus, "data": str(Path(data).resolve()), "split": split.kind,
                            "split_description": split.description, "n_train": len(train), "n_val": len(val),
@@ -180,7 +181,8 @@ def run_evaluate(model_dir: str | Path, corpus: str, data: str | Path, out: str 
         items = [it for it in items if it.utt.emotion in labels]
     if not items:
         raise CorpusError("no utterances left to evaluate")
-    stats = speaker_statistics(items, model, cache_dir) if cfg.features.normalisation == "speaker" else None
+    shrink_k = float(meta.get("adaptation", {}).get("shrink_k", 0.0) or 0.0)  # as predict does
+    stats = speaker_statistics(items, model, cache_dir, shrink_k) if cfg.features.normalisation == "speaker" else None
     results = _evaluate(model, items, cfg, labels, noise_snr, noise, stats)
     cond = "clean" if noise_snr is None else f"{noise} noise at {noise_snr:g} dB SNR"
     title = f"{corpus} ({part} part, {cond})"

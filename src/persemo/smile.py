@@ -13,6 +13,8 @@ averaged with other members'. Inference is pure numpy; sklearn/torch are needed 
 
 from __future__ import annotations
 
+import hashlib
+
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -138,12 +140,14 @@ def _signal_functionals(wave: np.ndarray, feature_set: str) -> np.ndarray:
 
 
 def functionals_from_waves(waves: Sequence[np.ndarray], feature_set: str = "ComParE_2016",
-                           threads: int = 1) -> np.ndarray:
+                           threads: int = 1, memo: dict | None = None) -> np.ndarray:
     """Functionals of 16 kHz mono waveforms (each a 1-D array, e.g. a model window): (N, D) float32.
 
     Computed with ``opensmile.Smile.process_signal`` at 16 kHz, as ``extract_functionals`` computes them
-    from files, so a whole clip's waveform gives its file's vector. Not cached. Non-finite values (a
-    clip under ~0.1 s, or near silence) become 0. ``threads`` > 1 spreads the waves over a pool.
+    from files, so a whole clip's waveform gives its file's vector. Not cached on disk; with ``memo`` (a
+    dict the caller keeps, e.g. for one benchmark run) a waveform seen before is looked up by the hash of
+    its samples. Non-finite values (a clip under ~0.1 s, or near silence) become 0. ``threads`` > 1
+    spreads the waves over a pool.
     """
     global _pool
     if feature_set not in FEATURE_SETS:
@@ -151,6 +155,14 @@ def functionals_from_waves(waves: Sequence[np.ndarray], feature_set: str = "ComP
     dim = FEATURE_SETS[feature_set]
     if len(waves) == 0:
         return np.zeros((0, dim), np.float32)
+    if memo is not None:
+        keys = [(feature_set, hashlib.sha256(np.ascontiguousarray(w, np.float32).tobytes()).hexdigest())
+                for w in waves]
+        todo = [i for i, k in enumerate(keys) if k not in memo]
+        if todo:
+            for i, row in zip(todo, functionals_from_waves([waves[i] for i in todo], feature_set, threads)):
+                memo[keys[i]] = row
+        return np.stack([memo[k] for k in keys])
     if threads > 1 and len(waves) > 1:
         with _pool_lock:
             if _pool is None:

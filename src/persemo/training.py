@@ -56,12 +56,15 @@ def feature_statistics(items: list[Item]) -> dict[str, np.ndarray]:
             "mfcc_mean": mf.mean(1), "mfcc_std": mf.std(1) + 1e-5}
 
 
-def speaker_statistics(items: list[Item], model=None, cache_dir=None) -> dict[str, dict[str, np.ndarray]]:
+def speaker_statistics(items: list[Item], model=None, cache_dir=None,
+                       shrink_k: float = 0.0) -> dict[str, dict[str, np.ndarray]]:
     """Each speaker's own feature statistics over all their utterances; labels are never read.
 
     With a ``model`` whose smile member is speaker-normalised, each speaker also gets ``smile_mean`` and
     ``smile_std``: the statistics of their utterances' whole-clip openSMILE functionals (cached under
-    ``cache_dir`` by file content, see ``smile.item_functionals``).
+    ``cache_dir`` by file content, see ``smile.item_functionals``). With a ``model`` and ``shrink_k`` > 0,
+    each speaker's statistics are moved toward the model's training statistics by n / (n + shrink_k),
+    n = that speaker's utterances (``adaptation.shrink``), as predict and the service do.
     """
     by_spk: dict[str, list[int]] = {}
     for i, it in enumerate(items):
@@ -74,6 +77,11 @@ def speaker_statistics(items: list[Item], model=None, cache_dir=None) -> dict[st
         for s, idx in by_spk.items():
             mean, std = functional_stats(X[idx])
             out[s].update(smile_mean=mean.astype(np.float32), smile_std=std.astype(np.float32))
+    if model is not None and shrink_k > 0:
+        from .adaptation import global_stats, shrink
+
+        prior = global_stats(model)
+        out = {s: shrink(st, prior, len(by_spk[s]), shrink_k) for s, st in out.items()}
     return out
 
 

@@ -105,7 +105,8 @@ def test_store_keeps_only_feature_sized_moments(speaker_rec):
     assert {k: m.n for k, m in entry.parts.items()}["logmel"] > 0
     assert entry.utterances == 2 and entry.seconds == pytest.approx(5.0)
     assert not any(isinstance(v, np.ndarray) and v.size >= SR for v in vars(entry).values())
-    direct = compute_speaker_stats(speaker_rec.model, waves)
+    assert adapter.shrink_k == 10.0  # the model's features.speaker_shrink (default), n = utterances
+    direct = compute_speaker_stats(speaker_rec.model, waves, adapter.shrink_k)
     acc = adapter.stats(entry)
     for k in direct:
         assert np.allclose(acc[k], direct[k], rtol=1e-3, atol=1e-3), k

@@ -106,6 +106,7 @@ class FullEnsemble:
         self.smile = smile  # a fitted smile.SmileMember, or None
         self.smile_norm = smile_norm  # speaker mode: (mean, std) of the training functionals, else None
         self.smile_threads = 2  # openSMILE workers for a batch of windows
+        self.functional_memo: dict | None = None  # a dict: window functionals remembered (benchmarks)
         self.cfg: Config = ensemble.cfg
         self.labels = list(ensemble.labels)
         self.member_names = list(self.cfg.model.members)
@@ -167,7 +168,8 @@ class FullEnsemble:
         """The smile member's (B, C) probabilities for 1-D 16 kHz waveforms (B windows)."""
         from ..smile import functionals_from_waves
 
-        X = functionals_from_waves(waves, self.smile.feature_set, self.smile_threads).astype(np.float64)
+        X = functionals_from_waves(waves, self.smile.feature_set, self.smile_threads,
+                                   self.functional_memo).astype(np.float64)
         if self.smile_norm is not None:
             if speaker_stats is not None and all(k in speaker_stats for k in SMILE_STAT_KEYS):
                 mean, std = (np.asarray(_numpy(speaker_stats[k]), np.float64) for k in SMILE_STAT_KEYS)
