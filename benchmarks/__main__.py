@@ -17,10 +17,11 @@ SCRIPTS = {
     "emodb": "emodb",                # the ensemble alone, k-fold
     "combine": "combine",            # ensemble with / without the openSMILE member, from saved predictions
     "rtf": "bench_rtf",              # inference real-time factor, torch vs onnxruntime
+    "memory": "bench_memory",        # peak resident memory of train and predict
     "service": "bench_service",      # HTTP load test on loopback
     "readme": "readme",              # README's results table from the files in results/
 }
-ALL = ("prepare", "suite", "adaptation", "rtf", "service")
+ALL = ("prepare", "suite", "adaptation", "rtf", "memory", "service")
 
 
 def main(argv: list[str]) -> None:
