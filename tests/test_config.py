@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +149,10 @@ def test_missing_and_unparsable_files(tmp_path):
 
 def test_no_validation_split_is_allowed():
     assert Config.from_dict({"split": {"val_fraction": 0}}).split.val_fraction == 0
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.model.members and cfg.train.epochs > 0
