@@ -28,7 +28,7 @@ from persemo.pipeline import labels_of, load_items
 from persemo.splits import check_speaker_independent, make_folds
 from persemo.training import predict_items, speaker_statistics, train_ensemble
 
-from .common import machine_info, write_results
+from .common import fold_model, machine_info, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 EMODB = ROOT.parent / "shared" / "data" / "emodb" / "wav"
@@ -40,7 +40,28 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore")
 
 
-def run(corpus: str, data: Path, cfg, folds: int, log=print, save_models: Path | None = None) -> dict:
+def _refit_smile(models: Path, sp, test, train, val, cfg, labels, log):
+    """The fold's saved model (``--save-models`` of an earlier run, checked to be this fold's) with its
+    torch members kept and the smile member fitted anew with ``cfg``'s smile settings: members are
+    trained independently (same data, same seed), so this is the run with only the smile member changed."""
+    from persemo.models.ensemble import FullEnsemble
+    from persemo.training import fit_smile
+
+    old = fold_model(models, sp.fold, [it.utt.id for it in test], train, val, cfg, labels, log)
+    mine = old.cfg.replace(model={k: getattr(cfg.model, k) for k in
+                                  ("smile_feature_set", "smile_kind", "smile_noise_copies")})
+    if mine.features.normalisation != cfg.features.normalisation or "smile" not in mine.model.members:
+        raise SystemExit(f"{models}: its models do not match this config (normalisation, or no smile member)")
+    old.ensemble.cfg = mine
+    smile, norm, sinfo = fit_smile(mine, labels, train, default_cache_dir(), log)
+    full = FullEnsemble(old.ensemble, smile, None, norm)
+    info = {"members": {n: ({"seconds": float("nan")} if n != "smile" else sinfo) for n in full.member_names},
+            "ensemble_weights": full.weights.tolist(), "validation": bool(val)}
+    return full, info
+
+
+def run(corpus: str, data: Path, cfg, folds: int, log=print, save_models: Path | None = None,
+        reuse_torch: Path | None = None) -> dict:
     items, _ = load_items(corpus, data, cfg, default_cache_dir(), log)
     labels = labels_of(items)
     index = {l: i for i, l in enumerate(labels)}
@@ -57,7 +78,10 @@ def run(corpus: str, data: Path, cfg, folds: int, log=print, save_models: Path |
         test = [by_id[i] for i in sp.test]
         log(f"fold {sp.fold + 1}/{folds}: train {len(train)}, val {len(val)}, test {len(test)} "
             f"(test speakers {sorted({it.utt.speaker for it in test})})")
-        model, info = train_ensemble(cfg, labels, train, val, None, progress=False, log=log)
+        if reuse_torch is None:
+            model, info = train_ensemble(cfg, labels, train, val, None, progress=False, log=log)
+        else:
+            model, info = _refit_smile(reuse_torch, sp, test, train, val, cfg, labels, log)
         for n, m in info["members"].items():
             times.setdefault(n, []).append(m["seconds"])
         if save_models is not None:  # so that other benchmarks can evaluate the same models
@@ -109,6 +133,8 @@ def main(argv=None) -> None:
     ap.add_argument("--tag", default="")
     ap.add_argument("--save-models", type=Path, default=None,
                     help="save each fold's model to DIR/foldK (for benchmarks.adaptation --models)")
+    ap.add_argument("--reuse-torch", type=Path, default=None,
+                    help="keep the torch members of fold models saved in DIR and fit only the smile member anew")
     a = ap.parse_args(argv)
     _quiet()
     over = {"train": {"seed": a.seed}, "split": {"seed": a.seed}}
@@ -118,11 +144,12 @@ def main(argv=None) -> None:
     if not a.data.exists():
         raise SystemExit(f"benchmarks.emodb: data not found: {a.data}")
     t0 = time.perf_counter()
-    res = run(a.corpus, a.data, cfg, a.folds, save_models=a.save_models)
+    res = run(a.corpus, a.data, cfg, a.folds, save_models=a.save_models, reuse_torch=a.reuse_torch)
     wall = time.perf_counter() - t0
     name = f"{a.corpus}" + (f"_{a.tag}" if a.tag else "")
     cmd = "python -m benchmarks.emodb" + (f" --config {a.config}" if a.config else "") + \
-        (f" --epochs {a.epochs}" if a.epochs else "") + (f" --tag {a.tag}" if a.tag else "")
+        (f" --epochs {a.epochs}" if a.epochs else "") + (f" --tag {a.tag}" if a.tag else "") + \
+        (f" --reuse-torch {a.reuse_torch}" if a.reuse_torch else "")
     data = {"benchmark": "speaker-independent k-fold", "corpus": a.corpus, "k_folds": a.folds, "command": cmd,
             "config": cfg.to_dict(), "wall_seconds": wall, "machine": machine_info(), **res}
     md = [f"## {a.corpus}: speaker-independent {a.folds}-fold cross-validation", "",

@@ -203,7 +203,7 @@ def test_speaker_mode_uses_the_speakers_functional_statistics(tmp_path):
     assert meta["smile"]["normalisation"] == "speaker"
     np.testing.assert_array_equal(predict_items(loaded, val, cfg, stats), adapted)
     rec = Recogniser.load(d)
-    st = rec.speaker_stats([it.wave for it in val])
+    st = rec.speaker_stats([it.wave for it in val], shrink_k=0)
     np.testing.assert_allclose(st["smile_mean"], stats["s4"]["smile_mean"], rtol=1e-5)
     out = rec.predict_wave(val[0].wave, speaker_stats=st)
     assert out["adapted"] and set(out["members"]) == {"lstm", "smile"}
@@ -216,3 +216,28 @@ def test_speaker_mode_uses_the_speakers_functional_statistics(tmp_path):
     torch_only = save_stats(tmp_path / "old", {k: v for k, v in st.items() if not k.startswith("smile")}, fc, 3, 1.0)
     with pytest.raises(StatsError, match="smile member"):
         load_stats(torch_only, fc, rec.smile_feature_set)
+
+
+# -- noisy copies ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("normalisation", ["global", "speaker"])
+def test_noisy_copies_change_the_fit_and_are_seeded(normalisation):
+    from persemo.training import fit_smile
+
+    cfg = _cfg(normalisation).replace(model={"members": ["smile"], "smile_noise_copies": 0})
+    train = synth_items(cfg, per_class=4, speakers=("s1", "s2", "s3"))
+    probe = synth_items(cfg, per_class=2, speakers=("s4",), seed=1)
+    from persemo.smile import functionals_from_waves
+
+    X = functionals_from_waves([it.wave for it in probe], "eGeMAPSv02")
+    if normalisation == "speaker":  # the member sees speaker-standardised functionals
+        from persemo.smile import normalise_by_group
+
+        X = normalise_by_group(X, ["s4"] * len(X))
+    clean, _, info0 = fit_smile(cfg, LABELS, train, log=lambda m: None)
+    noisy_cfg = cfg.replace(model={"smile_noise_copies": 1})
+    a, _, info1 = fit_smile(noisy_cfg, LABELS, train, log=lambda m: None)
+    b, _, _ = fit_smile(noisy_cfg, LABELS, train, log=lambda m: None)
+    assert info0["noise_copies"] == 0 and info1["noise_copies"] == 1
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert not np.allclose(a.predict_proba(X), clean.predict_proba(X))

@@ -370,8 +370,14 @@ def fit_smile(cfg: Config, labels: list[str], train_items: list[Item], cache_dir
     Speaker normalisation: each training speaker's functionals are standardised by that speaker's own
     statistics (``normalise_by_group``), and the training functionals' overall mean and std are kept as
     the fallback for a speaker whose statistics are not given.
+
+    Noise: with ``model.smile_noise_copies`` = k, the member also learns from k noisy copies of every
+    training utterance (white noise, SNR uniform in ``train.noise_snr_db``, seeded), their functionals
+    computed from the noisy waveforms (not cached). In speaker mode a copy is standardised with its
+    speaker's clean statistics, as a test speaker's statistics come from their recordings.
     """
-    from .smile import SmileMember, functional_stats, item_functionals, normalise_by_group
+    from .audio import noisy_versions
+    from .smile import SmileMember, functional_stats, functionals_from_waves, item_functionals, normalise_by_group
 
     m = cfg.model
     start = time.perf_counter()
@@ -379,10 +385,25 @@ def fit_smile(cfg: Config, labels: list[str], train_items: list[Item], cache_dir
     index = {l: i for i, l in enumerate(labels)}
     y = np.array([index[it.utt.emotion] for it in train_items])
     speakers = [it.utt.speaker for it in train_items]
+    rng = np.random.default_rng(cfg.train.seed + 7)
+    lo, hi = cfg.train.noise_snr_db
+    copies = []
+    for _ in range(m.smile_noise_copies):
+        waves = [noisy_versions([it.wave], float(rng.uniform(lo, hi)), "white", rng)[0] for it in train_items]
+        copies.append(functionals_from_waves(waves, m.smile_feature_set, threads=2))
     norm = None
     if cfg.features.normalisation == "speaker":
         norm = functional_stats(X)
+        spk = np.array(speakers)
+        per = {s: functional_stats(X[spk == s]) for s in np.unique(spk)}
+        mean = np.stack([per[s][0] for s in speakers])
+        std = np.stack([per[s][1] for s in speakers])
         X = normalise_by_group(X, speakers)
+        copies = [(C - mean) / std for C in copies]
+    if copies:
+        X = np.concatenate([X, *copies]).astype(X.dtype)
+        y = np.concatenate([y] * (1 + len(copies)))
+        speakers = speakers * (1 + len(copies))
     member = SmileMember(m.smile_kind, m.smile_feature_set).fit(X, y, len(labels), groups=speakers,
                                                                  seed=cfg.train.seed)
     seconds = time.perf_counter() - start
@@ -390,7 +411,7 @@ def fit_smile(cfg: Config, labels: list[str], train_items: list[Item], cache_dir
     log(f"smile: {m.smile_kind} on {m.smile_feature_set} ({X.shape[1]} functionals), inner {inner['folds']}-fold "
         f"UAR {100 * inner['uar']:.1f}% ({seconds:.0f} s)")
     return member, norm, {"kind": m.smile_kind, "feature_set": m.smile_feature_set, "inner_cv_uar": inner["uar"],
-                          "seconds": seconds}
+                          "noise_copies": m.smile_noise_copies, "seconds": seconds}
 
 
 def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_items: list[Item],
