@@ -192,7 +192,8 @@ def test_espeak_engine_tiny_corpus(tmp_path):
     rms = {}
     for path in (tmp_path / "es").rglob("*.wav"):
         x, sr = sf.read(str(path), dtype="float32")
-        assert sr == 16000 and x.ndim == 1 and 0.8 <= x.size / sr <= 4.5
+        # ShEMO-like lengths; slow (sad) prosody on the longer built-in sentences reaches ~5 s
+        assert sr == 16000 and x.ndim == 1 and 0.8 <= x.size / sr <= 7.0
         rms.setdefault(path.stem[3], []).append(np.sqrt(np.mean(x**2)))
     assert np.mean(rms["A"]) > 1.8 * np.mean(rms["S"]), rms
     assert scan_corpus("shemo", tmp_path / "es").problems == []
