@@ -174,6 +174,25 @@ def test_two_folds(corpus, tmp_path):
         assert r["uar"]["mean"] == pytest.approx(np.mean(r["uar"]["folds"]))
 
 
+@pytest.mark.slow
+def test_speaker_mode_folds_report_both_protocols_without_validation(corpus, tmp_path):
+    cfg = tiny_config(epochs=1).replace(split={"val_fraction": 0}, features={"normalisation": "speaker"})
+    res = run_train("csv", corpus, tmp_path / "cv", cfg, folds=2, cache_dir=None, progress=False, log=lambda m: None)
+    folds = load_splits(tmp_path / "cv" / "splits_all.json")
+    assert all(f.val == [] for f in folds)
+    names = {f"{m} [{p}]" for m in ("cnn", "lstm", "ensemble (equal)", "ensemble (weighted)")
+             for p in ("speaker-adapted", "single utterance")}
+    assert set(res["results"]) == names
+    rep = json.loads((tmp_path / "cv" / "fold0" / "report" / "report.json").read_text(encoding="utf-8"))
+    assert rep["protocol"].startswith("both")
+    r = rep["results"]
+    # the same test utterances under both protocols, and the speaker statistics change the answers
+    assert sum(r["cnn [speaker-adapted]"]["confusion"][0]) + sum(r["cnn [speaker-adapted]"]["confusion"][1]) == \
+        sum(r["cnn [single utterance]"]["confusion"][0]) + sum(r["cnn [single utterance]"]["confusion"][1])
+    meta = json.loads((tmp_path / "cv" / "fold0" / "model.json").read_text(encoding="utf-8"))
+    assert meta["training"]["validation"] is False and meta["adaptation"] == {"shrink_k": 10.0}
+
+
 def test_empty_or_missing_corpus_is_one_clear_error(tmp_path):
     cfg = tiny_config()
     (tmp_path / "empty").mkdir()

@@ -6,6 +6,7 @@ The CLI, ``make demo`` and the benchmarks call these functions.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -52,6 +53,10 @@ def labels_of(items: list[Item]) -> list[str]:
     return order + sorted(present - set(order))
 
 
+SPEAKER_TAG = "speaker-adapted"
+SINGLE_TAG = "single utterance"
+
+
 def _evaluate(model, items: list[Item], cfg: Config, labels: list[str], noise_snr=None, noise="white",
               stats=None) -> dict[str, dict]:
     """Metrics for each member, the equal-weight soft vote and the weighted soft vote (``model``: a
@@ -93,6 +98,10 @@ def train_once(cfg: Config, items: list[Item], split: Split, out: Path, corpus: 
                  # test speakers' own (smile too, if any), shrunk as predict does
                  **speaker_statistics(test, model, cache_dir, cfg.features.speaker_shrink)}
     results = _evaluate(model, test, cfg, labels, stats=stats)
+    if stats is not None:  # both protocols, the same test utterances, side by side
+        single = _evaluate(model, test, cfg, labels)  # no speaker statistics: the model's training ones
+        results = {**{f"{k} [{SPEAKER_TAG}]": v for k, v in results.items()},
+                   **{f"{k} [{SINGLE_TAG}]": v for k, v in single.items()}}
     meta = {"trained_on": {"corpus": corpus, "data": str(Path(data).resolve()), "split": split.kind,
                            "split_description": split.description, "n_train": len(train), "n_val": len(val),
                            "n_test": len(test)},
@@ -101,13 +110,16 @@ def train_once(cfg: Config, items: list[Item], split: Split, out: Path, corpus: 
     save_splits(split, out / "splits.json")
     write_history(info["history"], out / "history.csv")
     plot_curves(info["history"], out / "curves.png")
-    protocol = "speaker-adapted (all of the speaker's utterances, no labels)" \
-        if cfg.features.normalisation == "speaker" else PROTOCOL_SINGLE
+    protocol = "both, side by side: speaker-adapted (all of the speaker's test utterances, no labels) and " \
+        "single utterance" if cfg.features.normalisation == "speaker" else PROTOCOL_SINGLE
     notes = [f"split: {split.description}, seed {split.seed}; test: {len(test)} utterances of "
              f"{len({it.utt.speaker for it in test})} speakers", f"protocol: {protocol}"]
     if cfg.features.normalisation == "speaker":
-        notes.append("transductive over each test speaker's unlabelled audio: statistics from their own test "
-                     "utterances, no labels")
+        n_min = min(sum(it.utt.speaker == s for it in test) for s in {it.utt.speaker for it in test})
+        notes.append(f"[{SPEAKER_TAG}]: each test speaker's statistics from their own test utterances (at least "
+                     f"{n_min} per speaker), no labels, shrunk toward the training statistics by n/(n+"
+                     f"{cfg.features.speaker_shrink:g}); transductive over the speaker's unlabelled audio. "
+                     f"[{SINGLE_TAG}]: the same model and utterances with its training statistics")
     write_report(out / "report", results, labels, f"{corpus} test set", notes=notes,
                  extra={"split": split.kind, "protocol": protocol})
     return results
@@ -141,7 +153,7 @@ def run_train(corpus: str, data: str | Path, out: str | Path, cfg: Config, folds
         log(f"fold {sp.fold + 1}/{len(splits)}")
         res = train_once(cfg, items, sp, out / f"fold{sp.fold}", corpus, str(data), progress, log, cache_dir)
         for name, r in res.items():
-            key = "ensemble (weighted)" if name.startswith("ensemble (weighted") else name
+            key = re.sub(r"^ensemble \(weighted [^)]*\)", "ensemble (weighted)", name)
             per_fold.setdefault(key, []).append(r)
     summary = {name: summarise_folds(rs) for name, rs in per_fold.items()}
     labels = labels_of(items)
