@@ -26,6 +26,7 @@ ROWS = [
     ("CNN on log-mel, early stopping on one validation speaker (the earlier default run)",
      ("emodb_default", "cnn"), None),
     ("CNN on log-mel", (ENS, "cnn"), (ENS_S, "cnn")),
+    ("CNN on log-mel, pooled over time only (`model.cnn_pooling: time`, CNN alone)", ("emodb_cnn_time", "cnn"), None),
     ("BiLSTM on MFCC", (ENS, "lstm"), (ENS_S, "lstm")),
     ("`smile` member (ComParE functionals + calibrated logistic regression)", (ENS, "smile"), (ENS_S, "smile")),
     ("CNN + BiLSTM, soft vote (the described system)", (ENS, "cnn + lstm (equal)"), (ENS_S, "cnn + lstm (equal)")),
