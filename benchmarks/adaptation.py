@@ -20,17 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from persemo.adaptation import effective_emotions, global_stats, shrink, stats_from_features
+from persemo.adaptation import effective_emotions, global_stats, shrink
 from persemo.cache import default_cache_dir
 from persemo.config import load_config
 from persemo.evaluation import compute_metrics, markdown_table, summarise_folds
 from persemo.pipeline import labels_of, load_items
-from persemo.smile import functional_stats, item_functionals
 from persemo.splits import check_speaker_independent, make_folds
-from persemo.training import predict_items, speaker_statistics, train_ensemble
+from persemo.training import predict_items, speaker_statistics
 
-from .common import fold_model, machine_info, write_results
-from .emodb import EMODB, _quiet
+from .common import add_run_args, fold_model, machine_info, write_results
+from .emodb import _quiet
 
 CURVE = (1, 2, 5, 10)
 SHRINK_K = 10.0
@@ -38,14 +37,11 @@ MIN_EMOTIONS = 2.5
 
 
 def _stats_fn(model, cache_dir):
-    """items -> a speaker's statistics from those items' audio (with the smile member's, if it has one)."""
-    sm = getattr(model, "smile", None) if getattr(model, "smile_norm", None) is not None else None
+    """items of one speaker -> that speaker's statistics from their audio, the smile member's included
+    (``training.speaker_statistics``, unshrunk: the variants below shrink or guard them)."""
 
     def stats(items) -> dict:
-        st = stats_from_features([it.logmel for it in items], [it.mfcc for it in items])
-        if sm is not None:
-            mean, std = functional_stats(item_functionals(items, sm.feature_set, cache_dir))
-            st.update(smile_mean=mean.astype(np.float32), smile_std=std.astype(np.float32))
+        (st,) = speaker_statistics(items, model, cache_dir).values()
         return st
 
     return stats
@@ -172,12 +168,7 @@ def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, model
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", default="emodb")
-    ap.add_argument("--data", type=Path, default=EMODB)
-    ap.add_argument("--config", type=Path, default=None)
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--tag", default="")
+    add_run_args(ap)
     ap.add_argument("--models-u", type=Path, default=None,
                     help="single-utterance fold models saved by benchmarks.emodb --save-models (else trained here)")
     ap.add_argument("--models-s", type=Path, default=None,

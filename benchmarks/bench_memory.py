@@ -19,8 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import machine_info, write_results
-from .emodb import EMODB
+from .common import EMODB, machine_info, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,9 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import SHARED, machine_info, write_results
+from .common import EMODB, machine_info, write_results
 
-EMODB = SHARED / "data" / "emodb" / "wav"
 SR, N_FFT, HOP, N_MELS, N_MFCC, MFCC_N_MELS, FMIN, FMAX = 16000, 1024, 512, 64, 40, 128, 0.0, 8000.0
 TARGETS = {"speedup_min": 2.0, "cold_max_s": 5.0, "cached_max_s": 1.0}
 

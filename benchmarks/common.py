@@ -21,6 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED = (ROOT / ".." / "shared").resolve()
+EMODB = SHARED / "data" / "emodb" / "wav"  # the benchmarks' default corpus, read in place
 PACKAGES = ("persemo", "torch", "librosa", "numpy", "soxr", "soundfile", "scipy", "scikit-learn",
             "lightning", "onnxruntime", "opensmile")
 
@@ -166,3 +167,14 @@ def fold_model(models: Path | None, fold: int, test_ids: list[str], train, val, 
         raise SystemExit(f"{d}: labels {model.labels} differ from the corpus's {labels}")
     log(f"  loaded {d} ({model.cfg.features.normalisation} normalisation)")
     return model
+
+
+def add_run_args(ap, epochs: bool = True) -> None:
+    """The arguments every cross-validation benchmark takes: corpus, data, config, folds, epochs, tag."""
+    ap.add_argument("--corpus", default="emodb")
+    ap.add_argument("--data", type=Path, default=EMODB)
+    ap.add_argument("--config", type=Path, default=None)
+    ap.add_argument("--folds", type=int, default=5)
+    if epochs:
+        ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--tag", default="")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 import time
 import warnings
@@ -28,10 +27,9 @@ from persemo.pipeline import labels_of, load_items
 from persemo.splits import check_speaker_independent, make_folds
 from persemo.training import predict_items, speaker_statistics, train_ensemble
 
-from .common import fold_model, machine_info, write_results
+from .common import add_run_args, fold_model, machine_info, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-EMODB = ROOT.parent / "shared" / "data" / "emodb" / "wav"
 
 
 def _quiet() -> None:
@@ -124,13 +122,8 @@ def run(corpus: str, data: Path, cfg, folds: int, log=print, save_models: Path |
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", default="emodb")
-    ap.add_argument("--data", type=Path, default=EMODB)
-    ap.add_argument("--config", type=Path, default=None)
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=None)
+    add_run_args(ap)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tag", default="")
     ap.add_argument("--save-models", type=Path, default=None,
                     help="save each fold's model to DIR/foldK (for benchmarks.adaptation --models)")
     ap.add_argument("--reuse-torch", type=Path, default=None,

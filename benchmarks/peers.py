@@ -34,10 +34,9 @@ from persemo.smile import (DEFAULT_KIND, MEMBER_KINDS, SmileMember, cache_key, e
                            normalise_by_group, usable)
 from persemo.splits import check_speaker_independent, make_folds
 
-from .common import machine_info, write_results
+from .common import EMODB, machine_info, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-EMODB = ROOT.parent / "shared" / "data" / "emodb" / "wav"
 PROTOCOLS = {"standard": "standard (features standardised on the training folds)",
              "speaker-adapted": "speaker-adapted (all utterances of the speaker, no labels)"}
 # The peer SVM's grid (inner GroupKFold over training speakers, scored by UAR).

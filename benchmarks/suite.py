@@ -17,7 +17,6 @@ Writes results/suite_<corpus>.json and .md, and results/robustness_<corpus>.png 
 from __future__ import annotations
 
 import argparse
-import io
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,13 +26,13 @@ import numpy as np
 from persemo.audio import noisy_versions
 from persemo.cache import default_cache_dir
 from persemo.config import load_config
-from persemo.evaluation import compute_metrics, markdown_table, per_class_table, summarise_folds
+from persemo.evaluation import compute_metrics, markdown_table, per_class_table, save_figure, summarise_folds
 from persemo.pipeline import labels_of, load_items
 from persemo.splits import check_speaker_independent, make_folds
 from persemo.training import crop_wave, predict_items, train_ensemble, window_samples
 
-from .common import RESULTS, fold_model, machine_info, write_results
-from .emodb import EMODB, _quiet
+from .common import RESULTS, add_run_args, fold_model, machine_info, write_results
+from .emodb import _quiet
 from .peers import PEERS, peer_svm
 
 CLEAN = "clean"
@@ -135,8 +134,6 @@ def plot(summary: dict, conditions, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from persemo.corpora.base import atomic_write_bytes
-
     kinds = sorted({c.split()[0] for c, s in conditions if s is not None})
     fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4), squeeze=False)
     models = list(summary[CLEAN])
@@ -151,23 +148,14 @@ def plot(summary: dict, conditions, path: Path) -> None:
         ax.set_ylabel("UAR (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", default="emodb")
-    ap.add_argument("--data", type=Path, default=EMODB)
-    ap.add_argument("--config", type=Path, default=None)
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=None)
+    add_run_args(ap)
     ap.add_argument("--snrs", default="20,10,5,0")
     ap.add_argument("--noises", default="white,babble")
-    ap.add_argument("--tag", default="")
     ap.add_argument("--models", type=Path, default=None,
                     help="evaluate the fold models saved by benchmarks.emodb --save-models instead of training")
     a = ap.parse_args(argv)

@@ -68,8 +68,6 @@ def per_class_table(results: dict[str, dict], labels: list[str]) -> str:
 
 
 def plot_confusion(cm: list[list[int]], labels: list[str], path: str | Path, title: str = "") -> None:
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,6 +86,15 @@ def plot_confusion(cm: list[list[int]], labels: list[str], path: str | Path, tit
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix (row-normalised colour, counts)")
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> None:
+    """Lay out ``fig``, write it to ``path`` as PNG atomically, and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -97,8 +104,6 @@ def plot_confusion(cm: list[list[int]], labels: list[str], path: str | Path, tit
 
 def plot_curves(history: dict[str, list[dict]], path: str | Path) -> None:
     """Training curves: ``history`` member -> list of per-epoch dicts (train_loss, val_loss, val_uar)."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,11 +123,7 @@ def plot_curves(history: dict[str, list[dict]], path: str | Path) -> None:
     for a in axes:
         a.legend(fontsize=7)
         a.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 def write_report(out: str | Path, results: dict[str, dict], labels: list[str], title: str,
