@@ -88,9 +88,11 @@ def run(corpus: str, data: Path, cfg, folds: int, log=print, save_models: Path |
                                                       "test_ids": [it.utt.id for it in test]}})
         stats = None
         if cfg.features.normalisation == "speaker":
-            # each test speaker's own statistics (also of the smile member's functionals), no labels
-            stats = {**speaker_statistics(train), **speaker_statistics(val),
-                     **speaker_statistics(test, model, default_cache_dir())}
+            # each test speaker's own statistics (also of the smile member's functionals), no labels; with
+            # features.enrolment, from their test utterances of that emotion (the enrolment protocol)
+            enrol = cfg.features.enrolment
+            stats = {**speaker_statistics(train, enrolment=enrol), **speaker_statistics(val, enrolment=enrol),
+                     **speaker_statistics(test, model, default_cache_dir(), enrolment=enrol)}
         probs = predict_items(model, test, cfg, stats)
         y = np.array([index[it.utt.emotion] for it in test])
         names = model.member_names
@@ -147,7 +149,8 @@ def main(argv=None) -> None:
             "config": cfg.to_dict(), "wall_seconds": wall, "machine": machine_info(), **res}
     md = [f"## {a.corpus}: speaker-independent {a.folds}-fold cross-validation", "",
           f"Command: `{cmd}` ({wall / 60:.1f} min on this machine). Folds grouped by speaker "
-          f"(no speaker in both train and test), seed {a.seed}; normalisation: {cfg.features.normalisation}. "
+          f"(no speaker in both train and test), seed {a.seed}; normalisation: {cfg.features.normalisation}"
+          + (f" (enrolment: statistics from each speaker's {cfg.features.enrolment} utterances)" if cfg.features.enrolment else "") + ". "
           "Mean ± std over folds (%).", "",
           markdown_table(res["summary"]), "",
           "Per-class recall, pooled over folds (%):", "", per_class_table(res["pooled"], res["labels"]), "",

@@ -110,6 +110,8 @@ def test_unknown_field_is_named(tmp_path, data, names):
     ({"split": {"val_fraction": 0.6, "test_fraction": 0.5}}, "fraction"),
     ({"split": {"val_fraction": -0.1}}, "val_fraction"),
     ({"features": []}, "features"),
+    ({"features": {"enrolment": "neutral"}}, "enrolment"),  # needs normalisation: speaker
+    ({"features": {"normalisation": "speaker", "enrolment": " "}}, "enrolment"),
 ])
 def test_bad_values_are_named(data, name):
     with pytest.raises(ConfigError, match=name):

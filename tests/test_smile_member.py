@@ -241,3 +241,25 @@ def test_noisy_copies_change_the_fit_and_are_seeded(normalisation):
     assert info0["noise_copies"] == 0 and info1["noise_copies"] == 1
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
     assert not np.allclose(a.predict_proba(X), clean.predict_proba(X))
+
+
+def test_enrolment_standardises_each_speaker_by_their_enrolment_functionals():
+    from persemo.training import fit_smile
+
+    cfg = _cfg("speaker").replace(model={"members": ["smile"], "smile_noise_copies": 0})
+    train = synth_items(cfg, per_class=4, speakers=("s1", "s2", "s3"))
+    every, _, _ = fit_smile(cfg, LABELS, train, log=lambda m: None)
+    enrolled, _, _ = fit_smile(cfg.replace(features={"enrolment": "sadness"}), LABELS, train, log=lambda m: None)
+    # each training speaker standardised by their sadness clips: sadness sits at 0, anger far from it
+    a, b = every.state()[0], enrolled.state()[0]
+    assert a.keys() == b.keys() and not all(np.allclose(a[k], b[k]) for k in a)
+    from persemo.smile import functional_stats
+
+    X = item_functionals(train, "eGeMAPSv02")
+    calm = np.array([it.utt.emotion == "sadness" for it in train])
+    spk = np.array([it.utt.speaker for it in train])
+    mean, std = functional_stats(X[(spk == "s1") & calm])
+    Z = (X[spk == "s1"] - mean) / std
+    assert np.abs(Z[calm[spk == "s1"]].mean(0)).max() < 1e-6  # s1's sadness clips centred on 0
+    p_calm = enrolled.predict_proba(Z[calm[spk == "s1"]])[:, LABELS.index("sadness")]
+    assert p_calm.mean() > 0.5

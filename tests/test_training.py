@@ -127,6 +127,35 @@ def test_speaker_statistics_ignore_labels():
             np.testing.assert_array_equal(st[spk][key], st2[spk][key])
 
 
+def test_enrolment_statistics_come_from_the_enrolment_utterances_only():
+    rng = np.random.default_rng(1)
+    pairs = [("s1", "anger"), ("s1", "neutral"), ("s1", "neutral"), ("s1", "sadness"), ("s2", "fear"),
+             ("s2", "anger")]
+    items = [_item(spk, emo, rng.normal(k, 1, (64, 20 + k)), rng.normal(-k, 2, (40, 20 + k)), k)
+             for k, (spk, emo) in enumerate(pairs)]
+    st = speaker_statistics(items, enrolment="neutral")
+    calm = feature_statistics(items[1:3])  # s1's neutral utterances
+    every = feature_statistics(items[4:])  # s2 has none: all of theirs
+    for key in calm:
+        np.testing.assert_array_equal(st["s1"][key], calm[key])
+        np.testing.assert_array_equal(st["s2"][key], every[key])
+    assert not np.allclose(st["s1"]["logmel_mean"], speaker_statistics(items)["s1"]["logmel_mean"])
+    # the labels only pick the enrolment utterances: relabelling the others changes nothing
+    swapped = [dataclasses.replace(it, utt=dataclasses.replace(it.utt, emotion="fear"))
+               if it.utt.emotion != "neutral" else it for it in items]
+    st2 = speaker_statistics(swapped, enrolment="neutral")
+    assert all(np.array_equal(st[s][k], st2[s][k]) for s in st for k in st[s])
+
+
+def test_enrolment_label_must_be_an_emotion_of_the_corpus(data):
+    from persemo.config import ConfigError
+
+    cfg, train, _ = data
+    cfg = cfg.replace(features={"normalisation": "speaker", "enrolment": "neutral"}, split={"val_fraction": 0})
+    with pytest.raises(ConfigError, match="'neutral' is not an emotion of this corpus"):
+        train_ensemble(cfg, LABELS, train, [], out=None, progress=False, log=lambda m: None)
+
+
 def test_choose_weights_prefers_the_perfect_member():
     y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
     eye = np.eye(3)

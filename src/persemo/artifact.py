@@ -100,7 +100,7 @@ def save_model(out: str | Path, model, extra_arrays: dict[str, np.ndarray] | Non
     if smile_meta:
         meta["smile"] = smile_meta
     if cfg.features.normalisation == "speaker":  # how predict, adapt and the service shrink new speakers
-        meta["adaptation"] = {"shrink_k": float(cfg.features.speaker_shrink)}
+        meta["adaptation"] = {"shrink_k": float(cfg.features.speaker_shrink), "enrolment": cfg.features.enrolment}
     meta.update(extra_meta or {})
     _atomic_json(out / META, meta)
     return out

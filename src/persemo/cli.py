@@ -238,6 +238,10 @@ def adapt(files: List[Path] = typer.Argument(..., help="recordings of ONE speake
     p = save_stats(out, stats, rec.meta["config"]["features"], len(waves), seconds,
                    {"model_version": rec.version, "files": [str(f) for f in files]}, rec.smile_feature_set)
     typer.echo(f"speaker statistics from {len(waves)} files ({seconds:.1f} s) written to {p}")
+    enrol = rec.meta.get("adaptation", {}).get("enrolment")
+    if enrol:
+        typer.echo(f"note: this model was trained for enrolment from {enrol} speech: give it only recordings "
+                   f"of the speaker in that state")
 
 # -- commands added by other modules register below this line --
 

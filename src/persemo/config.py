@@ -56,8 +56,19 @@ class FeatureConfig:
                           "service) are moved toward the model's training statistics by n / (n + k), n = the "
                           "speaker's utterances (windows of speech in a stream); 0 = none. Guards against a "
                           "speaker heard in one emotion only (see benchmarks/results/adaptation_emodb.md)"})
+    enrolment: str | None = field(
+        default=None,
+        metadata={"help": "speaker normalisation from enrolment: an emotion label (e.g. neutral). Each training "
+                          "speaker's statistics come from their utterances of this emotion only (a speaker "
+                          "with none: from all of theirs), and so do the test speakers' in evaluation; a user "
+                          "adapts with `persemo adapt` on recordings of that kind (calm speech). null: from all "
+                          "of the speaker's utterances, no labels"})
 
     def __post_init__(self) -> None:
+        if self.enrolment is not None and (not isinstance(self.enrolment, str) or not self.enrolment.strip()):
+            raise ConfigError("features.enrolment must be an emotion label (e.g. neutral) or null")
+        if self.enrolment is not None and self.normalisation != "speaker":
+            raise ConfigError("features.enrolment needs features.normalisation: speaker")
         if not self.speaker_shrink >= 0:
             raise ConfigError("features.speaker_shrink must be >= 0")
         if self.logmel_utterance_scope not in ("feature", "whole"):

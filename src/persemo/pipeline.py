@@ -94,9 +94,10 @@ def train_once(cfg: Config, items: list[Item], split: Split, out: Path, corpus: 
     model, info = train_ensemble(cfg, labels, train, val, out, progress, log, cache_dir=cache_dir)
     stats = None
     if cfg.features.normalisation == "speaker":
-        stats = {**speaker_statistics(train), **speaker_statistics(val),
+        enrol = cfg.features.enrolment
+        stats = {**speaker_statistics(train, enrolment=enrol), **speaker_statistics(val, enrolment=enrol),
                  # test speakers' own (smile too, if any), shrunk as predict does
-                 **speaker_statistics(test, model, cache_dir, cfg.features.speaker_shrink)}
+                 **speaker_statistics(test, model, cache_dir, cfg.features.speaker_shrink, enrol)}
     results = _evaluate(model, test, cfg, labels, stats=stats)
     if stats is not None:  # both protocols, the same test utterances, side by side
         single = _evaluate(model, test, cfg, labels)  # no speaker statistics: the model's training ones
@@ -116,10 +117,12 @@ def train_once(cfg: Config, items: list[Item], split: Split, out: Path, corpus: 
              f"{len({it.utt.speaker for it in test})} speakers", f"protocol: {protocol}"]
     if cfg.features.normalisation == "speaker":
         n_min = min(sum(it.utt.speaker == s for it in test) for s in {it.utt.speaker for it in test})
-        notes.append(f"[{SPEAKER_TAG}]: each test speaker's statistics from their own test utterances (at least "
-                     f"{n_min} per speaker), no labels, shrunk toward the training statistics by n/(n+"
-                     f"{cfg.features.speaker_shrink:g}); transductive over the speaker's unlabelled audio. "
-                     f"[{SINGLE_TAG}]: the same model and utterances with its training statistics")
+        enrol = cfg.features.enrolment
+        source = (f"their own test utterances (at least {n_min} per speaker), no labels" if enrol is None else
+                  f"their own {enrol} test utterances only (enrolment; all of theirs where they have none)")
+        notes.append(f"[{SPEAKER_TAG}]: each test speaker's statistics from {source}, shrunk toward the "
+                     f"training statistics by n/(n+{cfg.features.speaker_shrink:g}); transductive over the "
+                     f"speaker's audio. [{SINGLE_TAG}]: the same model and utterances with its training statistics")
     write_report(out / "report", results, labels, f"{corpus} test set", notes=notes,
                  extra={"split": split.kind, "protocol": protocol})
     return results

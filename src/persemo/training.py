@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config
+from .config import Config, ConfigError
 from .corpora.base import atomic_write_text
 from .features import samples_for_frames
 from .prepare import Item
@@ -56,19 +56,36 @@ def feature_statistics(items: list[Item]) -> dict[str, np.ndarray]:
             "mfcc_mean": mf.mean(1), "mfcc_std": mf.std(1) + 1e-5}
 
 
-def speaker_statistics(items: list[Item], model=None, cache_dir=None,
-                       shrink_k: float = 0.0) -> dict[str, dict[str, np.ndarray]]:
-    """Each speaker's own feature statistics over all their utterances; labels are never read.
-
-    With a ``model`` whose smile member is speaker-normalised, each speaker also gets ``smile_mean`` and
-    ``smile_std``: the statistics of their utterances' whole-clip openSMILE functionals (cached under
-    ``cache_dir`` by file content, see ``smile.item_functionals``). With a ``model`` and ``shrink_k`` > 0,
-    each speaker's statistics are moved toward the model's training statistics by n / (n + shrink_k),
-    n = that speaker's utterances (``adaptation.shrink``), as predict and the service do.
+def enrolment_rows(items: list[Item], enrolment: str | None = None) -> dict[str, list[int]]:
+    """Each speaker's item indices that their statistics are computed from: all of them (``enrolment``
+    None; labels are never read), or those labelled ``enrolment`` (e.g. neutral: the calm recordings a
+    user enrols with), falling back to all of a speaker's utterances when they have none of that label.
     """
     by_spk: dict[str, list[int]] = {}
     for i, it in enumerate(items):
         by_spk.setdefault(it.utt.speaker, []).append(i)
+    if enrolment is None:
+        return by_spk
+    out = {}
+    for s, idx in by_spk.items():
+        chosen = [i for i in idx if items[i].utt.emotion == enrolment]
+        out[s] = chosen or idx
+    return out
+
+
+def speaker_statistics(items: list[Item], model=None, cache_dir=None, shrink_k: float = 0.0,
+                       enrolment: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Each speaker's own feature statistics over all their utterances; labels are never read.
+
+    With ``enrolment`` (an emotion label, ``features.enrolment``), over their utterances of that emotion
+    only (``enrolment_rows``): the labels then pick the enrolment recordings and nothing else.
+    With a ``model`` whose smile member is speaker-normalised, each speaker also gets ``smile_mean`` and
+    ``smile_std``: the statistics of their utterances' whole-clip openSMILE functionals (cached under
+    ``cache_dir`` by file content, see ``smile.item_functionals``). With a ``model`` and ``shrink_k`` > 0,
+    each speaker's statistics are moved toward the model's training statistics by n / (n + shrink_k),
+    n = the utterances they rest on (``adaptation.shrink``), as predict and the service do.
+    """
+    by_spk = enrolment_rows(items, enrolment)
     out = {s: feature_statistics([items[i] for i in idx]) for s, idx in by_spk.items()}
     if model is not None and getattr(model, "smile", None) is not None and model.smile_norm is not None:
         from .smile import functional_stats, item_functionals
@@ -368,7 +385,8 @@ def fit_smile(cfg: Config, labels: list[str], train_items: list[Item], cache_dir
     while evaluation and inference compute them on the model's window (the centre or each 4-s window):
     identical for clips of at most one window (EmoDB's are about 2-3 s), a longer context otherwise.
     Speaker normalisation: each training speaker's functionals are standardised by that speaker's own
-    statistics (``normalise_by_group``), and the training functionals' overall mean and std are kept as
+    statistics (``smile.normalise_by_group``; with ``features.enrolment``, the statistics of their
+    utterances of that emotion), and the training functionals' overall mean and std are kept as
     the fallback for a speaker whose statistics are not given.
 
     Noise: with ``model.smile_noise_copies`` = k, the member also learns from k noisy copies of every
@@ -377,7 +395,7 @@ def fit_smile(cfg: Config, labels: list[str], train_items: list[Item], cache_dir
     speaker's clean statistics, as a test speaker's statistics come from their recordings.
     """
     from .audio import noisy_versions
-    from .smile import SmileMember, functional_stats, functionals_from_waves, item_functionals, normalise_by_group
+    from .smile import SmileMember, functional_stats, functionals_from_waves, item_functionals
 
     m = cfg.model
     start = time.perf_counter()
@@ -394,11 +412,11 @@ def fit_smile(cfg: Config, labels: list[str], train_items: list[Item], cache_dir
     norm = None
     if cfg.features.normalisation == "speaker":
         norm = functional_stats(X)
-        spk = np.array(speakers)
-        per = {s: functional_stats(X[spk == s]) for s in np.unique(spk)}
+        per = {s: functional_stats(X[idx]) for s, idx in
+               enrolment_rows(train_items, cfg.features.enrolment).items()}
         mean = np.stack([per[s][0] for s in speakers])
         std = np.stack([per[s][1] for s in speakers])
-        X = normalise_by_group(X, speakers)
+        X = ((X - mean) / std).astype(X.dtype)  # = normalise_by_group(X, speakers) without enrolment
         copies = [(C - mean) / std for C in copies]
     if copies:
         X = np.concatenate([X, *copies]).astype(X.dtype)
@@ -436,7 +454,10 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
         model.features.norm_mfcc.set_stats(torch.from_numpy(g["mfcc_mean"]), torch.from_numpy(g["mfcc_std"]))
     if mode == "speaker":
         # training speakers by their own statistics, validation speakers by theirs (no labels used)
-        stats = {**speaker_statistics(train_items), **speaker_statistics(val_items)}
+        enrol = cfg.features.enrolment
+        if enrol is not None and enrol not in labels:
+            raise ConfigError(f"features.enrolment: {enrol!r} is not an emotion of this corpus ({', '.join(labels)})")
+        stats = {**speaker_statistics(train_items, enrolment=enrol), **speaker_statistics(val_items, enrolment=enrol)}
     results = {}
     for name in model.member_names:
         log(f"training {name} on {len(train_items)} utterances, "
@@ -467,7 +488,7 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
                 "validation": False, "history": {n: r.history for n, r in results.items()}}
         return full, info
     if smile_norm is not None:  # validation speakers' own functional statistics, for the weights below
-        stats = {**stats, **speaker_statistics(val_items, full, cache_dir)}
+        stats = {**stats, **speaker_statistics(val_items, full, cache_dir, enrolment=cfg.features.enrolment)}
     index = {l: i for i, l in enumerate(labels)}
     y_val = np.array([index[it.utt.emotion] for it in val_items])
     probs = predict_items(full, val_items, cfg, stats)
