@@ -52,7 +52,7 @@ def _ens(probs: np.ndarray) -> np.ndarray:
 
 
 def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, models_s: Path | None = None) -> dict:
-    cfg_u = cfg.replace(features={"normalisation": "utterance"})
+    cfg_u = cfg.replace(features={"normalisation": "utterance", "enrolment": None})
     cfg_s = cfg.replace(features={"normalisation": "speaker"})
     cache_dir = default_cache_dir()
     items, _ = load_items(corpus, data, cfg, default_cache_dir(), log)

@@ -268,3 +268,29 @@ def test_global_and_speaker_normalisation():
     stats = (torch.full((2, 3), 10.0), torch.full((2, 3), 2.0))
     torch.testing.assert_close(norm(x, fl, stats), (x - 10) / 2)
     assert "mean" in norm.state_dict() and "std" in norm.state_dict()  # saved with the model
+
+
+def test_level_normalisation_removes_only_the_utterance_level(make_waves):
+    """mfcc_utterance_scope level: c0 loses its own mean, every coefficient then the saved statistics;
+    a louder copy of the clip (a constant added to the log-mel, i.e. to c0 alone) gives the same output."""
+    from persemo.training import remove_level
+
+    cfg = FeatureConfig(mfcc_utterance_scope="level")
+    pipe = FeaturePipeline(cfg)
+    assert pipe.norm_mfcc.level and not pipe.norm_mel.level
+    mean, std = torch.linspace(-1, 1, cfg.mfcc_dim), torch.linspace(1, 3, cfg.mfcc_dim)
+    pipe.norm_mfcc.set_stats(mean, std)
+    (w,) = make_waves([24000])
+    batch, lengths = pad_batch([w, 4 * w])
+    with torch.inference_mode():
+        _, mfcc, valid = pipe(batch, lengths)
+        _, raw, fl = pipe.spectra(batch[:1], lengths[:1])
+    n = int(valid[0])
+    torch.testing.assert_close(mfcc[0, :, :n], mfcc[1, :, :n], atol=1e-3, rtol=1e-3)
+    want = (torch.from_numpy(remove_level(raw[0, :, : int(fl[0])].numpy())) - mean[:, None]) / std[:, None]
+    start = (int(fl[0]) - cfg.frames) // 2 if int(fl[0]) > cfg.frames else 0
+    torch.testing.assert_close(mfcc[0, :, :n], want[:, start:start + n], atol=1e-4, rtol=1e-4)
+    # the feature scope (default) standardises each coefficient by the utterance itself instead
+    default = FeaturePipeline(FeatureConfig())
+    with torch.inference_mode():
+        assert not torch.allclose(default(batch[:1], lengths[:1])[1], mfcc[:1], atol=1e-2)

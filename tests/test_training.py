@@ -248,3 +248,16 @@ def test_no_validation_runs_every_epoch_and_votes_equally(data):
         assert "val_uar" not in rows[0]
     probs = predict_items(model, train[:4], cfg)
     assert probs.shape == (3, 4, 2)
+
+
+def test_mfcc_level_scope_keeps_training_statistics_and_ignores_gain(data):
+    cfg, train, _ = data
+    cfg = cfg.replace(features={"normalisation": "utterance", "mfcc_utterance_scope": "level"},
+                      model={"members": ["lstm"]}, split={"val_fraction": 0})
+    model, _ = train_ensemble(cfg, LABELS, train, [], out=None, progress=False, log=lambda m: None)
+    norm = model.features.norm_mfcc
+    want = feature_statistics(train, mfcc_level=True)
+    np.testing.assert_allclose(norm.mean.numpy(), want["mfcc_mean"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(norm.std.numpy(), np.maximum(want["mfcc_std"], 1e-3), rtol=1e-5)
+    louder = [dataclasses.replace(it, wave=(it.wave * 3).astype(np.float32)) for it in train[:6]]
+    np.testing.assert_allclose(predict_items(model, louder, cfg), predict_items(model, train[:6], cfg), atol=1e-4)

@@ -49,6 +49,13 @@ class FeatureConfig:
                           "which removes the average spectral shape) or whole (one mean and std over the "
                           "spectrogram, which keeps it; measured better on EmoDB: CNN UAR 53.3 vs 44.6); MFCCs "
                           "are always per coefficient"})
+    mfcc_utterance_scope: str = field(
+        default="feature",
+        metadata={"help": "utterance normalisation of the MFCCs: feature (each coefficient by its own per-utterance "
+                          "mean and std, which removes the utterance's average spectral envelope and dynamics) or "
+                          "level (only the loudness removed: coefficient 0 minus its per-utterance mean, then every "
+                          "coefficient standardised by the training split's statistics saved with the model; "
+                          "gain-invariant, keeps envelope and dynamics)"})
     amin: float = field(default=1e-10, metadata={"help": "power floor before the logarithm"})
     speaker_shrink: float = field(
         default=10.0,
@@ -74,6 +81,9 @@ class FeatureConfig:
         if self.logmel_utterance_scope not in ("feature", "whole"):
             raise ConfigError("features.logmel_utterance_scope must be 'feature' or 'whole', "
                               f"not {self.logmel_utterance_scope!r}")
+        if self.mfcc_utterance_scope not in ("feature", "level"):
+            raise ConfigError("features.mfcc_utterance_scope must be 'feature' or 'level', "
+                              f"not {self.mfcc_utterance_scope!r}")
         if self.crop not in ("centre", "start"):
             raise ConfigError(f"features.crop must be 'centre' or 'start', not {self.crop!r}")
         if self.normalisation not in ("utterance", "global", "speaker"):

@@ -205,10 +205,13 @@ class Normaliser(nn.Module):
     """Standardise (B, D, T) features: by the utterance's own statistics, by global statistics saved
     with the model, or by given speaker statistics (mean, std) of shape (B, D)."""
 
-    def __init__(self, dim: int, mode: str = "utterance", whole: bool = False):
+    def __init__(self, dim: int, mode: str = "utterance", whole: bool = False, level: bool = False):
         super().__init__()
         self.mode = mode
         self.whole = whole  # utterance mode: one mean and std over all features and frames
+        # utterance mode: only feature 0's per-utterance mean removed (the level: MFCC c0), then the saved
+        # (training) statistics, which were computed on features with that level removed (remove_level)
+        self.level = level
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
 
@@ -220,6 +223,10 @@ class Normaliser(nn.Module):
                 stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         if stats is not None:
             mean, std = stats[0].unsqueeze(-1), stats[1].unsqueeze(-1).clamp(min=1e-3)
+        elif self.mode == "utterance" and self.level:
+            level = masked_stats(x[:, :1], frame_lengths)[0]  # (B, 1, 1)
+            x = torch.cat([x[:, :1] - level, x[:, 1:]], dim=1)
+            mean, std = self.mean[None, :, None], self.std[None, :, None]
         elif self.mode == "utterance":
             mean, std = masked_stats(x, frame_lengths)
             if self.whole:  # pool the per-feature moments into one mean and std per utterance
@@ -244,7 +251,7 @@ class FeaturePipeline(nn.Module):
         self.spectra = Spectra(cfg)
         mode = "utterance" if cfg.normalisation == "utterance" else "global"
         self.norm_mel = Normaliser(cfg.n_mels, mode, whole=cfg.logmel_utterance_scope == "whole")
-        self.norm_mfcc = Normaliser(cfg.mfcc_dim, mode)
+        self.norm_mfcc = Normaliser(cfg.mfcc_dim, mode, level=cfg.mfcc_utterance_scope == "level")
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None,
                 speaker_stats: dict[str, torch.Tensor] | None = None):

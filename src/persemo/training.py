@@ -48,10 +48,19 @@ def crop_wave(wave: np.ndarray, n: int, mode: str = "centre") -> np.ndarray:
     return wave[start: start + n]
 
 
-def feature_statistics(items: list[Item]) -> dict[str, np.ndarray]:
-    """Per-feature mean and std over every frame of ``items`` (un-normalised, full-length features)."""
+def remove_level(mfcc: np.ndarray) -> np.ndarray:
+    """(D, T) MFCCs with coefficient 0's own mean removed: what ``features.mfcc_utterance_scope: level``
+    standardises with the training statistics (``features.Normaliser``)."""
+    out = np.array(mfcc, copy=True)
+    out[0] -= out[0].mean()
+    return out
+
+
+def feature_statistics(items: list[Item], mfcc_level: bool = False) -> dict[str, np.ndarray]:
+    """Per-feature mean and std over every frame of ``items`` (un-normalised, full-length features; with
+    ``mfcc_level``, of the MFCCs with each utterance's level removed, ``remove_level``)."""
     lm = np.concatenate([it.logmel for it in items], axis=1)
-    mf = np.concatenate([it.mfcc for it in items], axis=1)
+    mf = np.concatenate([remove_level(it.mfcc) if mfcc_level else it.mfcc for it in items], axis=1)
     return {"logmel_mean": lm.mean(1), "logmel_std": lm.std(1) + 1e-5,
             "mfcc_mean": mf.mean(1), "mfcc_std": mf.std(1) + 1e-5}
 
@@ -451,6 +460,9 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
     if mode in ("global", "speaker"):
         g = feature_statistics(train_items)
         model.features.norm_mel.set_stats(torch.from_numpy(g["logmel_mean"]), torch.from_numpy(g["logmel_std"]))
+        model.features.norm_mfcc.set_stats(torch.from_numpy(g["mfcc_mean"]), torch.from_numpy(g["mfcc_std"]))
+    elif cfg.features.mfcc_utterance_scope == "level":  # utterance mode: the MFCCs' level-free statistics
+        g = feature_statistics(train_items, mfcc_level=True)
         model.features.norm_mfcc.set_stats(torch.from_numpy(g["mfcc_mean"]), torch.from_numpy(g["mfcc_std"]))
     if mode == "speaker":
         # training speakers by their own statistics, validation speakers by theirs (no labels used)
