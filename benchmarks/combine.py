@@ -1,11 +1,16 @@
-"""Does the openSMILE member help the CNN + BiLSTM ensemble? Measured from saved per-fold predictions.
+"""Soft votes of members trained in different runs, from their saved test probabilities on the same folds.
 
-    python -m benchmarks.combine [--ensemble results/emodb_TAG.json] [--peers results/peers_emodb.json]
+    python -m benchmarks combine [--member NAME=FILE:KEY ...] [--tag NAME]
 
-Both files hold test-set probabilities per utterance for the same speaker-independent folds
-(``make_folds(kind="speaker", seed=0)``; checked here by the test ids). The script soft-votes the
-members with equal weights, with and without the SmileMember, and writes results/combine_emodb.json
-and .md. No model is trained: this isolates the effect of combining from the training noise.
+FILE is a result in results/ (name without .json): an ``emodb_*`` file (KEY: a row of its folds'
+"probs", e.g. ``cnn``) or ``peers_emodb`` (KEY: ``protocol/model``, e.g. ``standard/ComParE_2016 +
+SmileMember (logreg)``). Every file must hold the same speaker-independent folds
+(``make_folds(kind="speaker", seed=0)``; checked here by the test ids). Every team of the members is
+soft-voted with equal weights; results/combine_emodb[_TAG].json and .md. No model is trained: members
+train independently (each reseeded), so this equals training them together in one run.
+
+Without ``--member``: the CNN and BiLSTM of ``emodb_described`` and the peers' SmileMember (the
+session-1 measurement in combine_emodb.md).
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -22,42 +26,76 @@ from persemo.evaluation import compute_metrics, markdown_table, summarise_folds
 from .common import RESULTS, machine_info, write_results
 
 SMILE = "ComParE_2016 + SmileMember (logreg)"
+DEFAULT = [("cnn", "emodb_described", "cnn"), ("lstm", "emodb_described", "lstm"),
+           ("smile", "peers_emodb", f"standard/{SMILE}")]
+
+
+def parse_member(spec: str) -> tuple[str, str, str]:
+    """'NAME=FILE:KEY' -> (NAME, FILE, KEY)."""
+    name, sep, rest = spec.partition("=")
+    file, sep2, key = rest.partition(":")
+    if not (sep and sep2 and name and file and key):
+        raise SystemExit(f"--member {spec!r}: expected NAME=FILE:KEY, e.g. cnn=emodb_time:cnn")
+    return name, file, key
+
+
+def fold_probs(data: dict, key: str) -> dict[int, dict[str, np.ndarray]]:
+    """fold -> {utterance id: probabilities} of one model in a results file."""
+    if "/" in key and "predictions" in data:  # peers file
+        protocol, model = key.split("/", 1)
+        folds = data["predictions"][protocol][model]["folds"]
+        return {f["fold"]: {i: np.array(p) for i, p in f["probs"].items()} for f in folds}
+    out = {}
+    for f in data["folds"]:
+        if key not in f["probs"]:
+            raise SystemExit(f"no row {key!r} in the file's folds (rows: {', '.join(f['probs'])})")
+        out[f["fold"]] = {i: np.array(p) for i, p in zip(f["test_ids"], f["probs"][key])}
+    return out
+
+
+def combine(members: list[tuple[str, str, str]], results=RESULTS) -> tuple[list[str], dict]:
+    """(labels, {team: per-fold metrics summary}) for every team of ``members``."""
+    files = {f: json.loads((results / f"{f}.json").read_text()) for _, f, _ in members}
+    labels = next(iter(files.values()))["labels"]
+    if any(d["labels"] != labels for d in files.values()):
+        raise SystemExit("label orders differ between the files")
+    # the reference folds (ids and labels) come from the first emodb-style file
+    ref = next((d for d in files.values() if "folds" in d), None)
+    if ref is None:
+        raise SystemExit("at least one member must come from an emodb_* result file")
+    probs = {name: fold_probs(files[f], key) for name, f, key in members}
+    per: dict[str, list[dict]] = {}
+    names = [m[0] for m in members]
+    for f in ref["folds"]:
+        ids, y = f["test_ids"], np.array(f["y"])
+        got = {}
+        for n in names:
+            p = probs[n].get(f["fold"])
+            if p is None or set(p) != set(ids):
+                raise SystemExit(f"fold {f['fold']}: {n}'s test utterances differ (splits changed?)")
+            got[n] = np.stack([p[i] for i in ids])
+        for r in range(1, len(names) + 1):
+            for team in itertools.combinations(names, r):
+                name = " + ".join(team) + (" (equal weights)" if r > 1 else "")
+                per.setdefault(name, []).append(compute_metrics(y, np.mean([got[m] for m in team], 0), labels))
+    return labels, {k: summarise_folds(v) for k, v in per.items()}
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ensemble", type=Path, default=RESULTS / "emodb_described.json")
-    ap.add_argument("--peers", type=Path, default=RESULTS / "peers_emodb.json")
-    ap.add_argument("--smile", default=SMILE)
+    ap.add_argument("--member", action="append", default=None, metavar="NAME=FILE:KEY")
+    ap.add_argument("--tag", default=None)
     a = ap.parse_args(argv)
-    ens = json.loads(a.ensemble.read_text())
-    peers = json.loads(a.peers.read_text())
-    labels = ens["labels"]
-    if peers["labels"] != labels:
-        raise SystemExit("label orders differ between the two files")
-    smile = peers["predictions"]["standard"][a.smile]
-    per: dict[str, list[dict]] = {}
-    for f in ens["folds"]:
-        pf = next(x for x in smile["folds"] if x["fold"] == f["fold"])
-        ids = f["test_ids"]
-        if set(ids) != set(pf["probs"]):
-            raise SystemExit(f"fold {f['fold']}: the two files' test utterances differ (splits changed?)")
-        y = np.array(f["y"])
-        members = {"cnn": np.array(f["probs"]["cnn"]), "lstm": np.array(f["probs"]["lstm"]),
-                   "smile": np.array([pf["probs"][i] for i in ids])}
-        for r in range(1, 4):
-            for combo in itertools.combinations(members, r):
-                name = " + ".join(combo) + (" (equal weights)" if r > 1 else "")
-                p = np.mean([members[m] for m in combo], axis=0)
-                per.setdefault(name, []).append(compute_metrics(y, p, labels))
-    summary = {k: summarise_folds(v) for k, v in per.items()}
-    md = ["## Combining the openSMILE member with the CNN and the BiLSTM (EmoDB, speaker-independent 5-fold)", "",
-          f"From saved test probabilities: `{a.ensemble.name}` (CNN, BiLSTM) and `{a.peers.name}` ({a.smile}), "
-          "same folds. Command: `python -m benchmarks combine`. Mean ± std over folds (%).", "",
-          markdown_table(summary)]
-    write_results("combine_emodb", {"ensemble_file": a.ensemble.name, "peers_file": a.peers.name, "smile": a.smile,
-                                    "labels": labels, "summary": summary, "machine": machine_info()},
-                  "\n".join(md) + "\n")
+    members = [parse_member(s) for s in a.member] if a.member else DEFAULT
+    labels, summary = combine(members)
+    cmd = "python -m benchmarks combine" + "".join(f" --member '{n}={f}:{k}'" for n, f, k in members
+                                                  if a.member) + (f" --tag {a.tag}" if a.tag else "")
+    md = ["## Soft votes of separately trained members (EmoDB, speaker-independent 5-fold)", "",
+          "From saved test probabilities, same folds: " + ", ".join(f"{n} = `{f}.json` {k!r}" for n, f, k in members)
+          + f". Command: `{cmd}`. Mean ± std over folds (%).", "", markdown_table(summary)]
+    name = "combine_emodb" + (f"_{a.tag}" if a.tag else "")
+    write_results(name, {"command": cmd, "members": [list(m) for m in members], "labels": labels,
+                         "summary": summary, "machine": machine_info()}, "\n".join(md) + "\n")
     print("\n".join(md))
 
 
