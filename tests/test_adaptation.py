@@ -141,7 +141,7 @@ def test_cli_adapt_and_predict(tmp_path, speaker_model):
 
 def test_speaker_model_shrinks_new_speakers_by_its_configured_k(speaker_model):
     rec = Recogniser.load(speaker_model)
-    assert rec.meta["adaptation"] == {"shrink_k": 10.0}  # features.speaker_shrink, the default
+    assert rec.meta["adaptation"] == {"shrink_k": 10.0, "enrolment": None}  # features.speaker_shrink, the default
     waves = [_voice(1.5, 130 + 20 * i, i) for i in range(3)]
     raw = compute_speaker_stats(rec.model, waves)
     used = rec.speaker_stats(waves)
@@ -154,4 +154,15 @@ def test_speaker_model_shrinks_new_speakers_by_its_configured_k(speaker_model):
 def test_no_shrink_when_configured_off(tmp_path):
     cfg = load_config(features={"normalisation": "speaker", "speaker_shrink": 0})
     save_model(tmp_path / "m", Ensemble(cfg, LABELS))
-    assert Recogniser.load(tmp_path / "m").meta["adaptation"] == {"shrink_k": 0.0}
+    assert Recogniser.load(tmp_path / "m").meta["adaptation"] == {"shrink_k": 0.0, "enrolment": None}
+
+
+def test_an_enrolment_model_says_so_in_its_artifact_and_in_adapt(tmp_path):
+    cfg = load_config(features={"normalisation": "speaker", "enrolment": "neutral"})
+    save_model(tmp_path / "m", Ensemble(cfg, LABELS))
+    assert Recogniser.load(tmp_path / "m").meta["adaptation"] == {"shrink_k": 10.0, "enrolment": "neutral"}
+    wav = tmp_path / "calm.wav"
+    sf.write(wav, _voice(1.5, 140, 0), 16000)
+    r = CliRunner().invoke(app, ["adapt", "--model", str(tmp_path / "m"), str(wav), "--out", str(tmp_path / "st")])
+    assert r.exit_code == 0, r.output
+    assert "trained for enrolment from neutral speech" in r.output

@@ -190,7 +190,7 @@ def test_speaker_mode_folds_report_both_protocols_without_validation(corpus, tmp
     assert sum(r["cnn [speaker-adapted]"]["confusion"][0]) + sum(r["cnn [speaker-adapted]"]["confusion"][1]) == \
         sum(r["cnn [single utterance]"]["confusion"][0]) + sum(r["cnn [single utterance]"]["confusion"][1])
     meta = json.loads((tmp_path / "cv" / "fold0" / "model.json").read_text(encoding="utf-8"))
-    assert meta["training"]["validation"] is False and meta["adaptation"] == {"shrink_k": 10.0}
+    assert meta["training"]["validation"] is False and meta["adaptation"] == {"shrink_k": 10.0, "enrolment": None}
 
 
 def test_empty_or_missing_corpus_is_one_clear_error(tmp_path):

@@ -57,6 +57,7 @@ def test_model_info(client, recogniser):
     assert body["labels_fa"][0] == "خشم"
     assert body["members"] == ["cnn", "lstm"]
     assert body["version"] == recogniser.version
+    assert body["adaptation"]["model_enrolment"] is None
     assert body["window_seconds"] == pytest.approx(4.0, abs=0.05)
     assert body["vad"]["name"] and body["backend"] == "torch"
     assert body["limits"]["max_seconds"] == 60.0

@@ -373,6 +373,9 @@ def create_app(recogniser_or_path, settings: Settings | None = None):
                 "adaptation": {"adaptable": svc.adapter is not None,
                                "min_speech_seconds": settings.adapt_min_speech_seconds,
                                "shrink_k": svc.adapter.shrink_k if svc.adapter is not None else None,
+                               # a model trained for enrolment (statistics from one emotion, e.g. neutral)
+                               # while the service accumulates all of a speaker's audio: said, not hidden
+                               "model_enrolment": rec.meta.get("adaptation", {}).get("enrolment"),
                                "max_speakers": settings.max_speakers,
                                "speaker_ttl_seconds": settings.speaker_ttl_seconds}}
 
