@@ -6,8 +6,10 @@ FILE is a result in results/ (name without .json): an ``emodb_*`` file (KEY: a r
 "probs", e.g. ``cnn``) or ``peers_emodb`` (KEY: ``protocol/model``, e.g. ``standard/ComParE_2016 +
 SmileMember (logreg)``). Every file must hold the same speaker-independent folds
 (``make_folds(kind="speaker", seed=0)``; checked here by the test ids). Every team of the members is
-soft-voted with equal weights; results/combine_emodb[_TAG].json and .md. No model is trained: members
-train independently (each reseeded), so this equals training them together in one run.
+soft-voted with equal weights; results/combine_emodb[_TAG].json and .md. No model is trained. Members
+train independently (each reseeded before its training), so this is the ensemble of those members; a
+joint run would draw a member's initial weights at another position of the seeded generator (the same
+distribution, not the same numbers).
 
 Without ``--member``: the CNN and BiLSTM of ``emodb_described`` and the peers' SmileMember (the
 session-1 measurement in combine_emodb.md).
