@@ -29,9 +29,9 @@ from persemo.models.ensemble import Ensemble  # noqa: E402
 LABELS = ["anger", "neutral", "sadness", "happiness", "surprise", "fear"]
 SR = 16000
 TINY = {"features": {"mfcc_deltas": True, "n_mfcc": 13, "mfcc_n_mels": 40, "n_mels": 32, "frames": 63,
-                     "crop": "start"},
+                     "crop": "start", "mfcc_utterance_scope": "level"},
         "model": {"cnn_channels": [8, 16], "cnn_hidden": 0, "lstm_hidden": 16, "lstm_layers": 1,
-                  "lstm_pooling": "attention"}}
+                  "lstm_pooling": "attention", "cnn_pooling": "time"}}
 
 
 def _model(cfg, seed: int = 0) -> Ensemble:
@@ -140,7 +140,8 @@ def test_onnx_backend_refuses_speaker_stats_and_bad_backend(default_export):
 
 
 def test_cli_export_tiny_config(runner, tmp_path):
-    """deltas, attention pooling, a 2-s window, start crop, no hidden layer: exported and equal to torch."""
+    """deltas, attention pooling, a 2-s window, start crop, no hidden layer, the CNN pooled over time and
+    the MFCCs' level scope: exported and equal to torch."""
     cfg = load_config(**TINY)
     d = _save(tmp_path / "run", cfg)
     out = tmp_path / "exported" / "tiny.onnx"
