@@ -104,6 +104,7 @@ def test_unknown_field_is_named(tmp_path, data, names):
     ({"train": {"epochs": "ten"}}, "epochs"),
     ({"train": {"epochs": True}}, "epochs"),
     ({"train": {"monitor": "accuracy"}}, "monitor"),
+    ({"train": {"label_smoothing": 1.0}}, "label_smoothing"),
     ({"train": {"noise_snr_db": [30, 5]}}, "noise_snr_db"),
     ({"model": {"members": ["cnn", "transformer"]}}, "members"),
     ({"split": {"kind": "gender"}}, "kind"),

@@ -163,6 +163,8 @@ class TrainConfig:
     patience: int = field(default=15, metadata={"help": "early stopping patience in epochs"})
     monitor: str = field(default="uar", metadata={"help": "validation metric for early stopping: uar or macro_f1"})
     class_weights: bool = field(default=True, metadata={"help": "weight the loss by inverse class frequency"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing of the torch members "
+                                                                   "(0 = none): softer, better-calibrated votes"})
     noise_prob: float = field(default=0.5, metadata={"help": "probability of adding Gaussian noise to a training clip"})
     noise_snr_db: tuple[float, float] = field(default=(5.0, 30.0), metadata={"help": "range of injected noise SNR (dB)"})
     specaug_freq_masks: int = field(default=2, metadata={"help": "SpecAugment frequency masks (CNN only)"})
@@ -181,6 +183,8 @@ class TrainConfig:
             raise ConfigError(f"train.monitor must be 'uar' or 'macro_f1', not {self.monitor!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("train.epochs and train.batch_size must be at least 1")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError("train.label_smoothing must be in [0, 1)")
         lo, hi = self.noise_snr_db
         if lo > hi:
             raise ConfigError("train.noise_snr_db must be (low, high) with low <= high")

@@ -167,7 +167,7 @@ def _lit_module():
                      labels: list[str]):
             super().__init__()
             self.name, self.features, self.member, self.cfg, self.labels = name, features, member, cfg, labels
-            self.loss = nn.CrossEntropyLoss(weight=weights)
+            self.loss = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.train.label_smoothing)
             self.history: list[dict] = []
             self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
             self._train_losses: list[float] = []
