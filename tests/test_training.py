@@ -261,3 +261,14 @@ def test_mfcc_level_scope_keeps_training_statistics_and_ignores_gain(data):
     np.testing.assert_allclose(norm.std.numpy(), np.maximum(want["mfcc_std"], 1e-3), rtol=1e-5)
     louder = [dataclasses.replace(it, wave=(it.wave * 3).astype(np.float32)) for it in train[:6]]
     np.testing.assert_allclose(predict_items(model, louder, cfg), predict_items(model, train[:6], cfg), atol=1e-4)
+
+
+def test_label_smoothing_reaches_the_loss(data):
+    cfg, train, _ = data
+    cfg = cfg.replace(model={"members": ["cnn"]}, split={"val_fraction": 0}, train={"epochs": 1})
+    losses = []
+    for ls in (0.0, 0.3):
+        _, info = train_ensemble(cfg.replace(train={"label_smoothing": ls}), LABELS, train, [], out=None,
+                                 progress=False, log=lambda m: None)
+        losses.append(info["history"]["cnn"][0]["train_loss"])
+    assert losses[0] != pytest.approx(losses[1], rel=1e-3)
