@@ -25,7 +25,7 @@ from persemo.config import load_config
 from persemo.evaluation import compute_metrics, markdown_table, per_class_table, summarise_folds
 from persemo.pipeline import labels_of, load_items
 from persemo.splits import check_speaker_independent, make_folds
-from persemo.training import predict_items, speaker_statistics, train_ensemble
+from persemo.training import fold_statistics, predict_items, train_ensemble
 
 from .common import add_run_args, fold_model, machine_info, write_results
 
@@ -90,9 +90,7 @@ def run(corpus: str, data: Path, cfg, folds: int, log=print, save_models: Path |
         if cfg.features.normalisation == "speaker":
             # each test speaker's own statistics (also of the smile member's functionals), no labels; with
             # features.enrolment, from their test utterances of that emotion (the enrolment protocol)
-            enrol = cfg.features.enrolment
-            stats = {**speaker_statistics(train, enrolment=enrol), **speaker_statistics(val, enrolment=enrol),
-                     **speaker_statistics(test, model, default_cache_dir(), enrolment=enrol)}
+            stats = fold_statistics(cfg, train, val, test, model, default_cache_dir())
         probs = predict_items(model, test, cfg, stats)
         y = np.array([index[it.utt.emotion] for it in test])
         names = model.member_names

@@ -147,6 +147,19 @@ def test_enrolment_statistics_come_from_the_enrolment_utterances_only():
     assert all(np.array_equal(st[s][k], st2[s][k]) for s in st for k in st[s])
 
 
+def test_fold_statistics_follow_the_enrolment_setting():
+    from persemo.training import fold_statistics
+
+    rng = np.random.default_rng(2)
+    items = [_item(spk, emo, rng.normal(k, 1, (64, 20)), rng.normal(-k, 2, (40, 20)), k)
+             for k, (spk, emo) in enumerate([("a", "anger"), ("a", "neutral"), ("b", "neutral"), ("b", "fear"),
+                                             ("c", "sadness"), ("c", "neutral")])]
+    cfg = Config().replace(features={"normalisation": "speaker", "enrolment": "neutral"})
+    st = fold_statistics(cfg, items[:2], items[2:4], items[4:])
+    want = speaker_statistics(items, enrolment="neutral")
+    assert st.keys() == want.keys() and all(np.array_equal(st[s][k], want[s][k]) for s in st for k in st[s])
+
+
 def test_enrolment_label_must_be_an_emotion_of_the_corpus(data):
     from persemo.config import ConfigError
 

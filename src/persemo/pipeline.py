@@ -19,7 +19,7 @@ from .corpora.base import CorpusError, atomic_write_text
 from .evaluation import compute_metrics, plot_curves, summarise_folds, write_report
 from .prepare import Item, prepare
 from .splits import Split, check_speaker_independent, load_splits, make_folds, make_split, save_splits
-from .training import predict_items, speaker_statistics, train_ensemble, write_history
+from .training import fold_statistics, predict_items, speaker_statistics, train_ensemble, write_history
 
 PROTOCOL_SINGLE = "single utterance"
 
@@ -94,10 +94,8 @@ def train_once(cfg: Config, items: list[Item], split: Split, out: Path, corpus: 
     model, info = train_ensemble(cfg, labels, train, val, out, progress, log, cache_dir=cache_dir)
     stats = None
     if cfg.features.normalisation == "speaker":
-        enrol = cfg.features.enrolment
-        stats = {**speaker_statistics(train, enrolment=enrol), **speaker_statistics(val, enrolment=enrol),
-                 # test speakers' own (smile too, if any), shrunk as predict does
-                 **speaker_statistics(test, model, cache_dir, cfg.features.speaker_shrink, enrol)}
+        # test speakers' own (smile too, if any), shrunk as predict does
+        stats = fold_statistics(cfg, train, val, test, model, cache_dir, cfg.features.speaker_shrink)
     results = _evaluate(model, test, cfg, labels, stats=stats)
     if stats is not None:  # both protocols, the same test utterances, side by side
         single = _evaluate(model, test, cfg, labels)  # no speaker statistics: the model's training ones
@@ -197,7 +195,8 @@ def run_evaluate(model_dir: str | Path, corpus: str, data: str | Path, out: str 
     if not items:
         raise CorpusError("no utterances left to evaluate")
     shrink_k = float(meta.get("adaptation", {}).get("shrink_k", 0.0) or 0.0)  # as predict does
-    stats = speaker_statistics(items, model, cache_dir, shrink_k) if cfg.features.normalisation == "speaker" else None
+    stats = (speaker_statistics(items, model, cache_dir, shrink_k, cfg.features.enrolment)
+             if cfg.features.normalisation == "speaker" else None)
     results = _evaluate(model, items, cfg, labels, noise_snr, noise, stats)
     cond = "clean" if noise_snr is None else f"{noise} noise at {noise_snr:g} dB SNR"
     title = f"{corpus} ({part} part, {cond})"

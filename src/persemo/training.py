@@ -111,6 +111,16 @@ def speaker_statistics(items: list[Item], model=None, cache_dir=None, shrink_k: 
     return out
 
 
+def fold_statistics(cfg: Config, train: list[Item], val: list[Item], test: list[Item], model=None,
+                    cache_dir=None, shrink_k: float = 0.0) -> dict[str, dict[str, np.ndarray]]:
+    """Every speaker's statistics in one fold of a speaker-normalised evaluation, from the utterances
+    ``features.enrolment`` names (all, without it): training and validation speakers as in training,
+    test speakers with the ``model``'s smile statistics too and shrunk by ``shrink_k``."""
+    enrol = cfg.features.enrolment
+    return {**speaker_statistics(train, enrolment=enrol), **speaker_statistics(val, enrolment=enrol),
+            **speaker_statistics(test, model, cache_dir, shrink_k, enrol)}
+
+
 def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
     """Inverse-frequency weights N / (C * n_c), normalised; absent classes get weight 0."""
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
@@ -469,7 +479,7 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
         enrol = cfg.features.enrolment
         if enrol is not None and enrol not in labels:
             raise ConfigError(f"features.enrolment: {enrol!r} is not an emotion of this corpus ({', '.join(labels)})")
-        stats = {**speaker_statistics(train_items, enrolment=enrol), **speaker_statistics(val_items, enrolment=enrol)}
+        stats = fold_statistics(cfg, train_items, val_items, [])
     results = {}
     for name in model.member_names:
         log(f"training {name} on {len(train_items)} utterances, "
