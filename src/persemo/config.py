@@ -117,7 +117,9 @@ class ModelConfig:
                                                           "(0 = none: pooled channels -> emotions, as described)"})
     cnn_pooling: str = field(default="gap", metadata={"help": "gap: global average over frequency and time (as "
                                                              "described); time: average over time only, keeping "
-                                                             "the frequency axis (pitch and formant positions)"})
+                                                             "the frequency axis (pitch and formant positions); "
+                                                             "timestats: time with the standard deviation over "
+                                                             "time beside the mean"})
     cnn_dropout: float = field(default=0.25, metadata={"help": "dropout before the CNN's classifier"})
     lstm_hidden: int = field(default=128, metadata={"help": "LSTM hidden size per direction"})
     lstm_layers: int = field(default=2, metadata={"help": "stacked BiLSTM layers"})
@@ -148,8 +150,8 @@ class ModelConfig:
             raise ConfigError(f"model.smile_kind must be one of {', '.join(SMILE_KINDS)}, not {self.smile_kind!r}")
         if not (isinstance(self.smile_noise_copies, int) and 0 <= self.smile_noise_copies <= 10):
             raise ConfigError("model.smile_noise_copies must be an integer from 0 to 10")
-        if self.cnn_pooling not in ("gap", "time"):
-            raise ConfigError(f"model.cnn_pooling must be 'gap' or 'time', not {self.cnn_pooling!r}")
+        if self.cnn_pooling not in ("gap", "time", "timestats"):
+            raise ConfigError(f"model.cnn_pooling must be 'gap', 'time' or 'timestats', not {self.cnn_pooling!r}")
         if self.lstm_pooling not in ("meanmax", "attention"):
             raise ConfigError(f"model.lstm_pooling must be 'meanmax' or 'attention', not {self.lstm_pooling!r}")
 

@@ -13,7 +13,9 @@ class CNN(nn.Module):
     time, so the 128 channels feed the classifier (as described); ``pooling="time"`` averages over time
     only and keeps the (pooled) frequency axis, channels x n_mels / 2**blocks features, so the position
     of energy in frequency (pitch, formants) reaches the classifier. ``hidden`` > 0 puts one more fully
-    connected layer in between.
+    connected layer in between. ``pooling="timestats"`` is ``time`` with the standard deviation over time
+    beside the mean (statistics pooling): how much each channel-frequency feature varies within the clip
+    reaches the classifier too, twice the features.
     """
 
     def __init__(self, n_classes: int, channels: tuple[int, ...] = (32, 64, 128), hidden: int = 0,
@@ -27,8 +29,10 @@ class CNN(nn.Module):
                        nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             c_in = c
         self.body = nn.Sequential(*layers)
-        if pooling == "time":
+        if pooling in ("time", "timestats"):
             c_in *= max(1, n_mels // 2 ** len(channels))
+        if pooling == "timestats":
+            c_in *= 2
         head: list[nn.Module] = [nn.Dropout(dropout)]
         if hidden > 0:
             head += [nn.Linear(c_in, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)]
@@ -38,10 +42,10 @@ class CNN(nn.Module):
 
     def forward(self, logmel: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         h = self.body(logmel.unsqueeze(1))  # (B, C, F', T')
-        if self.pooling == "time":
+        if self.pooling in ("time", "timestats"):
             h = h.flatten(1, 2).unsqueeze(2)  # (B, C * F', 1, T'): every channel-frequency pair is a feature
         if valid is None:
-            pooled = h.mean(dim=(2, 3))
+            mask = torch.ones(h.shape[0], h.shape[-1], device=h.device)
         else:
             # average only over time steps that cover real frames, so padding does not dilute short clips
             # each pooled step covers 2**blocks input frames (the pools floor); T / T' is not that
@@ -50,5 +54,10 @@ class CNN(nn.Module):
             scale = float(2 ** sum(isinstance(m, nn.MaxPool2d) for m in self.body))
             steps = torch.clamp(torch.ceil(valid.float() / scale), min=1.0)
             mask = (torch.arange(t, device=h.device)[None, :] < steps[:, None]).float()  # (B, T')
-            pooled = (h.mean(dim=2) * mask[:, None, :]).sum(-1) / mask.sum(-1, keepdim=True)
+        h = h.mean(dim=2)  # (B, C', T')
+        n = mask.sum(-1, keepdim=True)
+        pooled = (h * mask[:, None, :]).sum(-1) / n
+        if self.pooling == "timestats":
+            var = (((h - pooled[..., None]) ** 2) * mask[:, None, :]).sum(-1) / n
+            pooled = torch.cat([pooled, torch.sqrt(var + 1e-5)], dim=1)
         return self.head(pooled)
