@@ -29,6 +29,7 @@ def model():
             if buf.is_floating_point() and ("running" in name or "norm_" in name):
                 buf.copy_(buf + 0.3 * torch.rand_like(buf))  # BN running stats, normalisation statistics
         m.weights.copy_(torch.tensor([0.3, 0.7]))
+        m.temperatures.copy_(torch.tensor([1.5, 2.5]))
     return m.eval()
 
 
@@ -57,6 +58,7 @@ def test_save_load_identical(saved, model, batch):
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     assert meta["labels"] == LABELS and meta["members"] == ["cnn", "lstm"]
     assert meta["ensemble_weights"] == pytest.approx([0.3, 0.7])
+    assert meta["member_temperatures"] == pytest.approx([1.5, 2.5]) and loaded.temperatures == pytest.approx([1.5, 2.5])
     assert meta["format_version"] == FORMAT_VERSION and meta["trained_on"] == {"corpus": "csv"}
     assert meta["normalisation"] == "global" and meta["window_seconds"] == pytest.approx(47 * 512 / 16000)
     assert Config.from_dict(meta["config"]) == model.cfg
@@ -105,6 +107,8 @@ def test_wrong_format_version(saved):
     (lambda m: m.pop("labels"), "missing field 'labels'"),
     (lambda m: m["config"]["model"].update(lstm_pooling="median"), "bad config"),
     (lambda m: m["config"]["model"].update(lstm_hidden=32), "do not fit"),
+    (lambda m: m.update(member_temperatures=[1.5, 2.0]), "disagree"),
+    (lambda m: m.update(member_temperatures=[1.5]), "one number per member"),
 ])
 def test_bad_meta_is_refused(saved, edit, match):
     meta = json.loads((saved / META).read_text(encoding="utf-8"))
@@ -157,3 +161,26 @@ def test_resave_over_an_existing_model(saved, model, batch):
     assert extra == {} and "trained_on" not in meta
     with torch.no_grad():
         assert torch.equal(loaded(*batch), model(*batch))
+
+
+def test_an_artifact_from_before_temperatures_loads_uncalibrated(saved, model, batch):
+    # saved by the previous release: no member_temperatures in the JSON, no temperatures tensor
+    from safetensors.torch import load_file, save_file
+
+    from persemo.artifact import _sha256
+
+    tensors = load_file(str(saved / WEIGHTS))
+    del tensors["temperatures"]
+    save_file(tensors, str(saved / WEIGHTS))
+    meta = json.loads((saved / META).read_text(encoding="utf-8"))
+    del meta["member_temperatures"]
+    meta["weights_sha256"] = _sha256(saved / WEIGHTS)
+    (saved / META).write_text(json.dumps(meta), encoding="utf-8")
+    loaded, _, _ = load_model(saved)
+    assert loaded.temperatures == [1.0, 1.0]
+    with torch.no_grad():
+        model.temperatures.fill_(1.0)
+        try:
+            assert torch.allclose(loaded(*batch), model(*batch), atol=1e-6)
+        finally:
+            model.temperatures.copy_(torch.tensor([1.5, 2.5]))

@@ -159,3 +159,16 @@ def test_no_validation_split_is_allowed():
 def test_shipped_configs_load(path):
     cfg = load_config(path)
     assert cfg.model.members and cfg.train.epochs > 0
+
+
+def test_temperatures_and_calibration_are_checked():
+    assert Config().model.member_temperatures == (1.0, 1.0)
+    cfg = Config().replace(model={"temperatures": [1.5, 3]})
+    assert cfg.model.member_temperatures == (1.5, 3.0)
+    for bad in ([1.5], [1.0, 0.0], [1.0, -2.0], [1.0, "x"]):
+        with pytest.raises(ConfigError, match="model.temperatures"):
+            Config().replace(model={"temperatures": bad})
+    with pytest.raises(ConfigError, match="model.calibration"):
+        Config().replace(model={"calibration": "platt"})
+    with pytest.raises(ConfigError, match="val_fraction > 0"):
+        Config().replace(model={"calibration": "validation"}, split={"val_fraction": 0})

@@ -168,7 +168,13 @@ def test_two_folds(corpus, tmp_path):
     assert not (tests[0] & tests[1]) and len(tests[0] | tests[1]) == 6 * 2 * 6  # every utterance tested once
     summary = json.loads((tmp_path / "cv" / "report" / "report.json").read_text(encoding="utf-8"))
     assert summary["folds"] == 2
-    assert set(res["results"]) == {"cnn", "lstm", "ensemble (equal)", "ensemble (weighted)"}
+    assert set(res["results"]) == {"cnn", "lstm", "ensemble (equal)", "ensemble (weighted)",
+                                   "ensemble (equal, calibrated)"}
+    cal = json.loads((tmp_path / "cv" / "calibration.json").read_text(encoding="utf-8"))
+    assert cal["members"] == ["cnn", "lstm"] and len(cal["temperatures"]) == 2
+    assert all(0.05 <= t <= 20 for t in cal["temperatures"]) and cal["fitted_on"] == "single utterance"
+    # the calibration.json temperatures are a valid config value for the final model
+    cfg.replace(model={"temperatures": cal["temperatures"]})
     for r in res["results"].values():
         assert len(r["uar"]["folds"]) == 2
         assert r["uar"]["mean"] == pytest.approx(np.mean(r["uar"]["folds"]))
@@ -180,8 +186,8 @@ def test_speaker_mode_folds_report_both_protocols_without_validation(corpus, tmp
     res = run_train("csv", corpus, tmp_path / "cv", cfg, folds=2, cache_dir=None, progress=False, log=lambda m: None)
     folds = load_splits(tmp_path / "cv" / "splits_all.json")
     assert all(f.val == [] for f in folds)
-    names = {f"{m} [{p}]" for m in ("cnn", "lstm", "ensemble (equal)", "ensemble (weighted)")
-             for p in ("speaker-adapted", "single utterance")}
+    names = {f"{m} [{p}]" for m in ("cnn", "lstm", "ensemble (equal)", "ensemble (weighted)",
+                                     "ensemble (equal, calibrated)") for p in ("speaker-adapted", "single utterance")}
     assert set(res["results"]) == names
     rep = json.loads((tmp_path / "cv" / "fold0" / "report" / "report.json").read_text(encoding="utf-8"))
     assert rep["protocol"].startswith("both")
@@ -191,6 +197,8 @@ def test_speaker_mode_folds_report_both_protocols_without_validation(corpus, tmp
         sum(r["cnn [single utterance]"]["confusion"][0]) + sum(r["cnn [single utterance]"]["confusion"][1])
     meta = json.loads((tmp_path / "cv" / "fold0" / "model.json").read_text(encoding="utf-8"))
     assert meta["training"]["validation"] is False and meta["adaptation"] == {"shrink_k": 10.0, "enrolment": None}
+    cal = json.loads((tmp_path / "cv" / "calibration.json").read_text(encoding="utf-8"))
+    assert cal["fitted_on"] == "speaker-adapted" and set(cal["per_protocol"]) == {"speaker-adapted", "single utterance"}
 
 
 def test_empty_or_missing_corpus_is_one_clear_error(tmp_path):

@@ -263,3 +263,22 @@ def test_enrolment_standardises_each_speaker_by_their_enrolment_functionals():
     assert np.abs(Z[calm[spk == "s1"]].mean(0)).max() < 1e-6  # s1's sadness clips centred on 0
     p_calm = enrolled.predict_proba(Z[calm[spk == "s1"]])[:, LABELS.index("sadness")]
     assert p_calm.mean() > 0.5
+
+
+# -- temperatures ------------------------------------------------------------------------------------------
+
+def test_member_temperatures_round_trip_with_a_smile_member(trained, tmp_path):
+    from persemo.models.ensemble import soften
+
+    cfg, model, _, val = trained
+    base = predict_items(model, val, cfg)
+    try:
+        model.set_temperatures([1.2, 2.0, 0.7])
+        got = predict_items(model, val, cfg)
+        np.testing.assert_allclose(got[2], soften(base[2], 0.7), atol=1e-5)  # the smile member's row
+        d = save_model(tmp_path / "temps", model)
+        loaded, meta, _ = load_model(d)
+        assert meta["member_temperatures"] == pytest.approx([1.2, 2.0, 0.7])
+        np.testing.assert_array_equal(predict_items(loaded, val, cfg), got)
+    finally:
+        model.set_temperatures([1.0, 1.0, 1.0])

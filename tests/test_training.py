@@ -12,8 +12,8 @@ import torch
 from persemo.config import Config
 from persemo.corpora.base import Utterance
 from persemo.prepare import Item
-from persemo.training import (choose_weights, class_weights, crop_wave, feature_statistics, predict_items,
-                              speaker_statistics, train_ensemble)
+from persemo.training import (choose_weights, class_weights, crop_wave, feature_statistics, fit_temperature,
+                              predict_items, speaker_statistics, train_ensemble)
 
 SR = 16000
 LABELS = ["anger", "sadness"]
@@ -190,6 +190,25 @@ def test_choose_weights_equal_members_keep_equal_weights():
     assert choose_weights(np.stack([p, p]), y, ["a", "b"]) == pytest.approx([0.5, 0.5])
 
 
+@pytest.mark.parametrize("true_t", [0.5, 1.0, 3.0])
+def test_fit_temperature_recovers_the_overconfidence(true_t):
+    # labels drawn from softmax(z); the member reports softmax(z * true_t), i.e. it is true_t times too sharp
+    rng = np.random.default_rng(0)
+    z = 1.5 * rng.standard_normal((6000, 4))
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    y = np.array([rng.choice(4, p=row) for row in p])
+    reported = np.exp(z * true_t) / np.exp(z * true_t).sum(1, keepdims=True)
+    assert fit_temperature(reported, y) == pytest.approx(true_t, rel=0.1)
+
+
+def test_fit_temperature_stays_in_its_bounds_and_needs_data():
+    y = np.array([0, 1, 0, 1])
+    perfect = np.eye(2)[y] * 0.98 + 0.01
+    assert 0.05 <= fit_temperature(perfect, y) < 0.2  # always right: sharpened toward the lower bound
+    with pytest.raises(ValueError, match="no held-out"):
+        fit_temperature(np.zeros((0, 2)), np.zeros(0, int))
+
+
 def test_crop_wave():
     w = np.arange(10)
     np.testing.assert_array_equal(crop_wave(w, 4, "centre"), [3, 4, 5, 6])
@@ -285,3 +304,36 @@ def test_label_smoothing_reaches_the_loss(data):
                                  progress=False, log=lambda m: None)
         losses.append(info["history"]["cnn"][0]["train_loss"])
     assert losses[0] != pytest.approx(losses[1], rel=1e-3)
+
+
+def test_validation_calibration_fits_each_members_temperature(data):
+    from persemo.models.ensemble import soften
+
+    cfg, train, val = data
+    index = {l: i for i, l in enumerate(LABELS)}
+    y = np.array([index[it.utt.emotion] for it in val])
+    plain, _ = train_ensemble(cfg, LABELS, train, val, out=None, progress=False, log=lambda m: None)
+    cal_cfg = cfg.replace(model={"calibration": "validation"})
+    model, info = train_ensemble(cal_cfg, LABELS, train, val, out=None, progress=False, log=lambda m: None)
+    raw = predict_items(plain, val, cfg)[:-1]  # the same seeded members, uncalibrated
+    want = [fit_temperature(p, y) for p in raw]
+    assert info["member_temperatures"] == pytest.approx(want) and model.temperatures == pytest.approx(want)
+    assert any(abs(t - 1) > 0.05 for t in want)
+    got = predict_items(model, val, cal_cfg)
+    for i, t in enumerate(want):
+        np.testing.assert_allclose(got[i], soften(raw[i], t), atol=1e-5)
+        np.testing.assert_array_equal(got[i].argmax(1), raw[i].argmax(1))  # a member's answers stay its own
+
+
+def test_config_temperatures_reach_the_members(data):
+    from persemo.models.ensemble import soften
+
+    cfg, train, val = data
+    cfg = cfg.replace(split={"val_fraction": 0}, train={"epochs": 1})
+    model, _ = train_ensemble(cfg, LABELS, train, [], out=None, progress=False, log=lambda m: None)
+    base = predict_items(model, val, cfg)
+    model.set_temperatures([2.0, 0.5])
+    got = predict_items(model, val, cfg)
+    np.testing.assert_allclose(got[0], soften(base[0], 2.0), atol=1e-5)
+    np.testing.assert_allclose(got[1], soften(base[1], 0.5), atol=1e-5)
+    np.testing.assert_allclose(got[2], (got[0] + got[1]) / 2, atol=1e-6)

@@ -90,6 +90,7 @@ def save_model(out: str | Path, model, extra_arrays: dict[str, np.ndarray] | Non
         "labels": list(model.labels),
         "members": list(model.member_names),
         "ensemble_weights": [float(w) for w in model.weights.tolist()],
+        "member_temperatures": [float(t) for t in model.temperatures],
         "normalisation": cfg.features.normalisation,
         "supported_modes": supported_modes(cfg.features.normalisation),
         # the samples one window holds, as inference cuts them (features.samples_for_frames: 126 -> 4.0 s)
@@ -163,6 +164,9 @@ def load_torch_model(path: str | Path):
     own = set(model.state_dict())
     state = {k: v for k, v in tensors.items() if k in own}
     extra = {k: v.numpy() for k, v in tensors.items() if k not in own}
+    if "temperatures" not in state and "member_temperatures" not in meta:
+        # saved before members had temperatures (persemo <= 0.x of session 3): uncalibrated, T = 1
+        state["temperatures"] = model.temperatures.clone()
     missing = own - set(state)
     if missing:
         raise ArtifactError(f"{wpath}: missing tensors {sorted(missing)[:3]}")
@@ -172,6 +176,20 @@ def load_torch_model(path: str | Path):
         raise ArtifactError(f"{wpath}: tensors do not fit the config ({str(exc).splitlines()[0]})") from None
     model.eval()
     return model, meta, extra
+
+
+def _check_temperatures(p: Path, full, temps) -> None:
+    """The JSON's member temperatures must be the torch members' buffer in the weights file."""
+    if temps is None:
+        return
+    try:
+        ok = all(abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(a)))
+                 for a, b in zip(full.temperatures, temps))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ArtifactError(f"{p / META}: member_temperatures {temps} disagree with the model's "
+                            f"({[round(t, 4) for t in full.temperatures]} in {WEIGHTS})")
 
 
 def load_model(path: str | Path):
@@ -193,8 +211,14 @@ def load_model(path: str | Path):
             raise ArtifactError(f"{p}: this model has an openSMILE member ('smile'), which needs the opensmile "
                                 "package: pip install 'persemo[opensmile]'") from None
     model, meta, extra = load_torch_model(p)
+    temps = meta.get("member_temperatures")
+    if temps is not None and (not isinstance(temps, list) or len(temps) != len(cfg.model.members)):
+        raise ArtifactError(f"{p / META}: member_temperatures must give one number per member of "
+                            f"{list(cfg.model.members)}")
     if SMILE not in cfg.model.members:
-        return FullEnsemble(model), meta, extra
+        full = FullEnsemble(model)
+        _check_temperatures(p, full, temps)
+        return full, meta, extra
     from .smile import SmileMember
 
     wpath = p / WEIGHTS
@@ -226,4 +250,10 @@ def load_model(path: str | Path):
         raise ArtifactError(f"{p / META}: bad ensemble weights ({exc})") from None
     if not torch.allclose(saved, model.weights, atol=1e-6):
         raise ArtifactError(f"{p / META}: ensemble_weights disagree with the torch members' weights in {WEIGHTS}")
+    if temps is not None:  # the smile member's own; the torch members' come from the weights file
+        t = temps[cfg.model.members.index(SMILE)]
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 < t < float("inf"):
+            raise ArtifactError(f"{p / META}: bad member_temperatures {temps} (each must be a positive number)")
+        full.smile_temperature = float(t)
+    _check_temperatures(p, full, temps)
     return full.eval(), meta, {k: v for k, v in extra.items() if k not in mine}

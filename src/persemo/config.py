@@ -125,6 +125,16 @@ class ModelConfig:
     lstm_layers: int = field(default=2, metadata={"help": "stacked BiLSTM layers"})
     lstm_dropout: float = field(default=0.25, metadata={"help": "dropout between LSTM layers and before the head"})
     lstm_pooling: str = field(default="meanmax", metadata={"help": "meanmax or attention pooling over frames"})
+    temperatures: tuple[float, ...] = field(
+        default=(),
+        metadata={"help": "one softmax temperature per member of `members`, in its order (empty = 1 each): a "
+                          "member's probabilities are softmax(logits / T) before the vote, T > 1 softening an "
+                          "overconfident member; fitted by `persemo train --folds K` (calibration.json) or "
+                          "by `calibration: validation`"})
+    calibration: str = field(
+        default="none",
+        metadata={"help": "none (use `temperatures`) or validation: fit each member's temperature on the "
+                          "validation split (least log-loss) before the vote weights are chosen"})
     smile_feature_set: str = field(
         default="ComParE_2016",
         metadata={"help": "the smile member's openSMILE functionals: ComParE_2016 (6373) or eGeMAPSv02 (88)"})
@@ -154,6 +164,17 @@ class ModelConfig:
             raise ConfigError(f"model.cnn_pooling must be 'gap', 'time' or 'timestats', not {self.cnn_pooling!r}")
         if self.lstm_pooling not in ("meanmax", "attention"):
             raise ConfigError(f"model.lstm_pooling must be 'meanmax' or 'attention', not {self.lstm_pooling!r}")
+        if self.temperatures and (len(self.temperatures) != len(self.members) or not all(
+                isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 100 for t in self.temperatures)):
+            raise ConfigError(f"model.temperatures must give one number in (0, 100] per member of "
+                              f"{list(self.members)} (or be empty); got {list(self.temperatures)}")
+        if self.calibration not in ("none", "validation"):
+            raise ConfigError(f"model.calibration must be 'none' or 'validation', not {self.calibration!r}")
+
+    @property
+    def member_temperatures(self) -> tuple[float, ...]:
+        """``temperatures``, or 1 per member when it is empty."""
+        return tuple(float(t) for t in self.temperatures) or (1.0,) * len(self.members)
 
 
 @dataclass(frozen=True)
@@ -216,6 +237,10 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.calibration == "validation" and self.split.val_fraction <= 0:
+            raise ConfigError("model.calibration: validation needs a validation split (split.val_fraction > 0)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

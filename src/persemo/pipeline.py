@@ -58,15 +58,18 @@ SINGLE_TAG = "single utterance"
 
 
 def _evaluate(model, items: list[Item], cfg: Config, labels: list[str], noise_snr=None, noise="white",
-              stats=None) -> dict[str, dict]:
+              stats=None, keep: list | None = None) -> dict[str, dict]:
     """Metrics for each member, the equal-weight soft vote and the weighted soft vote (``model``: a
-    ``FullEnsemble``, every member in config order, or a torch ``Ensemble``)."""
-    from .models.ensemble import as_full
+    ``FullEnsemble``, every member in config order, or a torch ``Ensemble``). ``keep``, a list, gets
+    (labels, member probabilities (M, N, C) at temperature 1) appended, for calibration across folds."""
+    from .models.ensemble import as_full, soften
 
     model = as_full(model)
     index = {l: i for i, l in enumerate(labels)}
     y = np.array([index[it.utt.emotion] for it in items])
     probs = predict_items(model, items, cfg, stats, noise_snr=noise_snr, noise=noise)
+    if keep is not None:
+        keep.append((y, np.stack([soften(p, 1.0 / t) for p, t in zip(probs[:-1], model.temperatures)])))
     out = {}
     for i, name in enumerate(model.member_names):
         out[name] = compute_metrics(y, probs[i], labels)
@@ -77,14 +80,49 @@ def _evaluate(model, items: list[Item], cfg: Config, labels: list[str], noise_sn
     return out
 
 
+def cross_fold_calibration(oof: dict[str, list], members, labels: list[str]) -> dict:
+    """Member temperatures from k folds' test predictions (``train_once``'s ``oof``: protocol -> [(y, (M, N, C)
+    probabilities at T = 1)] per fold).
+
+    Per protocol: the temperatures fitted on every fold's predictions pooled (for a final model's
+    ``model.temperatures``), and per fold the metrics of the members and of the equal vote with the
+    temperatures fitted on the *other* folds only ("cross-fitted": no fold's labels calibrate its own
+    predictions). ``fitted_on`` names the protocol the model is meant for (speaker-adapted when present).
+    """
+    from .models.ensemble import soften
+    from .training import fit_temperature
+
+    members = list(members)
+    out: dict = {"members": members, "protocols": {},
+                 "fitted_on": SPEAKER_TAG if SPEAKER_TAG in oof else SINGLE_TAG,
+                 "how": "least log-loss softmax temperature per member on out-of-fold test predictions"}
+    for tag, folds in oof.items():
+        pooled = [np.concatenate([f[1][m] for f in folds]) for m in range(len(members))]
+        y_all = np.concatenate([f[0] for f in folds])
+        temps = [fit_temperature(p, y_all) for p in pooled]
+        per_fold: dict[str, list] = {}
+        if len(folds) > 1:
+            for k, (y, probs) in enumerate(folds):
+                rest = [f for j, f in enumerate(folds) if j != k]
+                y_rest = np.concatenate([f[0] for f in rest])
+                ts = [fit_temperature(np.concatenate([f[1][m] for f in rest]), y_rest) for m in range(len(members))]
+                cal = [soften(probs[m], t) for m, t in enumerate(ts)]
+                if len(members) > 1:
+                    per_fold.setdefault("ensemble (equal, calibrated)", []).append(
+                        compute_metrics(y, np.mean(cal, 0), labels))
+        out["protocols"][tag] = {"temperatures": temps, "per_fold": per_fold}
+    return out
+
+
 def _by_ids(items: list[Item], ids: list[str]) -> list[Item]:
     keep = set(ids)
     return [it for it in items if it.utt.id in keep]
 
 
 def train_once(cfg: Config, items: list[Item], split: Split, out: Path, corpus: str, data: str,
-               progress: bool = True, log=print, cache_dir=None) -> dict:
-    """Train on one split, save the model into ``out`` and its test report into ``out/report``."""
+               progress: bool = True, log=print, cache_dir=None, oof: dict | None = None) -> dict:
+    """Train on one split, save the model into ``out`` and its test report into ``out/report``.
+    ``oof`` (a dict) collects the test labels and member probabilities per protocol (``_evaluate``'s keep)."""
     labels = labels_of(items)
     train, val, test = (_by_ids(items, split.train), _by_ids(items, split.val), _by_ids(items, split.test))
     if not train or not test or (not val and cfg.split.val_fraction > 0):
@@ -96,9 +134,11 @@ def train_once(cfg: Config, items: list[Item], split: Split, out: Path, corpus: 
     if cfg.features.normalisation == "speaker":
         # test speakers' own (smile too, if any), shrunk as predict does
         stats = fold_statistics(cfg, train, val, test, model, cache_dir, cfg.features.speaker_shrink)
-    results = _evaluate(model, test, cfg, labels, stats=stats)
+    keep = (lambda tag: oof.setdefault(tag, [])) if oof is not None else (lambda tag: None)
+    results = _evaluate(model, test, cfg, labels, stats=stats, keep=keep(SPEAKER_TAG if stats is not None else
+                                                                          SINGLE_TAG))
     if stats is not None:  # both protocols, the same test utterances, side by side
-        single = _evaluate(model, test, cfg, labels)  # no speaker statistics: the model's training ones
+        single = _evaluate(model, test, cfg, labels, keep=keep(SINGLE_TAG))  # the model's training statistics
         results = {**{f"{k} [{SPEAKER_TAG}]": v for k, v in results.items()},
                    **{f"{k} [{SINGLE_TAG}]": v for k, v in single.items()}}
     meta = {"trained_on": {"corpus": corpus, "data": str(Path(data).resolve()), "split": split.kind,
@@ -150,18 +190,36 @@ def run_train(corpus: str, data: str | Path, out: str | Path, cfg: Config, folds
         log(f"training curves: {out / 'curves.png'}, per-epoch log: {out / 'history.csv'}")
         return {"results": res, "out": str(out)}
     per_fold: dict[str, list[dict]] = {}
+    oof: dict[str, list] = {}
     for sp in splits:
         log(f"fold {sp.fold + 1}/{len(splits)}")
-        res = train_once(cfg, items, sp, out / f"fold{sp.fold}", corpus, str(data), progress, log, cache_dir)
+        res = train_once(cfg, items, sp, out / f"fold{sp.fold}", corpus, str(data), progress, log, cache_dir, oof)
         for name, r in res.items():
             key = re.sub(r"^ensemble \(weighted [^)]*\)", "ensemble (weighted)", name)
             per_fold.setdefault(key, []).append(r)
-    summary = {name: summarise_folds(rs) for name, rs in per_fold.items()}
     labels = labels_of(items)
+    notes = [f"split: {splits[0].description}, seed {s.seed}; mean ± std over folds"]
+    calibration = cross_fold_calibration(oof, cfg.model.members, labels)
+    for tag, c in calibration["protocols"].items():
+        suffix = f" [{tag}]" if len(calibration["protocols"]) > 1 else ""
+        for name, rs in c["per_fold"].items():
+            per_fold[name + suffix] = rs
+    summary = {name: summarise_folds(rs) for name, rs in per_fold.items()}
+    tag = calibration["fitted_on"]
+    temps = calibration["protocols"][tag]["temperatures"]
+    notes.append("calibrated: each member's softmax temperature fitted (least log-loss) on the other folds' test "
+                 "predictions, never on the fold it is applied to (cross-fitted). On all folds' predictions"
+                 + (f" ({tag})" if len(calibration["protocols"]) > 1 else "") + ": "
+                 + ", ".join(f"{n} {t:.2f}" for n, t in zip(cfg.model.members, temps))
+                 + f"; calibration.json; to use them: model.temperatures: [{', '.join(f'{t:.2f}' for t in temps)}]")
+    atomic_write_text(out / "calibration.json", json.dumps(
+        {"members": calibration["members"], "temperatures": temps, "fitted_on": tag, "how": calibration["how"],
+         "per_protocol": {t: c["temperatures"] for t, c in calibration["protocols"].items()}}, indent=1))
     write_report(out / "report", summary, labels, f"{corpus}: {len(splits)}-fold cross-validation",
-                 notes=[f"split: {splits[0].description}, seed {s.seed}; mean ± std over folds"],
-                 extra={"folds": len(splits)})
+                 notes=notes, extra={"folds": len(splits), "calibration": calibration["protocols"][tag]["temperatures"]})
     log(f"{len(splits)}-fold report: {out / 'report' / 'report.md'}")
+    log(f"member temperatures ({', '.join(cfg.model.members)}) fitted on the out-of-fold predictions: "
+        f"{', '.join(f'{t:.2f}' for t in temps)} ({out / 'calibration.json'})")
     return {"results": summary, "out": str(out)}
 
 

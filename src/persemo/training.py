@@ -364,6 +364,39 @@ def predict_items(model, items: list[Item], cfg: Config, stats: dict[str, dict[s
     return np.concatenate(outs, axis=1)
 
 
+def fit_temperature(probs: np.ndarray, y: np.ndarray, lo: float = 0.05, hi: float = 20.0) -> float:
+    """The softmax temperature T that minimises the log-loss of softmax(log p / T) on held-out labels.
+
+    ``probs`` (N, C) are one member's probabilities (at T = 1) for utterances it did not train on. T > 1
+    softens an overconfident member, T < 1 sharpens a timid one; the arg-max, hence the member's own
+    accuracy and UAR, does not change. Searched on a log scale in [lo, hi] (golden section, then clipped).
+    """
+    logp = np.log(np.clip(np.asarray(probs, np.float64), 1e-12, None))
+    y = np.asarray(y)
+    if len(y) == 0:
+        raise ValueError("no held-out utterances to fit a temperature on")
+
+    def loss(log_t: float) -> float:
+        z = logp / np.exp(log_t)
+        z = z - z.max(1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(y)), y]))
+
+    a, b = np.log(lo), np.log(hi)
+    g = (np.sqrt(5) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = loss(c), loss(d)
+    for _ in range(60):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = loss(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = loss(d)
+    return float(np.clip(np.exp((a + b) / 2), lo, hi))
+
+
 def choose_weights(member_probs: np.ndarray, y: np.ndarray, labels: list[str], step: float = 0.1) -> list[float]:
     """Member weights on a simplex grid that maximise validation UAR; ties go to the most even weights."""
     from .evaluation import compute_metrics
@@ -459,7 +492,7 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
     """
     import lightning as L
 
-    from .models.ensemble import SMILE, Ensemble, FullEnsemble
+    from .models.ensemble import SMILE, Ensemble, FullEnsemble, soften
 
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     if cfg.train.num_threads > 0:
@@ -507,14 +540,23 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
             smile_info["val_score"] = None
             members[SMILE] = smile_info
         info = {"members": {n: members[n] for n in full.member_names}, "ensemble_weights": weights,
-                "validation": False, "history": {n: r.history for n, r in results.items()}}
+                "member_temperatures": full.temperatures, "validation": False,
+                "history": {n: r.history for n, r in results.items()}}
         return full, info
     if smile_norm is not None:  # validation speakers' own functional statistics, for the weights below
         stats = {**stats, **speaker_statistics(val_items, full, cache_dir, enrolment=cfg.features.enrolment)}
     index = {l: i for i, l in enumerate(labels)}
     y_val = np.array([index[it.utt.emotion] for it in val_items])
     probs = predict_items(full, val_items, cfg, stats)
-    weights = choose_weights(probs[:-1], y_val, labels)
+    temperatures = None
+    if cfg.model.calibration == "validation":  # each member's temperature first, then the weights on them
+        base = full.temperatures  # the config's (1 each unless given): refit from the uncalibrated output
+        temperatures = [fit_temperature(soften(p, 1.0 / t), y_val) for p, t in zip(probs[:-1], base)]
+        full.set_temperatures(temperatures)
+        probs = np.stack([soften(soften(p, 1.0 / t0), t) for p, t0, t in zip(probs[:-1], base, temperatures)])
+        log("temperatures fitted on validation: " + ", ".join(f"{n} {t:.2f}" for n, t in
+                                                               zip(full.member_names, temperatures)))
+    weights = choose_weights(probs[:-1] if temperatures is None else probs, y_val, labels)
     full.set_weights(weights)
     if smile_info is not None:
         from .evaluation import compute_metrics
@@ -522,6 +564,7 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
         score = compute_metrics(y_val, probs[full.member_names.index(SMILE)], labels)
         smile_info["val_score"] = float(score["uar" if cfg.train.monitor == "uar" else "macro_f1"])
         members[SMILE] = smile_info
-    info = {"members": {n: members[n] for n in full.member_names},
-            "ensemble_weights": weights, "validation": True, "history": {n: r.history for n, r in results.items()}}
+    info = {"members": {n: members[n] for n in full.member_names}, "ensemble_weights": weights,
+            "member_temperatures": full.temperatures, "validation": True,
+            "history": {n: r.history for n, r in results.items()}}
     return full, info

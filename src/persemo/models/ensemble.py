@@ -41,6 +41,15 @@ def soft_vote(probs: Sequence[torch.Tensor], weights: Sequence[float] | torch.Te
     return (stacked * w).sum(0) / w.sum()
 
 
+def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Rows of probabilities at a softmax temperature: softmax(log p / T); T = 1 returns them as they are."""
+    if temperature == 1.0:
+        return probs
+    z = np.log(np.clip(probs, 1e-12, None)) / temperature
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
 TORCH_MEMBERS = ("cnn", "lstm")
 SMILE = "smile"
 SMILE_PREFIX = "smile."  # the smile member's arrays in model.safetensors
@@ -74,12 +83,15 @@ class Ensemble(nn.Module):
         self.features = FeaturePipeline(cfg.features)
         self.members = nn.ModuleDict({n: build_member(n, cfg, len(self.labels)) for n in self.member_names})
         self.register_buffer("weights", torch.ones(len(self.member_names)) / max(1, len(self.member_names)))
+        # softmax temperature per torch member (1: the logits as trained); part of the exported graph
+        temps = dict(zip(cfg.model.members, cfg.model.member_temperatures))
+        self.register_buffer("temperatures", torch.tensor([temps[n] for n in self.member_names], dtype=torch.float32))
 
     def member_probs(self, wave: torch.Tensor, lengths: torch.Tensor | None = None,
                      speaker_stats: dict[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
         logmel, mfcc, valid = self.features(wave, lengths, speaker_stats)
-        return [torch.softmax(self.members[n](member_input(n, logmel, mfcc), valid), dim=-1)
-                for n in self.member_names]
+        return [torch.softmax(self.members[n](member_input(n, logmel, mfcc), valid) / self.temperatures[i], dim=-1)
+                for i, n in enumerate(self.member_names)]
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None,
                 speaker_stats: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -101,7 +113,8 @@ class FullEnsemble:
     """
 
     def __init__(self, ensemble: Ensemble, smile=None, weights: Sequence[float] | None = None,
-                 smile_norm: tuple[np.ndarray, np.ndarray] | None = None):
+                 smile_norm: tuple[np.ndarray, np.ndarray] | None = None,
+                 temperatures: Sequence[float] | None = None):
         self.ensemble = ensemble
         self.smile = smile  # a fitted smile.SmileMember, or None
         self.smile_norm = smile_norm  # speaker mode: (mean, std) of the training functionals, else None
@@ -114,6 +127,9 @@ class FullEnsemble:
             raise ValueError(f"members {self.member_names}: a smile member must be given exactly when the config "
                              "lists one")
         self._weights = ensemble.weights
+        self.smile_temperature = float(dict(zip(self.member_names, self.cfg.model.member_temperatures)).get(SMILE, 1.0))
+        if temperatures is not None:
+            self.set_temperatures(temperatures)
         if weights is not None:
             self.set_weights(weights)
         elif not self.only_torch:
@@ -149,6 +165,25 @@ class FullEnsemble:
         with torch.no_grad():
             self.ensemble.weights.copy_(tw)
 
+    @property
+    def temperatures(self) -> list[float]:
+        """Each member's softmax temperature, over ``member_names`` (1 = uncalibrated)."""
+        torch_t = dict(zip(self.ensemble.member_names, self.ensemble.temperatures.tolist()))
+        return [self.smile_temperature if n == SMILE else float(torch_t[n]) for n in self.member_names]
+
+    def set_temperatures(self, temperatures: Sequence[float]) -> None:
+        """One temperature > 0 per member: its probabilities become softmax(log p / T) before the vote."""
+        t = [float(x) for x in temperatures]
+        if len(t) != len(self.member_names):
+            raise ValueError(f"{len(t)} temperatures for members {self.member_names}")
+        if not all(np.isfinite(x) and x > 0 for x in t):
+            raise ValueError("member temperatures must be finite and positive")
+        by_name = dict(zip(self.member_names, t))
+        with torch.no_grad():
+            self.ensemble.temperatures.copy_(torch.tensor([by_name[n] for n in self.ensemble.member_names],
+                                                          dtype=torch.float32))
+        self.smile_temperature = by_name.get(SMILE, 1.0)
+
     # --- torch-like conveniences
     def eval(self) -> "FullEnsemble":
         self.ensemble.eval()
@@ -176,7 +211,7 @@ class FullEnsemble:
             else:
                 mean, std = self.smile_norm
             X = (X - mean) / std
-        return self.smile.predict_proba(X)
+        return soften(self.smile.predict_proba(X), self.smile_temperature)
 
     def member_probs(self, wave: torch.Tensor, lengths: torch.Tensor | None = None,
                      speaker_stats: dict | None = None) -> list[torch.Tensor]:
