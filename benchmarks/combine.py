@@ -6,7 +6,8 @@ FILE is a result in results/ (name without .json): an ``emodb_*`` file (KEY: a r
 "probs", e.g. ``cnn``) or ``peers_emodb`` (KEY: ``protocol/model``, e.g. ``standard/ComParE_2016 +
 SmileMember (logreg)``). Every file must hold the same speaker-independent folds
 (``make_folds(kind="speaker", seed=0)``; checked here by the test ids). Every team of the members is
-soft-voted with equal weights; results/combine_emodb[_TAG].json and .md. No model is trained. Members
+soft-voted with equal weights (``--calibrate``: also with cross-fitted member temperatures);
+results/combine_emodb[_TAG].json and .md. No model is trained. Members
 train independently (each reseeded before its training), so this is the ensemble of those members; a
 joint run would draw a member's initial weights at another position of the seeded generator (the same
 distribution, not the same numbers).
@@ -55,8 +56,16 @@ def fold_probs(data: dict, key: str) -> dict[int, dict[str, np.ndarray]]:
     return out
 
 
-def combine(members: list[tuple[str, str, str]], results=RESULTS) -> tuple[list[str], dict]:
-    """(labels, {team: per-fold metrics summary}) for every team of ``members``."""
+def combine(members: list[tuple[str, str, str]], results=RESULTS, calibrate: bool = False) -> tuple[list[str], dict]:
+    """(labels, {team: per-fold metrics summary}) for every team of ``members``.
+
+    ``calibrate``: also every team of two or more with each member's softmax temperature fitted (least
+    log-loss, ``persemo.training.fit_temperature``) on the *other* folds' test predictions, never on the
+    fold it is applied to: "(calibrated)" rows, the cross-fitted vote ``persemo train --folds`` reports.
+    """
+    from persemo.models.ensemble import soften
+    from persemo.training import fit_temperature
+
     files = {f: json.loads((results / f"{f}.json").read_text()) for _, f, _ in members}
     labels = next(iter(files.values()))["labels"]
     if any(d["labels"] != labels for d in files.values()):
@@ -66,8 +75,8 @@ def combine(members: list[tuple[str, str, str]], results=RESULTS) -> tuple[list[
     if ref is None:
         raise SystemExit("at least one member must come from an emodb_* result file")
     probs = {name: fold_probs(files[f], key) for name, f, key in members}
-    per: dict[str, list[dict]] = {}
     names = [m[0] for m in members]
+    folds = []  # (y, {member: (N, C)}) per fold
     for f in ref["folds"]:
         ids, y = f["test_ids"], np.array(f["y"])
         got = {}
@@ -76,10 +85,21 @@ def combine(members: list[tuple[str, str, str]], results=RESULTS) -> tuple[list[
             if p is None or set(p) != set(ids):
                 raise SystemExit(f"fold {f['fold']}: {n}'s test utterances differ (splits changed?)")
             got[n] = np.stack([p[i] for i in ids])
+        folds.append((y, got))
+    per: dict[str, list[dict]] = {}
+    for k, (y, got) in enumerate(folds):
+        cal = {}
+        if calibrate:
+            rest = [f for j, f in enumerate(folds) if j != k]
+            y_rest = np.concatenate([r[0] for r in rest])
+            cal = {n: soften(got[n], fit_temperature(np.concatenate([r[1][n] for r in rest]), y_rest)) for n in names}
         for r in range(1, len(names) + 1):
             for team in itertools.combinations(names, r):
                 name = " + ".join(team) + (" (equal weights)" if r > 1 else "")
                 per.setdefault(name, []).append(compute_metrics(y, np.mean([got[m] for m in team], 0), labels))
+                if cal and r > 1:
+                    per.setdefault(" + ".join(team) + " (calibrated)", []).append(
+                        compute_metrics(y, np.mean([cal[m] for m in team], 0), labels))
     return labels, {k: summarise_folds(v) for k, v in per.items()}
 
 
@@ -87,14 +107,20 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--member", action="append", default=None, metavar="NAME=FILE:KEY")
     ap.add_argument("--tag", default=None)
+    ap.add_argument("--calibrate", action="store_true",
+                    help="also each team with cross-fitted member temperatures: '(calibrated)' rows")
     a = ap.parse_args(argv)
     members = [parse_member(s) for s in a.member] if a.member else DEFAULT
-    labels, summary = combine(members)
+    labels, summary = combine(members, calibrate=a.calibrate)
     cmd = "python -m benchmarks combine" + "".join(f" --member '{n}={f}:{k}'" for n, f, k in members
-                                                  if a.member) + (f" --tag {a.tag}" if a.tag else "")
+                                                  if a.member) + (" --calibrate" if a.calibrate else "") \
+        + (f" --tag {a.tag}" if a.tag else "")
     md = ["## Soft votes of separately trained members (EmoDB, speaker-independent 5-fold)", "",
           "From saved test probabilities, same folds: " + ", ".join(f"{n} = `{f}.json` {k!r}" for n, f, k in members)
-          + f". Command: `{cmd}`. Mean ± std over folds (%).", "", markdown_table(summary)]
+          + f". Command: `{cmd}`. Mean ± std over folds (%)."
+          + (" '(calibrated)': each member's softmax temperature fitted (least log-loss) on the other four folds' "
+             "test predictions, then the equal vote; no fold's labels calibrate its own predictions."
+             if a.calibrate else ""), "", markdown_table(summary)]
     name = "combine_emodb" + (f"_{a.tag}" if a.tag else "")
     write_results(name, {"command": cmd, "members": [list(m) for m in members], "labels": labels,
                          "summary": summary, "machine": machine_info()}, "\n".join(md) + "\n")

@@ -45,3 +45,30 @@ def test_combine_refuses_other_folds_and_bad_specs(tmp_path):
         parse_member("cnn:emodb_x")
     assert parse_member("smile=peers_emodb:standard/ComParE_2016 + SmileMember (logreg)") == (
         "smile", "peers_emodb", "standard/ComParE_2016 + SmileMember (logreg)")
+
+
+def test_calibrated_votes_take_each_folds_temperatures_from_the_other_folds(tmp_path):
+    from persemo.models.ensemble import soften
+    from persemo.training import fit_temperature
+
+    rng = np.random.default_rng(1)
+    folds, data = [], []
+    for k in range(3):
+        ids = [f"f{k}u{i}" for i in range(30)]
+        y = rng.integers(0, 3, 30)
+        a = rng.dirichlet(np.ones(3), 30)
+        sharp = soften(0.6 * np.eye(3)[y] + 0.4 * rng.dirichlet(np.ones(3), 30), 0.2)  # overconfident member
+        folds.append({"fold": k, "test_ids": ids, "y": list(map(int, y)), "probs": {"cnn": a.tolist(),
+                                                                                   "lstm": sharp.tolist()}})
+        data.append((y, a, sharp))
+    (tmp_path / "emodb_x.json").write_text(json.dumps({"labels": LABELS, "folds": folds}))
+    _, summary = combine([("cnn", "emodb_x", "cnn"), ("lstm", "emodb_x", "lstm")], tmp_path, calibrate=True)
+    want = []
+    for k, (y, a, sharp) in enumerate(data):
+        rest = [d for j, d in enumerate(data) if j != k]
+        ys = np.concatenate([d[0] for d in rest])
+        ta = fit_temperature(np.concatenate([d[1] for d in rest]), ys)
+        tb = fit_temperature(np.concatenate([d[2] for d in rest]), ys)
+        want.append(compute_metrics(y, (soften(a, ta) + soften(sharp, tb)) / 2, LABELS)["uar"])
+    assert summary["cnn + lstm (calibrated)"]["uar"]["folds"] == pytest.approx(want)
+    assert "cnn (calibrated)" not in summary  # a lone member's answers do not change
