@@ -124,13 +124,16 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(ap)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-seed", type=int, default=None,
+                    help="seed for initialisation and augmentation only (default: --seed); the folds stay "
+                         "those of --seed, so runs that differ only here can be combined (benchmarks combine)")
     ap.add_argument("--save-models", type=Path, default=None,
                     help="save each fold's model to DIR/foldK (for benchmarks.adaptation --models)")
     ap.add_argument("--reuse-torch", type=Path, default=None,
                     help="keep the torch members of fold models saved in DIR and fit only the smile member anew")
     a = ap.parse_args(argv)
     _quiet()
-    over = {"train": {"seed": a.seed}, "split": {"seed": a.seed}}
+    over = {"train": {"seed": a.seed if a.train_seed is None else a.train_seed}, "split": {"seed": a.seed}}
     if a.epochs:
         over["train"]["epochs"] = a.epochs
     cfg = load_config(a.config, **over)
@@ -142,12 +145,14 @@ def main(argv=None) -> None:
     name = f"{a.corpus}" + (f"_{a.tag}" if a.tag else "")
     cmd = "python -m benchmarks.emodb" + (f" --config {a.config}" if a.config else "") + \
         (f" --epochs {a.epochs}" if a.epochs else "") + (f" --tag {a.tag}" if a.tag else "") + \
+        (f" --train-seed {a.train_seed}" if a.train_seed is not None else "") + \
         (f" --reuse-torch {a.reuse_torch}" if a.reuse_torch else "")
     data = {"benchmark": "speaker-independent k-fold", "corpus": a.corpus, "k_folds": a.folds, "command": cmd,
             "config": cfg.to_dict(), "wall_seconds": wall, "machine": machine_info(), **res}
     md = [f"## {a.corpus}: speaker-independent {a.folds}-fold cross-validation", "",
           f"Command: `{cmd}` ({wall / 60:.1f} min on this machine). Folds grouped by speaker "
-          f"(no speaker in both train and test), seed {a.seed}; normalisation: {cfg.features.normalisation}"
+          f"(no speaker in both train and test), seed {a.seed}"
+          + (f", training seed {a.train_seed}" if a.train_seed is not None else "") + f"; normalisation: {cfg.features.normalisation}"
           + (f" (enrolment: statistics from each speaker's {cfg.features.enrolment} utterances)" if cfg.features.enrolment else "") + ". "
           "Mean ± std over folds (%).", "",
           markdown_table(res["summary"]), "",
