@@ -41,6 +41,9 @@ ROWS = [
     ("CNN + BiLSTM + `smile`, soft vote, global average pooling", (GAP, "ensemble (equal)"), (GAP_S, "ensemble (equal)")),
     ("CNN (time pooling) + BiLSTM + `smile`, soft vote",
      (ENS, "ensemble (equal)"), (ENS_S, "ensemble (equal)")),
+    ("CNN (time pooling) + BiLSTM + `smile`, soft vote, calibrated (member temperatures cross-fitted on the "
+     "other folds)", ("combine_emodb_time_calibrated", "cnn + smile + lstm (calibrated)"),
+     ("combine_emodb_time_speaker_calibrated", "cnn + smile + lstm (calibrated)")),
     ("CNN (time pooling) + BiLSTM (level) + `smile`, soft vote of members from two runs",
      ("combine_emodb_time_level", "cnn + lstm + smile (equal weights)"), None),
     ("peer: openSMILE eGeMAPSv02 + SVM", ("peers_emodb", "standard/eGeMAPSv02 + SVM"),
