@@ -40,16 +40,20 @@ def _quiet() -> None:
 
 def _refit_smile(models: Path, sp, test, train, val, cfg, labels, log):
     """The fold's saved model (``--save-models`` of an earlier run, checked to be this fold's) with its
-    torch members kept and the smile member fitted anew with ``cfg``'s smile settings: members are
+    torch members kept and the smile member fitted anew with ``cfg``'s smile settings (added, when the
+    saved model has torch members only; ``cfg``'s members must list the same torch members): members are
     trained independently (same data, same seed), so this is the run with only the smile member changed."""
     from persemo.models.ensemble import FullEnsemble
     from persemo.training import fit_smile
 
     old = fold_model(models, sp.fold, [it.utt.id for it in test], train, val, cfg, labels, log)
     mine = old.cfg.replace(model={k: getattr(cfg.model, k) for k in
-                                  ("smile_feature_set", "smile_kind", "smile_noise_copies")})
-    if mine.features.normalisation != cfg.features.normalisation or "smile" not in mine.model.members:
-        raise SystemExit(f"{models}: its models do not match this config (normalisation, or no smile member)")
+                                  ("members", "smile_feature_set", "smile_kind", "smile_noise_copies")})
+    torch_members = [n for n in cfg.model.members if n != "smile"]
+    if (mine.features.normalisation != cfg.features.normalisation or "smile" not in cfg.model.members
+            or torch_members != old.ensemble.member_names):
+        raise SystemExit(f"{models}: its models do not match this config (normalisation, torch members "
+                         f"{old.ensemble.member_names}), or the config has no smile member")
     old.ensemble.cfg = mine
     smile, norm, sinfo = fit_smile(mine, labels, train, default_cache_dir(), log)
     full = FullEnsemble(old.ensemble, smile, None, norm)
