@@ -8,7 +8,8 @@ then evaluated on the test speakers with statistics taken from (a) all of the sp
 utterances, (b) their neutral utterances only (enrolment), (c) utterances of one single non-neutral
 emotion (the trap, averaged over emotions), and (d) n random utterances (the adaptation curve),
 each plain, shrunk toward the training statistics by n / (n + k), and guarded (statistics dropped
-when the model's own predictions over the pool look like one emotion). Labels are never used for
+when the model's own predictions over the pool look like one emotion); the shrunk vote is also
+averaged with the single-utterance model's vote (both models; its fallback when the pool misleads). Labels are never used for
 statistics except to *select* the enrolment and trap pools, which is what those scenarios mean.
 """
 
@@ -34,6 +35,7 @@ from .emodb import _quiet
 CURVE = (1, 2, 5, 10)
 SHRINK_K = 10.0
 MIN_EMOTIONS = 2.5
+BOTH = "shrunk, averaged with the single-utterance model"
 
 
 def _stats_fn(model, cache_dir):
@@ -88,7 +90,14 @@ def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, model
         _stats = _stats_fn(m_s, cache_dir)
         memo: dict = {}  # a test window's openSMILE functionals do not depend on the statistics
         m_u.functional_memo = m_s.functional_memo = memo
-        add("single utterance (per-utterance normalisation)", y, predict_items(m_u, test, cfg_u), m_u.member_names)
+        p_u = predict_items(m_u, test, cfg_u)
+        add("single utterance (per-utterance normalisation)", y, p_u, m_u.member_names)
+        single = _ens(p_u)  # the single-utterance model's vote, averaged in by the [both models] rows
+
+        def both(name, y_, p_s, keep=None):
+            """The speaker model's vote under some statistics averaged with the single-utterance model's."""
+            su = single if keep is None else single[keep]
+            return compute_metrics(y_, (_ens(p_s) + su) / 2, labels)
         prior = global_stats(m_s)
         spk_items: dict[str, list] = {}
         for it in test:
@@ -111,8 +120,10 @@ def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, model
                         if eff < MIN_EMOTIONS:
                             st = dict(prior)
                     stats[spk] = st
-                add(f"{tag} [{variant}]", y, predict_items(m_s, test, cfg_s, stats),
-                    m_s.member_names if variant == "plain" else None)
+                p_s = predict_items(m_s, test, cfg_s, stats)
+                add(f"{tag} [{variant}]", y, p_s, m_s.member_names if variant == "plain" else None)
+                if variant == "shrunk":
+                    per.setdefault(f"{tag} [{BOTH}]", []).append(both(tag, y, p_s))
 
         evaluate(spk_items, "speaker-adapted: all utterances")
         if neutral:
@@ -120,6 +131,7 @@ def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, model
             evaluate(pools, "speaker-adapted: neutral enrolment")
         # the trap: each speaker's statistics from one single non-neutral emotion; averaged over emotions
         trap_emotions = [l for l in labels if l != neutral]
+        trap_both: list[dict] = []
         for variant in ("plain", "shrunk", "guarded"):
             scores = []
             for emo in trap_emotions:
@@ -142,6 +154,8 @@ def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, model
                 p = predict_items(m_s, sub, cfg_s, stats)
                 rows = [_ens(p)] + ([p[i] for i in range(len(m_s.member_names))] if variant == "plain" else [])
                 scores.append([compute_metrics(y[keep], r, labels) for r in rows])
+                if variant == "shrunk":
+                    trap_both.append(both("trap", y[keep], p, np.array(keep)))
             keys = ("accuracy", "macro_f1", "weighted_f1", "uar")
             tag = f"speaker-adapted: one-emotion trap [{variant}]"
             for j in range(len(scores[0])):
@@ -150,13 +164,17 @@ def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, model
                     per.setdefault(tag, []).append(avg)
                 else:
                     members.setdefault(f"{m_s.member_names[j - 1]} · {tag}", []).append(avg)
+        per.setdefault(f"speaker-adapted: one-emotion trap [{BOTH}]", []).append(
+            {k: float(np.mean([s[k] for s in trap_both])) for k in ("accuracy", "macro_f1", "weighted_f1", "uar")})
         for n in CURVE:
             pools = {s: [its[j] for j in rng.choice(len(its), size=min(n, len(its)), replace=False)]
                      for s, its in spk_items.items()}
             stats = {s: _stats(p) for s, p in pools.items()}
             add(f"adaptation curve: {n} utterance(s) [plain]", y, predict_items(m_s, test, cfg_s, stats))
             stats = {s: shrink(_stats(p), prior, len(p), SHRINK_K) for s, p in pools.items()}
-            add(f"adaptation curve: {n} utterance(s) [shrunk]", y, predict_items(m_s, test, cfg_s, stats))
+            p_s = predict_items(m_s, test, cfg_s, stats)
+            add(f"adaptation curve: {n} utterance(s) [shrunk]", y, p_s)
+            per.setdefault(f"adaptation curve: {n} utterance(s) [{BOTH}]", []).append(both("curve", y, p_s))
         log("  " + "; ".join(f"{k}: {100 * v[-1]['uar']:.1f}" for k, v in per.items()
                              if "curve" not in k and "[plain]" in k or k.startswith("single")))
     summary = {k: summarise_folds(v) for k, v in per.items()}
@@ -189,7 +207,8 @@ def main(argv=None) -> None:
           "speaker's unlabelled audio; it is reported apart from the single-utterance protocol, never mixed. "
           f"[shrunk]: statistics moved toward the training statistics by n/(n+{SHRINK_K:g}); [guarded]: "
           f"statistics dropped when the model's own predictions over the pool span fewer than {MIN_EMOTIONS} "
-          "effective emotions. Mean ± std over folds (%).", "", markdown_table(res["summary"]), "",
+          f"effective emotions; [{BOTH}]: the shrunk speaker model's vote and the single-utterance model's "
+          "vote averaged (two models). Mean ± std over folds (%).", "", markdown_table(res["summary"]), "",
           "Each member in the main scenarios (plain statistics), mean ± std over folds (%):", "",
           markdown_table(res["members"])]
     write_results(name, {"command": cmd, "config": cfg.to_dict(), "wall_seconds": wall, "machine": machine_info(),

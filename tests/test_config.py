@@ -172,3 +172,9 @@ def test_temperatures_and_calibration_are_checked():
         Config().replace(model={"calibration": "platt"})
     with pytest.raises(ConfigError, match="val_fraction > 0"):
         Config().replace(model={"calibration": "validation"}, split={"val_fraction": 0})
+
+
+def test_mixup_is_checked():
+    assert Config().train.mixup == 0.0
+    with pytest.raises(ConfigError, match="train.mixup"):
+        Config().replace(train={"mixup": -0.2})

@@ -337,3 +337,15 @@ def test_config_temperatures_reach_the_members(data):
     np.testing.assert_allclose(got[0], soften(base[0], 2.0), atol=1e-5)
     np.testing.assert_allclose(got[1], soften(base[1], 0.5), atol=1e-5)
     np.testing.assert_allclose(got[2], (got[0] + got[1]) / 2, atol=1e-6)
+
+
+def test_mixup_reaches_the_loss_and_is_seeded(data):
+    cfg, train, _ = data
+    cfg = cfg.replace(model={"members": ["cnn"]}, split={"val_fraction": 0}, train={"epochs": 1})
+    losses = []
+    for mix in (0.0, 0.4, 0.4):
+        _, info = train_ensemble(cfg.replace(train={"mixup": mix}), LABELS, train, [], out=None,
+                                 progress=False, log=lambda m: None)
+        losses.append(info["history"]["cnn"][0]["train_loss"])
+    assert losses[0] != pytest.approx(losses[1], rel=1e-3)
+    assert losses[1] == losses[2]

@@ -188,6 +188,9 @@ class TrainConfig:
     class_weights: bool = field(default=True, metadata={"help": "weight the loss by inverse class frequency"})
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing of the torch members "
                                                                    "(0 = none): softer, better-calibrated votes"})
+    mixup: float = field(default=0.0, metadata={"help": "mixup for the torch members: each training batch's inputs "
+                                                        "blended with a shuffled copy by a weight drawn from "
+                                                        "Beta(mixup, mixup), the loss likewise; 0 = off"})
     noise_prob: float = field(default=0.5, metadata={"help": "probability of adding Gaussian noise to a training clip"})
     noise_snr_db: tuple[float, float] = field(default=(5.0, 30.0), metadata={"help": "range of injected noise SNR (dB)"})
     specaug_freq_masks: int = field(default=2, metadata={"help": "SpecAugment frequency masks (CNN only)"})
@@ -208,6 +211,8 @@ class TrainConfig:
             raise ConfigError("train.epochs and train.batch_size must be at least 1")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError("train.label_smoothing must be in [0, 1)")
+        if not 0.0 <= self.mixup <= 10.0:
+            raise ConfigError("train.mixup must be in [0, 10] (the Beta distribution's parameter; 0 = off)")
         lo, hi = self.noise_snr_db
         if lo > hi:
             raise ConfigError("train.noise_snr_db must be (low, high) with low <= high")

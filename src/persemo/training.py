@@ -182,7 +182,7 @@ def _lit_module():
             self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
             self._train_losses: list[float] = []
 
-        def _logits(self, wave, lengths, stats, train: bool):
+        def _logits(self, wave, lengths, stats, train: bool, mix=None):
             t = self.cfg.train
             if train and t.noise_prob > 0:
                 wave = inject_noise(wave, lengths, t.noise_snr_db, t.noise_prob)
@@ -192,11 +192,22 @@ def _lit_module():
             if train and self.name == "cnn":
                 x = spec_augment(x, t.specaug_freq_masks, t.specaug_freq_width, t.specaug_time_masks,
                                  t.specaug_time_width, valid)
+            if mix is not None:  # mixup: each clip's input blended with another clip's of the batch
+                lam, perm = mix
+                x = lam * x + (1 - lam) * x[perm]
+                valid = torch.maximum(valid, valid[perm])
             return self.member(x, valid)
 
         def training_step(self, batch, _):
             wave, lengths, y, stats = batch
-            loss = self.loss(self._logits(wave, lengths, stats, True), y)
+            alpha = self.cfg.train.mixup
+            if alpha > 0 and len(y) > 1:
+                lam = float(torch.distributions.Beta(alpha, alpha).sample())
+                perm = torch.randperm(len(y))
+                logits = self._logits(wave, lengths, stats, True, (lam, perm))
+                loss = lam * self.loss(logits, y) + (1 - lam) * self.loss(logits, y[perm])
+            else:
+                loss = self.loss(self._logits(wave, lengths, stats, True), y)
             self._train_losses.append(float(loss.detach()))
             self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
             return loss
