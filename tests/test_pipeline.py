@@ -182,7 +182,8 @@ def test_two_folds(corpus, tmp_path):
 
 @pytest.mark.slow
 def test_speaker_mode_folds_report_both_protocols_without_validation(corpus, tmp_path):
-    cfg = tiny_config(epochs=1).replace(split={"val_fraction": 0}, features={"normalisation": "speaker"})
+    cfg = tiny_config(epochs=1).replace(split={"val_fraction": 0}, features={"normalisation": "speaker",
+                                                                            "single_companion": False})
     res = run_train("csv", corpus, tmp_path / "cv", cfg, folds=2, cache_dir=None, progress=False, log=lambda m: None)
     folds = load_splits(tmp_path / "cv" / "splits_all.json")
     assert all(f.val == [] for f in folds)
@@ -199,6 +200,71 @@ def test_speaker_mode_folds_report_both_protocols_without_validation(corpus, tmp
     assert meta["training"]["validation"] is False and meta["adaptation"] == {"shrink_k": 10.0, "enrolment": None}
     cal = json.loads((tmp_path / "cv" / "calibration.json").read_text(encoding="utf-8"))
     assert cal["fitted_on"] == "speaker-adapted" and set(cal["per_protocol"]) == {"speaker-adapted", "single utterance"}
+
+
+@pytest.fixture(scope="module")
+def paired_run(corpus, tmp_path_factory):
+    """A speaker-normalised model trained with its single-utterance companion (the default)."""
+    out = tmp_path_factory.mktemp("paired") / "run"
+    cfg = pipeline_config().replace(features={"normalisation": "speaker"}, train={"epochs": 2})
+    res = run_train("csv", corpus, out, cfg, cache_dir=None, progress=False, log=lambda m: None)
+    return out, res, cfg
+
+
+@pytest.mark.slow
+def test_speaker_mode_trains_and_saves_a_single_utterance_companion(paired_run, corpus):
+    from persemo.artifact import load_model
+    from persemo.models.ensemble import PairedEnsemble
+    from persemo.pipeline import _by_ids, load_items
+    from persemo.training import predict_items, speaker_statistics
+
+    out, res, cfg = paired_run
+    meta = json.loads((out / "model.json").read_text(encoding="utf-8"))
+    single_meta = json.loads((out / "single" / "model.json").read_text(encoding="utf-8"))
+    assert meta["companion"]["weights_sha256"] == single_meta["weights_sha256"]
+    assert meta["normalisation"] == "speaker" and single_meta["normalisation"] == "utterance"
+    r = res["results"]
+    assert {"single/cnn [single utterance]", "ensemble (paired) [speaker-adapted]",
+            "ensemble (speaker model) [speaker-adapted]"} <= set(r)
+    # without speaker statistics the pair answers with the companion's vote alone
+    assert r["ensemble (paired) [single utterance]"] == r["ensemble (single-utterance model) [single utterance]"]
+    model, _, _ = load_model(out)
+    assert isinstance(model, PairedEnsemble) and model.member_names == ["cnn", "lstm", "single/cnn", "single/lstm"]
+    items, _ = load_items("csv", corpus, cfg, None, log=lambda m: None)
+    test = _by_ids(items, load_splits(out / "splits.json")[0].test)
+    stats = speaker_statistics(test, model)
+    with_stats, alone = predict_items(model, test, cfg, stats), predict_items(model, test, cfg)
+    single_votes = predict_items(model.single, test, cfg)[-1]
+    adapted_votes = predict_items(model.adapted, test, cfg, stats)[-1]
+    np.testing.assert_allclose(alone[-1], single_votes, atol=1e-6)
+    np.testing.assert_allclose(with_stats[-1], (adapted_votes + single_votes) / 2, atol=1e-6)
+    np.testing.assert_allclose(with_stats[2:4], alone[2:4], atol=1e-6)  # the companion ignores statistics
+
+
+@pytest.mark.slow
+def test_a_missing_or_foreign_companion_is_refused(paired_run, tmp_path):
+    import shutil
+
+    from persemo.artifact import ArtifactError, load_model
+    from persemo.inference import Recogniser
+
+    out = paired_run[0]
+    rec = Recogniser.load(out)
+    assert rec.members[-1] == "single/lstm" and rec.info()["single_companion"] is True
+    wave = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    got = rec.predict_wave(wave)
+    assert set(got["members"]) == {"cnn", "lstm", "single/cnn", "single/lstm"} and got["adapted"] is False
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    # another save of the companion (same tensors, other JSON digest) is not this model's companion
+    meta = json.loads((copy / "model.json").read_text(encoding="utf-8"))
+    meta["companion"]["weights_sha256"] = "0" * 64
+    (copy / "model.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(ArtifactError, match="not this model's single-utterance companion"):
+        load_model(copy)
+    shutil.rmtree(copy / "single")
+    with pytest.raises(ArtifactError, match="companion .* is missing"):
+        load_model(copy)
 
 
 def test_empty_or_missing_corpus_is_one_clear_error(tmp_path):

@@ -5,7 +5,9 @@ and the smile member's arrays under ``smile.``); ``model.json`` holds the label 
 the members and their soft-vote weights (all members, torch or not), the smile member's state facts
 (``smile``), the supported normalisation modes, the package version and the sha256 of the weights file.
 Both are written atomically (weights first), and loading checks the digest, so a run killed mid-save
-or a mixed-up pair of files is refused, never half-loaded.
+or a mixed-up pair of files is refused, never half-loaded. A speaker-normalised model trained with its
+single-utterance companion keeps the companion as a complete artifact of its own in ``single/``; the
+main ``model.json`` names it (``companion``, with its weights' digest).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ FORMAT = "persemo-model"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 META = "model.json"
+COMPANION = "single"  # the folder of a speaker-normalised model's single-utterance companion
 
 
 class ArtifactError(ValueError):
@@ -61,11 +64,21 @@ def save_model(out: str | Path, model, extra_arrays: dict[str, np.ndarray] | Non
     import torch
     from safetensors.torch import save_file
 
-    from .models.ensemble import SMILE_PREFIX, as_full
+    from .models.ensemble import SMILE_PREFIX, PairedEnsemble, as_full
 
     model = as_full(model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, PairedEnsemble):
+        # the single-utterance companion first, in its own folder; the main JSON names its weights' digest,
+        # so a main model is never paired with another companion (an interrupted save is refused on load)
+        single_dir = save_model(out / COMPANION, model.single)
+        _, smeta = read_meta(single_dir)
+        extra_meta = {**(extra_meta or {}), "companion": {
+            "dir": COMPANION, "weights_sha256": smeta["weights_sha256"], "members": smeta["members"],
+            "role": "single-utterance model: its vote is averaged with the adapted vote when speaker statistics "
+                    "are given, and used alone when they are not"}}
+        model = model.adapted
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.ensemble.state_dict().items()}
     smile_arrays, smile_meta = model.smile_state()
     for k, v in list(smile_arrays.items()) + list((extra_arrays or {}).items()):
@@ -193,11 +206,37 @@ def _check_temperatures(p: Path, full, temps) -> None:
 
 
 def load_model(path: str | Path):
-    """Rebuild the model saved at ``path``: (``FullEnsemble`` in eval mode, meta, extra arrays).
+    """Rebuild the model saved at ``path``: (``FullEnsemble`` in eval mode, meta, extra arrays); a
+    speaker-normalised model saved with its single-utterance companion comes back as a ``PairedEnsemble``.
 
     The members are the config's (``model.members``); a smile member needs the ``opensmile`` package.
     Extra arrays are the tensors that belong to no member (``save_model``'s ``extra_arrays``).
     """
+    from .models.ensemble import PairedEnsemble
+
+    full, meta, extra = _load_full(path)
+    comp = meta.get("companion")
+    if comp is None:
+        return full, meta, extra
+    p, _ = read_meta(path)
+    if not isinstance(comp, dict) or comp.get("dir") != COMPANION or not isinstance(comp.get("weights_sha256"), str):
+        raise ArtifactError(f"{p / META}: bad 'companion' field (expected dir {COMPANION!r} and weights_sha256)")
+    cdir = p / COMPANION
+    if not (cdir / META).is_file():
+        raise ArtifactError(f"{p}: the single-utterance companion {cdir} is missing; copy the whole model folder")
+    single, smeta, _ = _load_full(cdir)
+    if smeta["weights_sha256"] != comp["weights_sha256"] or "companion" in smeta:
+        raise ArtifactError(f"{cdir}: not this model's single-utterance companion (its weights' digest differs); "
+                            "the save was interrupted or the folders come from different models")
+    try:
+        pair = PairedEnsemble(full, single)
+    except ValueError as exc:
+        raise ArtifactError(f"{cdir}: {exc}") from None
+    return pair.eval(), meta, extra
+
+
+def _load_full(path: str | Path):
+    """One saved ensemble (the companion folder is not looked at): (``FullEnsemble``, meta, extra)."""
     import torch
 
     from .models.ensemble import SMILE, SMILE_NORM, SMILE_PREFIX, FullEnsemble

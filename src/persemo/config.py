@@ -63,6 +63,13 @@ class FeatureConfig:
                           "service) are moved toward the model's training statistics by n / (n + k), n = the "
                           "speaker's utterances (windows of speech in a stream); 0 = none. Guards against a "
                           "speaker heard in one emotion only (see benchmarks/results/adaptation_emodb.md)"})
+    single_companion: bool = field(
+        default=True,
+        metadata={"help": "with normalisation speaker: `persemo train` also trains the same ensemble with "
+                          "per-utterance normalisation and saves it beside the model (single/); with speaker "
+                          "statistics the two votes are averaged, without them the companion answers alone. "
+                          "Costs a second training; keeps adaptation near the single-utterance result when a "
+                          "speaker's audio misleads the statistics"})
     enrolment: str | None = field(
         default=None,
         metadata={"help": "speaker normalisation from enrolment: an emotion label (e.g. neutral). Each training "

@@ -256,6 +256,10 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, opset: 
     if model.cfg.features.normalisation == "speaker":
         notes.append("speaker normalisation: exported with the model's global statistics (single-utterance mode); "
                      "speaker-adapted inference needs the torch backend")
+    if "companion" in meta:
+        notes.append(f"this model has a single-utterance companion ({where / meta['companion']['dir']}), which is "
+                     "not in this graph; for single clips export the companion instead: persemo export --model "
+                     f"{where / meta['companion']['dir']}")
     graph = _graph_module(model, members, weights)
     spectra = model.features.spectra
     log(f"exporting {', '.join(members)} (opset {opset}, torchscript exporter) ...")

@@ -32,7 +32,7 @@ class Recogniser:
         self.extra = extra or {}
         self.cfg = model.cfg
         self.labels: list[str] = list(meta["labels"])
-        self.members: list[str] = list(meta["members"])
+        self.members: list[str] = list(self.model.member_names)  # a paired model: also single/<member>
         self.version: str = str(meta.get("persemo_version"))
         from .training import window_samples
 
@@ -52,6 +52,7 @@ class Recogniser:
                 "members": self.members, "ensemble_weights": self.meta.get("ensemble_weights"),
                 "feature_config": self.meta["config"]["features"], "version": self.version,
                 "normalisation": self.meta.get("normalisation"), "supported_modes": self.meta.get("supported_modes"),
+                "single_companion": "companion" in self.meta,
                 "window_seconds": self.window / SAMPLE_RATE, "sample_rate": SAMPLE_RATE}
 
     def windows(self, n: int) -> list[tuple[int, int]]:

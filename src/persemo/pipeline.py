@@ -62,17 +62,26 @@ def _evaluate(model, items: list[Item], cfg: Config, labels: list[str], noise_sn
     """Metrics for each member, the equal-weight soft vote and the weighted soft vote (``model``: a
     ``FullEnsemble``, every member in config order, or a torch ``Ensemble``). ``keep``, a list, gets
     (labels, member probabilities (M, N, C) at temperature 1) appended, for calibration across folds."""
-    from .models.ensemble import as_full, soften
+    from .models.ensemble import PairedEnsemble, as_full, soften
 
     model = as_full(model)
     index = {l: i for i, l in enumerate(labels)}
     y = np.array([index[it.utt.emotion] for it in items])
     probs = predict_items(model, items, cfg, stats, noise_snr=noise_snr, noise=noise)
-    if keep is not None:
+    paired = isinstance(model, PairedEnsemble)
+    if keep is not None and not paired:
         keep.append((y, np.stack([soften(p, 1.0 / t) for p, t in zip(probs[:-1], model.temperatures)])))
     out = {}
     for i, name in enumerate(model.member_names):
         out[name] = compute_metrics(y, probs[i], labels)
+    if paired:  # each model's own vote, then the pair's (the companion's alone without speaker statistics)
+        n_a = len(model.adapted.member_names)
+        for tag, part, rows in (("speaker model", model.adapted, probs[:n_a]),
+                                ("single-utterance model", model.single, probs[n_a:-1])):
+            w = part.weights.numpy().astype(np.float64)
+            out[f"ensemble ({tag})"] = compute_metrics(y, np.tensordot(w / w.sum(), rows, axes=1), labels)
+        out["ensemble (paired)"] = compute_metrics(y, probs[-1], labels)
+        return out
     if len(model.member_names) > 1:
         out["ensemble (equal)"] = compute_metrics(y, probs[:-1].mean(0), labels)
         w = model.weights.numpy()
@@ -130,6 +139,17 @@ def train_once(cfg: Config, items: list[Item], split: Split, out: Path, corpus: 
                           "the corpus is too small for it")
     out.mkdir(parents=True, exist_ok=True)
     model, info = train_ensemble(cfg, labels, train, val, out, progress, log, cache_dir=cache_dir)
+    history = dict(info["history"])
+    if cfg.features.normalisation == "speaker" and cfg.features.single_companion:
+        from .models.ensemble import SINGLE_PREFIX, PairedEnsemble
+
+        log("training the single-utterance companion (features.single_companion)")
+        cfg_u = cfg.replace(features={"normalisation": "utterance", "enrolment": None})
+        single, info_u = train_ensemble(cfg_u, labels, train, val, out / "single_training", progress, log,
+                                        cache_dir=cache_dir)
+        model = PairedEnsemble(model, single)
+        info = {**info, "companion": {k: v for k, v in info_u.items() if k != "history"}}
+        history.update({SINGLE_PREFIX + k: v for k, v in info_u["history"].items()})
     stats = None
     if cfg.features.normalisation == "speaker":
         # test speakers' own (smile too, if any), shrunk as predict does
@@ -147,8 +167,8 @@ def train_once(cfg: Config, items: list[Item], split: Split, out: Path, corpus: 
             "training": {k: v for k, v in info.items() if k != "history"}}
     save_model(out, model, extra_meta=meta)
     save_splits(split, out / "splits.json")
-    write_history(info["history"], out / "history.csv")
-    plot_curves(info["history"], out / "curves.png")
+    write_history(history, out / "history.csv")
+    plot_curves(history, out / "curves.png")
     protocol = "both, side by side: speaker-adapted (all of the speaker's test utterances, no labels) and " \
         "single utterance" if cfg.features.normalisation == "speaker" else PROTOCOL_SINGLE
     notes = [f"split: {split.description}, seed {split.seed}; test: {len(test)} utterances of "
@@ -161,6 +181,10 @@ def train_once(cfg: Config, items: list[Item], split: Split, out: Path, corpus: 
         notes.append(f"[{SPEAKER_TAG}]: each test speaker's statistics from {source}, shrunk toward the "
                      f"training statistics by n/(n+{cfg.features.speaker_shrink:g}); transductive over the "
                      f"speaker's audio. [{SINGLE_TAG}]: the same model and utterances with its training statistics")
+        if cfg.features.single_companion:
+            notes.append("paired model (features.single_companion): 'single/' rows are the single-utterance "
+                         f"companion; 'ensemble (paired)' is the mean of both models' votes in [{SPEAKER_TAG}] and "
+                         f"the companion's vote alone in [{SINGLE_TAG}]")
     write_report(out / "report", results, labels, f"{corpus} test set", notes=notes,
                  extra={"split": split.kind, "protocol": protocol})
     return results
@@ -199,6 +223,12 @@ def run_train(corpus: str, data: str | Path, out: str | Path, cfg: Config, folds
             per_fold.setdefault(key, []).append(r)
     labels = labels_of(items)
     notes = [f"split: {splits[0].description}, seed {s.seed}; mean ± std over folds"]
+    if not oof:  # paired models (a speaker model with its companion): not calibrated across folds
+        summary = {name: summarise_folds(rs) for name, rs in per_fold.items()}
+        write_report(out / "report", summary, labels, f"{corpus}: {len(splits)}-fold cross-validation",
+                     notes=notes, extra={"folds": len(splits)})
+        log(f"{len(splits)}-fold report: {out / 'report' / 'report.md'}")
+        return {"results": summary, "out": str(out)}
     calibration = cross_fold_calibration(oof, cfg.model.members, labels)
     for tag, c in calibration["protocols"].items():
         suffix = f" [{tag}]" if len(calibration["protocols"]) > 1 else ""

@@ -252,9 +252,64 @@ def _numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
+SINGLE_PREFIX = "single/"  # the companion's member rows: single/cnn, single/smile, ...
+
+
+class PairedEnsemble:
+    """A speaker-normalised ``FullEnsemble`` with its single-utterance companion (trained on the same
+    data with per-utterance normalisation), so that adaptation cannot fall far below no adaptation.
+
+    ``model(wave, lengths, speaker_stats)`` -> (M_a + M_s + 1, B, C): the adapted model's members (with
+    the speaker statistics given, or its training statistics), the companion's members (named
+    ``single/<member>``), then the vote. With speaker statistics the vote is the mean of the two
+    ensembles' votes; without them it is the companion's alone: a lone clip is served by the model
+    trained for lone clips. When a speaker's audio misleads the statistics (heard in one emotion only),
+    the companion's vote keeps the answer near the single-utterance result (benchmarks/results/
+    adaptation_emodb_time_both.md). Speaker statistics, ``smile``, ``features`` and the rest are the
+    adapted model's.
+    """
+
+    def __init__(self, adapted: FullEnsemble, single: FullEnsemble):
+        if adapted.cfg.features.normalisation != "speaker" or single.cfg.features.normalisation == "speaker":
+            raise ValueError("a paired model is a speaker-normalised ensemble with a single-utterance companion")
+        if list(adapted.labels) != list(single.labels):
+            raise ValueError(f"the companion's labels {single.labels} differ from {adapted.labels}")
+        self.adapted, self.single = adapted, single
+        self.cfg: Config = adapted.cfg
+        self.labels = list(adapted.labels)
+        self.member_names = list(adapted.member_names) + [SINGLE_PREFIX + n for n in single.member_names]
+
+    @property
+    def temperatures(self) -> list[float]:
+        return list(self.adapted.temperatures) + list(self.single.temperatures)
+
+    def eval(self) -> "PairedEnsemble":
+        self.adapted.eval()
+        self.single.eval()
+        return self
+
+    def train(self, mode: bool = True) -> "PairedEnsemble":
+        self.adapted.train(mode)
+        self.single.train(mode)
+        return self
+
+    def __getattr__(self, name: str):
+        if name in ("adapted", "single", "__setstate__"):
+            raise AttributeError(name)
+        return getattr(self.adapted, name)
+
+    def __call__(self, wave: torch.Tensor, lengths: torch.Tensor | None = None,
+                 speaker_stats: dict | None = None) -> torch.Tensor:
+        pa = self.adapted(wave, lengths, speaker_stats)
+        ps = self.single(wave, lengths)
+        vote = ps[-1] if speaker_stats is None else (pa[-1] + ps[-1]) / 2
+        return torch.cat([pa[:-1], ps[:-1], vote[None]])
+
+
 def as_full(model) -> FullEnsemble:
-    """``model`` if it is a ``FullEnsemble``, else a torch ``Ensemble`` wrapped as one (torch members only)."""
-    if isinstance(model, FullEnsemble):
+    """``model`` if it is a ``FullEnsemble`` (or ``PairedEnsemble``), else a torch ``Ensemble`` wrapped as
+    one (torch members only)."""
+    if isinstance(model, (FullEnsemble, PairedEnsemble)):
         return model
     if SMILE in model.cfg.model.members:
         raise ValueError("this Ensemble's config lists a smile member but no SmileMember was given; "
