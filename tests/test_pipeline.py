@@ -202,6 +202,16 @@ def test_speaker_mode_folds_report_both_protocols_without_validation(corpus, tmp
     assert cal["fitted_on"] == "speaker-adapted" and set(cal["per_protocol"]) == {"speaker-adapted", "single utterance"}
 
 
+@pytest.mark.slow
+def test_paired_folds_report_without_calibration(corpus, tmp_path):
+    cfg = tiny_config(epochs=1).replace(split={"val_fraction": 0}, features={"normalisation": "speaker"})
+    res = run_train("csv", corpus, tmp_path / "cv", cfg, folds=2, cache_dir=None, progress=False, log=lambda m: None)
+    assert "ensemble (paired) [speaker-adapted]" in res["results"]
+    assert len(res["results"]["ensemble (paired) [speaker-adapted]"]["uar"]["folds"]) == 2
+    assert not (tmp_path / "cv" / "calibration.json").exists()
+    assert (tmp_path / "cv" / "fold1" / "single" / "model.json").is_file()
+
+
 @pytest.fixture(scope="module")
 def paired_run(corpus, tmp_path_factory):
     """A speaker-normalised model trained with its single-utterance companion (the default)."""

@@ -154,7 +154,8 @@ def train_once(cfg: Config, items: list[Item], split: Split, out: Path, corpus: 
     if cfg.features.normalisation == "speaker":
         # test speakers' own (smile too, if any), shrunk as predict does
         stats = fold_statistics(cfg, train, val, test, model, cache_dir, cfg.features.speaker_shrink)
-    keep = (lambda tag: oof.setdefault(tag, [])) if oof is not None else (lambda tag: None)
+    collect = oof is not None and not (cfg.features.normalisation == "speaker" and cfg.features.single_companion)
+    keep = (lambda tag: oof.setdefault(tag, [])) if collect else (lambda tag: None)  # not for paired models
     results = _evaluate(model, test, cfg, labels, stats=stats, keep=keep(SPEAKER_TAG if stats is not None else
                                                                           SINGLE_TAG))
     if stats is not None:  # both protocols, the same test utterances, side by side
