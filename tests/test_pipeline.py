@@ -292,3 +292,14 @@ def test_empty_or_missing_corpus_is_one_clear_error(tmp_path):
     manifest.write_text("path,emotion,speaker\njunk.wav,anger,a\n", encoding="utf-8")
     with pytest.raises(CorpusError, match="could be read"):
         load_items("csv", manifest, cfg, log=lambda m: None)
+
+
+@pytest.mark.slow
+def test_export_of_a_paired_model_names_its_companion(paired_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from persemo.export import export_onnx
+
+    out = paired_run[0]
+    rep = export_onnx(out, tmp_path / "m.onnx")
+    assert rep.members == ["cnn", "lstm"]
+    assert any("single-utterance companion" in n and str(out / "single") in n for n in rep.notes)
