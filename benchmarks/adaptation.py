@@ -49,11 +49,14 @@ def _stats_fn(model, cache_dir):
     return stats
 
 
-def _ens(probs: np.ndarray) -> np.ndarray:
-    return probs[-1]
+def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, models_s: Path | None = None,
+        vote: list[str] | None = None) -> dict:
+    """``vote``: the members whose equal vote is "the ensemble" (default: the models' own vote)."""
+    pick: list[int] = []
 
+    def _ens(probs: np.ndarray) -> np.ndarray:
+        return probs[pick].mean(0) if pick else probs[-1]
 
-def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, models_s: Path | None = None) -> dict:
     cfg_u = cfg.replace(features={"normalisation": "utterance", "enrolment": None})
     cfg_s = cfg.replace(features={"normalisation": "speaker"})
     cache_dir = default_cache_dir()
@@ -87,6 +90,11 @@ def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, model
         cfg_u, cfg_s = m_u.cfg, m_s.cfg
         if cfg_u.features.normalisation == "speaker" or cfg_s.features.normalisation != "speaker":
             raise SystemExit("--models-u must hold single-utterance models and --models-s speaker-normalised ones")
+        if vote:
+            if m_u.member_names != m_s.member_names or not set(vote) <= set(m_s.member_names):
+                raise SystemExit(f"--vote {','.join(vote)}: both models must have these members "
+                                 f"(they have {m_u.member_names} and {m_s.member_names})")
+            pick[:] = [m_s.member_names.index(n) for n in vote]
         _stats = _stats_fn(m_s, cache_dir)
         memo: dict = {}  # a test window's openSMILE functionals do not depend on the statistics
         m_u.functional_memo = m_s.functional_memo = memo
@@ -191,18 +199,23 @@ def main(argv=None) -> None:
                     help="single-utterance fold models saved by benchmarks.emodb --save-models (else trained here)")
     ap.add_argument("--models-s", type=Path, default=None,
                     help="speaker-normalised fold models saved by benchmarks.emodb --save-models (else trained here)")
+    ap.add_argument("--vote", default=None, help="comma-separated members whose equal vote is the ensemble "
+                                                 "(e.g. cnn,smile; default: the models' own vote)")
     a = ap.parse_args(argv)
     _quiet()
     over = {"train": {"epochs": a.epochs}} if a.epochs else {}
     cfg = load_config(a.config, **over)
     t0 = time.perf_counter()
-    res = run(a.corpus, a.data, cfg, a.folds, models_u=a.models_u, models_s=a.models_s)
+    vote = a.vote.split(",") if a.vote else None
+    res = run(a.corpus, a.data, cfg, a.folds, models_u=a.models_u, models_s=a.models_s, vote=vote)
     wall = time.perf_counter() - t0
     name = f"adaptation_{a.corpus}" + (f"_{a.tag}" if a.tag else "")
     cmd = "python -m benchmarks.adaptation" + (f" --config {a.config}" if a.config else "") + \
         (f" --epochs {a.epochs}" if a.epochs else "") + (f" --tag {a.tag}" if a.tag else "") + \
-        (f" --models-u {a.models_u} --models-s {a.models_s}" if a.models_u else "")
-    md = [f"## Speaker adaptation, {a.corpus}, speaker-independent {a.folds}-fold (ensemble)", "",
+        (f" --models-u {a.models_u} --models-s {a.models_s}" if a.models_u else "") + \
+        (f" --vote {a.vote}" if a.vote else "")
+    md = [f"## Speaker adaptation, {a.corpus}, speaker-independent {a.folds}-fold "
+          f"({'equal vote of ' + ' + '.join(vote) if vote else 'ensemble'})", "",
           f"Command: `{cmd}` ({wall / 60:.1f} min). The speaker-adapted protocol is transductive over each test "
           "speaker's unlabelled audio; it is reported apart from the single-utterance protocol, never mixed. "
           f"[shrunk]: statistics moved toward the training statistics by n/(n+{SHRINK_K:g}); [guarded]: "
