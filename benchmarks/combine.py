@@ -61,10 +61,12 @@ def combine(members: list[tuple[str, str, str]], results=RESULTS, calibrate: boo
 
     ``calibrate``: also every team of two or more with each member's softmax temperature fitted (least
     log-loss, ``persemo.training.fit_temperature``) on the *other* folds' test predictions, never on the
-    fold it is applied to: "(calibrated)" rows, the cross-fitted vote ``persemo train --folds`` reports.
+    fold it is applied to: "(calibrated)" rows, equal votes, and "(calibrated, weighted)" rows, the vote
+    weights chosen on those other folds too (max UAR, ``choose_weights``): the cross-fitted votes
+    ``persemo train --folds`` reports.
     """
     from persemo.models.ensemble import soften
-    from persemo.training import fit_temperature
+    from persemo.training import choose_weights, fit_temperature
 
     files = {f: json.loads((results / f"{f}.json").read_text()) for _, f, _ in members}
     labels = next(iter(files.values()))["labels"]
@@ -88,11 +90,14 @@ def combine(members: list[tuple[str, str, str]], results=RESULTS, calibrate: boo
         folds.append((y, got))
     per: dict[str, list[dict]] = {}
     for k, (y, got) in enumerate(folds):
-        cal = {}
+        cal, rest_cal, y_rest = {}, {}, None
         if calibrate:
             rest = [f for j, f in enumerate(folds) if j != k]
             y_rest = np.concatenate([r[0] for r in rest])
-            cal = {n: soften(got[n], fit_temperature(np.concatenate([r[1][n] for r in rest]), y_rest)) for n in names}
+            for n in names:
+                pooled = np.concatenate([r[1][n] for r in rest])
+                t = fit_temperature(pooled, y_rest)
+                cal[n], rest_cal[n] = soften(got[n], t), soften(pooled, t)
         for r in range(1, len(names) + 1):
             for team in itertools.combinations(names, r):
                 name = " + ".join(team) + (" (equal weights)" if r > 1 else "")
@@ -100,6 +105,9 @@ def combine(members: list[tuple[str, str, str]], results=RESULTS, calibrate: boo
                 if cal and r > 1:
                     per.setdefault(" + ".join(team) + " (calibrated)", []).append(
                         compute_metrics(y, np.mean([cal[m] for m in team], 0), labels))
+                    w = choose_weights(np.stack([rest_cal[m] for m in team]), y_rest, labels)
+                    per.setdefault(" + ".join(team) + " (calibrated, weighted)", []).append(
+                        compute_metrics(y, np.tensordot(np.array(w), np.stack([cal[m] for m in team]), axes=1), labels))
     return labels, {k: summarise_folds(v) for k, v in per.items()}
 
 
@@ -119,7 +127,8 @@ def main(argv=None) -> None:
           "From saved test probabilities, same folds: " + ", ".join(f"{n} = `{f}.json` {k!r}" for n, f, k in members)
           + f". Command: `{cmd}`. Mean ± std over folds (%)."
           + (" '(calibrated)': each member's softmax temperature fitted (least log-loss) on the other four folds' "
-             "test predictions, then the equal vote; no fold's labels calibrate its own predictions."
+             "test predictions, then the equal vote; '(calibrated, weighted)': the vote weights chosen on those "
+             "folds too (max UAR, grid step 0.1); no fold's labels calibrate or weigh its own predictions."
              if a.calibrate else ""), "", markdown_table(summary)]
     name = "combine_emodb" + (f"_{a.tag}" if a.tag else "")
     write_results(name, {"command": cmd, "members": [list(m) for m in members], "labels": labels,

@@ -178,3 +178,10 @@ def test_mixup_is_checked():
     assert Config().train.mixup == 0.0
     with pytest.raises(ConfigError, match="train.mixup"):
         Config().replace(train={"mixup": -0.2})
+
+
+def test_fixed_vote_weights_are_checked():
+    assert Config().replace(model={"weights": [0.3, 0.7]}).model.weights == (0.3, 0.7)
+    for bad in ([1.0], [0.0, 0.0], [-0.1, 1.1]):
+        with pytest.raises(ConfigError, match="model.weights"):
+            Config().replace(model={"weights": bad})

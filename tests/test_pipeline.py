@@ -169,12 +169,13 @@ def test_two_folds(corpus, tmp_path):
     summary = json.loads((tmp_path / "cv" / "report" / "report.json").read_text(encoding="utf-8"))
     assert summary["folds"] == 2
     assert set(res["results"]) == {"cnn", "lstm", "ensemble (equal)", "ensemble (weighted)",
-                                   "ensemble (equal, calibrated)"}
+                                   "ensemble (equal, calibrated)", "ensemble (weighted, calibrated)"}
     cal = json.loads((tmp_path / "cv" / "calibration.json").read_text(encoding="utf-8"))
     assert cal["members"] == ["cnn", "lstm"] and len(cal["temperatures"]) == 2
     assert all(0.05 <= t <= 20 for t in cal["temperatures"]) and cal["fitted_on"] == "single utterance"
-    # the calibration.json temperatures are a valid config value for the final model
-    cfg.replace(model={"temperatures": cal["temperatures"]})
+    assert len(cal["weights"]) == 2 and sum(cal["weights"]) == pytest.approx(1.0)
+    # the calibration.json values are valid config values for the final model
+    cfg.replace(model={"temperatures": cal["temperatures"], "weights": cal["weights"]})
     for r in res["results"].values():
         assert len(r["uar"]["folds"]) == 2
         assert r["uar"]["mean"] == pytest.approx(np.mean(r["uar"]["folds"]))
@@ -188,7 +189,8 @@ def test_speaker_mode_folds_report_both_protocols_without_validation(corpus, tmp
     folds = load_splits(tmp_path / "cv" / "splits_all.json")
     assert all(f.val == [] for f in folds)
     names = {f"{m} [{p}]" for m in ("cnn", "lstm", "ensemble (equal)", "ensemble (weighted)",
-                                     "ensemble (equal, calibrated)") for p in ("speaker-adapted", "single utterance")}
+                                     "ensemble (equal, calibrated)", "ensemble (weighted, calibrated)")
+             for p in ("speaker-adapted", "single utterance")}
     assert set(res["results"]) == names
     rep = json.loads((tmp_path / "cv" / "fold0" / "report" / "report.json").read_text(encoding="utf-8"))
     assert rep["protocol"].startswith("both")

@@ -282,6 +282,17 @@ def test_no_validation_runs_every_epoch_and_votes_equally(data):
     assert probs.shape == (3, 4, 2)
 
 
+def test_fixed_weights_from_the_config_are_the_vote(data):
+    cfg, train, val = data
+    cfg = cfg.replace(train={"epochs": 1}, model={"weights": [1, 3]})
+    for v in ([], val):  # with or without a validation split: the config's weights, normalised
+        model, info = train_ensemble(cfg.replace(split={"val_fraction": 0.15 if v else 0}), LABELS, train, v,
+                                     out=None, progress=False, log=lambda m: None)
+        assert info["ensemble_weights"] == pytest.approx([0.25, 0.75])
+        probs = predict_items(model, val, cfg)
+        np.testing.assert_allclose(probs[2], 0.25 * probs[0] + 0.75 * probs[1], atol=1e-6)
+
+
 def test_mfcc_level_scope_keeps_training_statistics_and_ignores_gain(data):
     cfg, train, _ = data
     cfg = cfg.replace(features={"normalisation": "utterance", "mfcc_utterance_scope": "level"},

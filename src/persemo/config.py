@@ -138,6 +138,11 @@ class ModelConfig:
                           "member's probabilities are softmax(logits / T) before the vote, T > 1 softening an "
                           "overconfident member; fitted by `persemo train --folds K` (calibration.json) or "
                           "by `calibration: validation`"})
+    weights: tuple[float, ...] = field(
+        default=(),
+        metadata={"help": "fixed soft-vote weights, one per member of `members` (empty: chosen on the "
+                          "validation split, equal without one); `persemo train --folds K` writes weights chosen "
+                          "on the out-of-fold predictions to calibration.json"})
     calibration: str = field(
         default="none",
         metadata={"help": "none (use `temperatures`) or validation: fit each member's temperature on the "
@@ -175,6 +180,11 @@ class ModelConfig:
                 isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 100 for t in self.temperatures)):
             raise ConfigError(f"model.temperatures must give one number in (0, 100] per member of "
                               f"{list(self.members)} (or be empty); got {list(self.temperatures)}")
+        if self.weights and (len(self.weights) != len(self.members) or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in self.weights)
+                or sum(self.weights) <= 0):
+            raise ConfigError(f"model.weights must give one non-negative number per member of {list(self.members)}, "
+                              f"not all zero (or be empty); got {list(self.weights)}")
         if self.calibration not in ("none", "validation"):
             raise ConfigError(f"model.calibration must be 'none' or 'validation', not {self.calibration!r}")
 

@@ -93,33 +93,36 @@ def cross_fold_calibration(oof: dict[str, list], members, labels: list[str]) -> 
     """Member temperatures from k folds' test predictions (``train_once``'s ``oof``: protocol -> [(y, (M, N, C)
     probabilities at T = 1)] per fold).
 
-    Per protocol: the temperatures fitted on every fold's predictions pooled (for a final model's
-    ``model.temperatures``), and per fold the metrics of the members and of the equal vote with the
-    temperatures fitted on the *other* folds only ("cross-fitted": no fold's labels calibrate its own
-    predictions). ``fitted_on`` names the protocol the model is meant for (speaker-adapted when present).
+    Per protocol: the temperatures fitted on every fold's predictions pooled, then the vote weights that
+    maximise UAR on the calibrated pooled predictions (for a final model's ``model.temperatures`` and
+    ``model.weights``), and per fold the metrics of the equal and the weighted vote with temperatures
+    and weights fitted on the *other* folds only ("cross-fitted": no fold's labels calibrate or weigh
+    its own predictions). ``fitted_on`` names the protocol the model is meant for (speaker-adapted when present).
     """
     from .models.ensemble import soften
-    from .training import fit_temperature
+    from .training import choose_weights, fit_temperature
 
     members = list(members)
     out: dict = {"members": members, "protocols": {},
                  "fitted_on": SPEAKER_TAG if SPEAKER_TAG in oof else SINGLE_TAG,
                  "how": "least log-loss softmax temperature per member on out-of-fold test predictions"}
-    for tag, folds in oof.items():
-        pooled = [np.concatenate([f[1][m] for f in folds]) for m in range(len(members))]
+    def fit(folds):  # temperatures, then vote weights on the calibrated probabilities (max UAR)
         y_all = np.concatenate([f[0] for f in folds])
-        temps = [fit_temperature(p, y_all) for p in pooled]
+        temps = [fit_temperature(np.concatenate([f[1][m] for f in folds]), y_all) for m in range(len(members))]
+        cal = np.stack([soften(np.concatenate([f[1][m] for f in folds]), t) for m, t in enumerate(temps)])
+        return temps, (choose_weights(cal, y_all, labels) if len(members) > 1 else [1.0])
+
+    for tag, folds in oof.items():
+        temps, weights = fit(folds)
         per_fold: dict[str, list] = {}
-        if len(folds) > 1:
+        if len(folds) > 1 and len(members) > 1:
             for k, (y, probs) in enumerate(folds):
-                rest = [f for j, f in enumerate(folds) if j != k]
-                y_rest = np.concatenate([f[0] for f in rest])
-                ts = [fit_temperature(np.concatenate([f[1][m] for f in rest]), y_rest) for m in range(len(members))]
-                cal = [soften(probs[m], t) for m, t in enumerate(ts)]
-                if len(members) > 1:
-                    per_fold.setdefault("ensemble (equal, calibrated)", []).append(
-                        compute_metrics(y, np.mean(cal, 0), labels))
-        out["protocols"][tag] = {"temperatures": temps, "per_fold": per_fold}
+                ts, ws = fit([f for j, f in enumerate(folds) if j != k])
+                cal = np.stack([soften(probs[m], t) for m, t in enumerate(ts)])
+                per_fold.setdefault("ensemble (equal, calibrated)", []).append(compute_metrics(y, cal.mean(0), labels))
+                per_fold.setdefault("ensemble (weighted, calibrated)", []).append(
+                    compute_metrics(y, np.tensordot(np.array(ws), cal, axes=1), labels))
+        out["protocols"][tag] = {"temperatures": temps, "weights": weights, "per_fold": per_fold}
     return out
 
 
@@ -238,19 +241,25 @@ def run_train(corpus: str, data: str | Path, out: str | Path, cfg: Config, folds
     summary = {name: summarise_folds(rs) for name, rs in per_fold.items()}
     tag = calibration["fitted_on"]
     temps = calibration["protocols"][tag]["temperatures"]
+    weights = calibration["protocols"][tag]["weights"]
     notes.append("calibrated: each member's softmax temperature fitted (least log-loss) on the other folds' test "
                  "predictions, never on the fold it is applied to (cross-fitted). On all folds' predictions"
                  + (f" ({tag})" if len(calibration["protocols"]) > 1 else "") + ": "
                  + ", ".join(f"{n} {t:.2f}" for n, t in zip(cfg.model.members, temps))
-                 + f"; calibration.json; to use them: model.temperatures: [{', '.join(f'{t:.2f}' for t in temps)}]")
+                 + f"; calibration.json; to use them: model.temperatures: [{', '.join(f'{t:.2f}' for t in temps)}]"
+                 + (f", and the weights chosen on them (max UAR): model.weights: [{', '.join(f'{w:.2f}' for w in weights)}]"
+                    if len(weights) > 1 else ""))
     atomic_write_text(out / "calibration.json", json.dumps(
-        {"members": calibration["members"], "temperatures": temps, "fitted_on": tag, "how": calibration["how"],
-         "per_protocol": {t: c["temperatures"] for t, c in calibration["protocols"].items()}}, indent=1))
+        {"members": calibration["members"], "temperatures": temps, "weights": weights, "fitted_on": tag,
+         "how": calibration["how"] + "; then the vote weights that maximise UAR on them (grid step 0.1)",
+         "per_protocol": {t: {"temperatures": c["temperatures"], "weights": c["weights"]}
+                          for t, c in calibration["protocols"].items()}}, indent=1))
     write_report(out / "report", summary, labels, f"{corpus}: {len(splits)}-fold cross-validation",
-                 notes=notes, extra={"folds": len(splits), "calibration": calibration["protocols"][tag]["temperatures"]})
+                 notes=notes, extra={"folds": len(splits), "calibration": {"temperatures": temps, "weights": weights}})
     log(f"{len(splits)}-fold report: {out / 'report' / 'report.md'}")
     log(f"member temperatures ({', '.join(cfg.model.members)}) fitted on the out-of-fold predictions: "
-        f"{', '.join(f'{t:.2f}' for t in temps)} ({out / 'calibration.json'})")
+        f"{', '.join(f'{t:.2f}' for t in temps)}; vote weights on them: {', '.join(f'{w:.2f}' for w in weights)} "
+        f"({out / 'calibration.json'})")
     return {"results": summary, "out": str(out)}
 
 

@@ -544,8 +544,9 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
     full = FullEnsemble(model, smile, None, smile_norm)
     members = {n: {"best_epoch": r.best_epoch, "best_val_score": r.best_score if val_items else None,
                    "epochs_run": r.epochs_run, "seconds": r.seconds} for n, r in results.items()}
-    if not val_items:  # nothing to choose weights on: equal votes
-        weights = [1.0 / len(full.member_names)] * len(full.member_names)
+    fixed = [float(w) / sum(cfg.model.weights) for w in cfg.model.weights] or None  # model.weights, if given
+    if not val_items:  # nothing to choose weights on: the config's, else equal votes
+        weights = fixed or [1.0 / len(full.member_names)] * len(full.member_names)
         full.set_weights(weights)
         if smile_info is not None:
             smile_info["val_score"] = None
@@ -567,7 +568,7 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
         probs = np.stack([soften(soften(p, 1.0 / t0), t) for p, t0, t in zip(probs[:-1], base, temperatures)])
         log("temperatures fitted on validation: " + ", ".join(f"{n} {t:.2f}" for n, t in
                                                                zip(full.member_names, temperatures)))
-    weights = choose_weights(probs[:-1] if temperatures is None else probs, y_val, labels)
+    weights = fixed or choose_weights(probs[:-1] if temperatures is None else probs, y_val, labels)
     full.set_weights(weights)
     if smile_info is not None:
         from .evaluation import compute_metrics

@@ -71,4 +71,5 @@ def test_calibrated_votes_take_each_folds_temperatures_from_the_other_folds(tmp_
         tb = fit_temperature(np.concatenate([d[2] for d in rest]), ys)
         want.append(compute_metrics(y, (soften(a, ta) + soften(sharp, tb)) / 2, LABELS)["uar"])
     assert summary["cnn + lstm (calibrated)"]["uar"]["folds"] == pytest.approx(want)
+    assert len(summary["cnn + lstm (calibrated, weighted)"]["uar"]["folds"]) == 3
     assert "cnn (calibrated)" not in summary  # a lone member's answers do not change
