@@ -266,6 +266,10 @@ def test_a_missing_or_foreign_companion_is_refused(paired_run, tmp_path):
     wave = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
     got = rec.predict_wave(wave)
     assert set(got["members"]) == {"cnn", "lstm", "single/cnn", "single/lstm"} and got["adapted"] is False
+    st = rec.speaker_stats([wave, 0.5 * wave[::-1].copy()])  # the adapted model's statistics (persemo adapt)
+    adapted = rec.predict_wave(wave, speaker_stats=st)
+    assert adapted["adapted"] is True and adapted["members"]["single/cnn"] == got["members"]["single/cnn"]
+    assert adapted["probabilities"] != got["probabilities"]
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     # another save of the companion (same tensors, other JSON digest) is not this model's companion
