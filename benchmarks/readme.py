@@ -30,6 +30,8 @@ ROWS = [
     ("CNN on log-mel, pooled over time only (`model.cnn_pooling: time`)", (ENS, "cnn"), (ENS_S, "cnn")),
     ("CNN on log-mel, mean and standard deviation over time (`model.cnn_pooling: timestats`)",
      ("emodb_cnn_timestats", "cnn"), ("emodb_cnn_timestats_speaker", "cnn")),
+    ("CNN with `timestats` pooling and mixup (`train.mixup: 0.4`)", ("emodb_cnn_timestats_mixup", "cnn"),
+     ("emodb_cnn_timestats_mixup_speaker", "cnn")),
     ("BiLSTM on MFCC", (ENS, "lstm"), (ENS_S, "lstm")),
     ("BiLSTM on MFCC, only the level removed (`features.mfcc_utterance_scope: level`)",
      ("emodb_lstm_level", "lstm"), None),
@@ -54,6 +56,9 @@ ROWS = [
     ("**CNN (time pooling) + BiLSTM + `smile`, calibrated and weighted** (cross-fitted, as `persemo train "
      "--folds` reports it)", ("combine_emodb_time_calibrated", "cnn + smile + lstm (calibrated, weighted)"),
      ("combine_emodb_time_speaker_calibrated", "cnn + smile + lstm (calibrated, weighted)")),
+    ("CNN (`timestats`, mixup) + BiLSTM + `smile`, calibrated and weighted (members of two runs)",
+     ("combine_emodb_mixup", "cnn + smile + lstm (calibrated, weighted)"),
+     ("combine_emodb_mixup_speaker", "cnn + smile + lstm (calibrated, weighted)")),
     ("CNN (time pooling) + BiLSTM (level) + `smile`, soft vote of members from two runs",
      ("combine_emodb_time_level", "cnn + lstm + smile (equal weights)"), None),
     ("peer: openSMILE eGeMAPSv02 + SVM", ("peers_emodb", "standard/eGeMAPSv02 + SVM"),
