@@ -102,7 +102,7 @@ def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, model
         add("single utterance (per-utterance normalisation)", y, p_u, m_u.member_names)
         single = _ens(p_u)  # the single-utterance model's vote, averaged in by the [both models] rows
 
-        def both(name, y_, p_s, keep=None):
+        def both(y_, p_s, keep=None):
             """The speaker model's vote under some statistics averaged with the single-utterance model's."""
             su = single if keep is None else single[keep]
             return compute_metrics(y_, (_ens(p_s) + su) / 2, labels)
@@ -131,7 +131,7 @@ def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, model
                 p_s = predict_items(m_s, test, cfg_s, stats)
                 add(f"{tag} [{variant}]", y, p_s, m_s.member_names if variant == "plain" else None)
                 if variant == "shrunk":
-                    per.setdefault(f"{tag} [{BOTH}]", []).append(both(tag, y, p_s))
+                    per.setdefault(f"{tag} [{BOTH}]", []).append(both(y, p_s))
 
         evaluate(spk_items, "speaker-adapted: all utterances")
         if neutral:
@@ -163,7 +163,7 @@ def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, model
                 rows = [_ens(p)] + ([p[i] for i in range(len(m_s.member_names))] if variant == "plain" else [])
                 scores.append([compute_metrics(y[keep], r, labels) for r in rows])
                 if variant == "shrunk":
-                    trap_both.append(both("trap", y[keep], p, np.array(keep)))
+                    trap_both.append(both(y[keep], p, np.array(keep)))
             keys = ("accuracy", "macro_f1", "weighted_f1", "uar")
             tag = f"speaker-adapted: one-emotion trap [{variant}]"
             for j in range(len(scores[0])):
@@ -182,7 +182,7 @@ def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, model
             stats = {s: shrink(_stats(p), prior, len(p), SHRINK_K) for s, p in pools.items()}
             p_s = predict_items(m_s, test, cfg_s, stats)
             add(f"adaptation curve: {n} utterance(s) [shrunk]", y, p_s)
-            per.setdefault(f"adaptation curve: {n} utterance(s) [{BOTH}]", []).append(both("curve", y, p_s))
+            per.setdefault(f"adaptation curve: {n} utterance(s) [{BOTH}]", []).append(both(y, p_s))
         log("  " + "; ".join(f"{k}: {100 * v[-1]['uar']:.1f}" for k, v in per.items()
                              if "curve" not in k and "[plain]" in k or k.startswith("single")))
     summary = {k: summarise_folds(v) for k, v in per.items()}

@@ -66,7 +66,7 @@ def combine(members: list[tuple[str, str, str]], results=RESULTS, calibrate: boo
     ``persemo train --folds`` reports.
     """
     from persemo.models.ensemble import soften
-    from persemo.training import choose_weights, fit_temperature
+    from persemo.training import fit_vote
 
     files = {f: json.loads((results / f"{f}.json").read_text()) for _, f, _ in members}
     labels = next(iter(files.values()))["labels"]
@@ -90,24 +90,19 @@ def combine(members: list[tuple[str, str, str]], results=RESULTS, calibrate: boo
         folds.append((y, got))
     per: dict[str, list[dict]] = {}
     for k, (y, got) in enumerate(folds):
-        cal, rest_cal, y_rest = {}, {}, None
-        if calibrate:
-            rest = [f for j, f in enumerate(folds) if j != k]
-            y_rest = np.concatenate([r[0] for r in rest])
-            for n in names:
-                pooled = np.concatenate([r[1][n] for r in rest])
-                t = fit_temperature(pooled, y_rest)
-                cal[n], rest_cal[n] = soften(got[n], t), soften(pooled, t)
+        rest = [f for j, f in enumerate(folds) if j != k]
         for r in range(1, len(names) + 1):
             for team in itertools.combinations(names, r):
                 name = " + ".join(team) + (" (equal weights)" if r > 1 else "")
                 per.setdefault(name, []).append(compute_metrics(y, np.mean([got[m] for m in team], 0), labels))
-                if cal and r > 1:
+                if calibrate and r > 1:  # temperatures and weights from the other folds only
+                    temps, w = fit_vote(np.stack([np.concatenate([f[1][m] for f in rest]) for m in team]),
+                                        np.concatenate([f[0] for f in rest]), labels)
+                    cal = np.stack([soften(got[m], t) for m, t in zip(team, temps)])
                     per.setdefault(" + ".join(team) + " (calibrated)", []).append(
-                        compute_metrics(y, np.mean([cal[m] for m in team], 0), labels))
-                    w = choose_weights(np.stack([rest_cal[m] for m in team]), y_rest, labels)
+                        compute_metrics(y, cal.mean(0), labels))
                     per.setdefault(" + ".join(team) + " (calibrated, weighted)", []).append(
-                        compute_metrics(y, np.tensordot(np.array(w), np.stack([cal[m] for m in team]), axes=1), labels))
+                        compute_metrics(y, np.tensordot(np.array(w), cal, axes=1), labels))
     return labels, {k: summarise_folds(v) for k, v in per.items()}
 
 

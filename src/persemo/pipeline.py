@@ -62,7 +62,7 @@ def _evaluate(model, items: list[Item], cfg: Config, labels: list[str], noise_sn
     """Metrics for each member, the equal-weight soft vote and the weighted soft vote (``model``: a
     ``FullEnsemble``, every member in config order, or a torch ``Ensemble``). ``keep``, a list, gets
     (labels, member probabilities (M, N, C) at temperature 1) appended, for calibration across folds."""
-    from .models.ensemble import PairedEnsemble, as_full, soften
+    from .models.ensemble import PairedEnsemble, as_full, at_unit_temperature
 
     model = as_full(model)
     index = {l: i for i, l in enumerate(labels)}
@@ -70,7 +70,7 @@ def _evaluate(model, items: list[Item], cfg: Config, labels: list[str], noise_sn
     probs = predict_items(model, items, cfg, stats, noise_snr=noise_snr, noise=noise)
     paired = isinstance(model, PairedEnsemble)
     if keep is not None and not paired:
-        keep.append((y, np.stack([soften(p, 1.0 / t) for p, t in zip(probs[:-1], model.temperatures)])))
+        keep.append((y, at_unit_temperature(probs[:-1], model.temperatures)))
     out = {}
     for i, name in enumerate(model.member_names):
         out[name] = compute_metrics(y, probs[i], labels)
@@ -100,17 +100,14 @@ def cross_fold_calibration(oof: dict[str, list], members, labels: list[str]) -> 
     its own predictions). ``fitted_on`` names the protocol the model is meant for (speaker-adapted when present).
     """
     from .models.ensemble import soften
-    from .training import choose_weights, fit_temperature
+    from .training import fit_vote
 
     members = list(members)
     out: dict = {"members": members, "protocols": {},
                  "fitted_on": SPEAKER_TAG if SPEAKER_TAG in oof else SINGLE_TAG,
                  "how": "least log-loss softmax temperature per member on out-of-fold test predictions"}
     def fit(folds):  # temperatures, then vote weights on the calibrated probabilities (max UAR)
-        y_all = np.concatenate([f[0] for f in folds])
-        temps = [fit_temperature(np.concatenate([f[1][m] for f in folds]), y_all) for m in range(len(members))]
-        cal = np.stack([soften(np.concatenate([f[1][m] for f in folds]), t) for m, t in enumerate(temps)])
-        return temps, (choose_weights(cal, y_all, labels) if len(members) > 1 else [1.0])
+        return fit_vote(np.concatenate([f[1] for f in folds], axis=1), np.concatenate([f[0] for f in folds]), labels)
 
     for tag, folds in oof.items():
         temps, weights = fit(folds)
@@ -157,8 +154,10 @@ def train_once(cfg: Config, items: list[Item], split: Split, out: Path, corpus: 
     if cfg.features.normalisation == "speaker":
         # test speakers' own (smile too, if any), shrunk as predict does
         stats = fold_statistics(cfg, train, val, test, model, cache_dir, cfg.features.speaker_shrink)
-    collect = oof is not None and not (cfg.features.normalisation == "speaker" and cfg.features.single_companion)
-    keep = (lambda tag: oof.setdefault(tag, [])) if collect else (lambda tag: None)  # not for paired models
+    from .models.ensemble import PairedEnsemble
+
+    collect = oof is not None and not isinstance(model, PairedEnsemble)  # paired models are not calibrated
+    keep = (lambda tag: oof.setdefault(tag, [])) if collect else (lambda tag: None)
     results = _evaluate(model, test, cfg, labels, stats=stats, keep=keep(SPEAKER_TAG if stats is not None else
                                                                           SINGLE_TAG))
     if stats is not None:  # both protocols, the same test utterances, side by side

@@ -380,32 +380,30 @@ def fit_temperature(probs: np.ndarray, y: np.ndarray, lo: float = 0.05, hi: floa
 
     ``probs`` (N, C) are one member's probabilities (at T = 1) for utterances it did not train on. T > 1
     softens an overconfident member, T < 1 sharpens a timid one; the arg-max, hence the member's own
-    accuracy and UAR, does not change. Searched on a log scale in [lo, hi] (golden section, then clipped).
+    accuracy and UAR, does not change. Searched on a log scale in [lo, hi] (scipy's bounded Brent).
     """
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
     logp = np.log(np.clip(np.asarray(probs, np.float64), 1e-12, None))
     y = np.asarray(y)
     if len(y) == 0:
         raise ValueError("no held-out utterances to fit a temperature on")
 
     def loss(log_t: float) -> float:
-        z = logp / np.exp(log_t)
-        z = z - z.max(1, keepdims=True)
-        return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(y)), y]))
+        return float(-np.mean(log_softmax(logp / np.exp(log_t), axis=1)[np.arange(len(y)), y]))
 
-    a, b = np.log(lo), np.log(hi)
-    g = (np.sqrt(5) - 1) / 2
-    c, d = b - g * (b - a), a + g * (b - a)
-    fc, fd = loss(c), loss(d)
-    for _ in range(60):
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - g * (b - a)
-            fc = loss(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + g * (b - a)
-            fd = loss(d)
-    return float(np.clip(np.exp((a + b) / 2), lo, hi))
+    res = minimize_scalar(loss, bounds=(np.log(lo), np.log(hi)), method="bounded")
+    return float(np.clip(np.exp(res.x), lo, hi))
+
+
+def fit_vote(member_probs: np.ndarray, y: np.ndarray, labels: list[str]) -> tuple[list[float], list[float]]:
+    """(temperatures, weights) for members' held-out probabilities (M, N, C) at T = 1: each member's
+    ``fit_temperature``, then the vote weights that maximise UAR on the calibrated rows (``choose_weights``)."""
+    from .models.ensemble import soften
+
+    temps = [fit_temperature(p, y) for p in member_probs]
+    return temps, choose_weights(np.stack([soften(p, t) for p, t in zip(member_probs, temps)]), y, labels)
 
 
 def choose_weights(member_probs: np.ndarray, y: np.ndarray, labels: list[str], step: float = 0.1) -> list[float]:
@@ -503,7 +501,7 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
     """
     import lightning as L
 
-    from .models.ensemble import SMILE, Ensemble, FullEnsemble, soften
+    from .models.ensemble import SMILE, Ensemble, FullEnsemble, at_unit_temperature, soften
 
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     if cfg.train.num_threads > 0:
@@ -562,10 +560,10 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
     probs = predict_items(full, val_items, cfg, stats)
     temperatures = None
     if cfg.model.calibration == "validation":  # each member's temperature first, then the weights on them
-        base = full.temperatures  # the config's (1 each unless given): refit from the uncalibrated output
-        temperatures = [fit_temperature(soften(p, 1.0 / t), y_val) for p, t in zip(probs[:-1], base)]
+        raw = at_unit_temperature(probs[:-1], full.temperatures)  # refit from the output as trained
+        temperatures = [fit_temperature(p, y_val) for p in raw]
         full.set_temperatures(temperatures)
-        probs = np.stack([soften(soften(p, 1.0 / t0), t) for p, t0, t in zip(probs[:-1], base, temperatures)])
+        probs = np.stack([soften(p, t) for p, t in zip(raw, temperatures)])
         log("temperatures fitted on validation: " + ", ".join(f"{n} {t:.2f}" for n, t in
                                                                zip(full.member_names, temperatures)))
     weights = fixed or choose_weights(probs[:-1] if temperatures is None else probs, y_val, labels)

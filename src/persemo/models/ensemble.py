@@ -50,6 +50,11 @@ def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
     return z / z.sum(axis=-1, keepdims=True)
 
 
+def at_unit_temperature(rows: np.ndarray, temperatures: Sequence[float]) -> np.ndarray:
+    """Members' probability rows (M, N, C) given at ``temperatures`` back at T = 1 (as trained)."""
+    return np.stack([soften(p, 1.0 / t) for p, t in zip(rows, temperatures)])
+
+
 TORCH_MEMBERS = ("cnn", "lstm")
 SMILE = "smile"
 SMILE_PREFIX = "smile."  # the smile member's arrays in model.safetensors
@@ -113,8 +118,7 @@ class FullEnsemble:
     """
 
     def __init__(self, ensemble: Ensemble, smile=None, weights: Sequence[float] | None = None,
-                 smile_norm: tuple[np.ndarray, np.ndarray] | None = None,
-                 temperatures: Sequence[float] | None = None):
+                 smile_norm: tuple[np.ndarray, np.ndarray] | None = None):
         self.ensemble = ensemble
         self.smile = smile  # a fitted smile.SmileMember, or None
         self.smile_norm = smile_norm  # speaker mode: (mean, std) of the training functionals, else None
@@ -128,8 +132,6 @@ class FullEnsemble:
                              "lists one")
         self._weights = ensemble.weights
         self.smile_temperature = float(dict(zip(self.member_names, self.cfg.model.member_temperatures)).get(SMILE, 1.0))
-        if temperatures is not None:
-            self.set_temperatures(temperatures)
         if weights is not None:
             self.set_weights(weights)
         elif not self.only_torch:
