@@ -47,6 +47,20 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> n
     return soxr.resample(audio, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
 
 
+def speed_perturb(audio: np.ndarray, factor: float, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """The signal played ``factor`` times faster (Kaldi-style speed perturbation): duration / factor, and
+    pitch and formants x factor, as if another, higher- or lower-voiced speaker said it. Resampled by soxr
+    from ``sr`` to ``sr / factor`` and read back at ``sr``."""
+    if not 0.5 <= factor <= 2.0:
+        raise ValueError(f"speed factor must be in [0.5, 2], got {factor}")
+    audio = np.asarray(audio, dtype=np.float32)
+    if factor == 1.0 or audio.size == 0:
+        return audio
+    import soxr
+
+    return soxr.resample(audio, sr, sr / factor, quality="HQ").astype(np.float32, copy=False)
+
+
 def check_signal(audio: np.ndarray, source: str, sr: int = SAMPLE_RATE,
                  min_duration: float = MIN_DURATION) -> np.ndarray:
     """Raise AudioError for an empty, non-finite, too short or all-silent signal; return it otherwise."""

@@ -159,6 +159,11 @@ class ModelConfig:
         metadata={"help": "noisy copies of each training utterance the smile member also learns from (white "
                           "noise at an SNR drawn from train.noise_snr_db, as the torch members' injection); "
                           "0 = clean only, which collapsed to chance at 10 dB SNR on EmoDB"})
+    smile_speeds: list[float] = field(
+        default_factory=list,
+        metadata={"help": "speed-perturbed copies of each training utterance the smile member also learns "
+                          "from, one per factor (f plays f times faster: tempo, pitch and formants x f, like "
+                          "another speaker); [] = none, [0.9, 1.1] = Kaldi's recipe"})
 
     def __post_init__(self) -> None:
         bad = [m for m in self.members if m not in MEMBERS]
@@ -172,6 +177,11 @@ class ModelConfig:
             raise ConfigError(f"model.smile_kind must be one of {', '.join(SMILE_KINDS)}, not {self.smile_kind!r}")
         if not (isinstance(self.smile_noise_copies, int) and 0 <= self.smile_noise_copies <= 10):
             raise ConfigError("model.smile_noise_copies must be an integer from 0 to 10")
+        if not (isinstance(self.smile_speeds, (list, tuple)) and len(self.smile_speeds) <= 8 and all(
+                isinstance(f, (int, float)) and not isinstance(f, bool) and 0.5 <= f <= 2.0 and f != 1.0
+                for f in self.smile_speeds)) or len(set(self.smile_speeds)) != len(self.smile_speeds):
+            raise ConfigError("model.smile_speeds must be a list of up to 8 distinct speed factors in [0.5, 2], "
+                              "none of them 1")
         if self.cnn_pooling not in ("gap", "time", "timestats"):
             raise ConfigError(f"model.cnn_pooling must be 'gap', 'time' or 'timestats', not {self.cnn_pooling!r}")
         if self.lstm_pooling not in ("meanmax", "attention"):

@@ -176,6 +176,32 @@ def functionals_from_waves(waves: Sequence[np.ndarray], feature_set: str = "ComP
     return np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def speed_functionals(items: Sequence, factor: float, feature_set: str = "ComParE_2016",
+                      cache_dir: str | Path | None = None, threads: int = 2) -> np.ndarray:
+    """Functionals of each item's waveform played ``factor`` times faster (``audio.speed_perturb``): (N, D).
+
+    With ``cache_dir``, cached by the waveform's samples, the feature set and the factor.
+    """
+    from .audio import speed_perturb
+
+    cache = FeatureCache(cache_dir, {**cache_key(feature_set), "speed": float(factor)})
+    keys = [hashlib.sha256(np.ascontiguousarray(it.wave, np.float32).tobytes()).hexdigest()[:32] for it in items]
+    out = np.zeros((len(items), FEATURE_SETS[feature_set]), np.float32)
+    todo = []
+    for i, k in enumerate(keys):
+        hit = cache.get(k)
+        if hit is not None and hit.get("x") is not None and hit["x"].shape == out.shape[1:]:
+            out[i] = hit["x"]
+        else:
+            todo.append(i)
+    if todo:
+        X = functionals_from_waves([speed_perturb(items[i].wave, factor) for i in todo], feature_set, threads)
+        for i, x in zip(todo, X):
+            out[i] = x
+            cache.put(keys[i], {"x": x})
+    return out
+
+
 def item_functionals(items: Sequence, feature_set: str = "ComParE_2016", cache_dir: str | Path | None = None,
                      threads: int = 2) -> np.ndarray:
     """Whole-utterance functionals of prepared items (``persemo.prepare.Item``: ``utt`` and ``wave``), (N, D).

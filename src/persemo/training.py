@@ -454,9 +454,14 @@ def fit_smile(cfg: Config, labels: list[str], train_items: list[Item], cache_dir
     training utterance (white noise, SNR uniform in ``train.noise_snr_db``, seeded), their functionals
     computed from the noisy waveforms (not cached). In speaker mode a copy is standardised with its
     speaker's clean statistics, as a test speaker's statistics come from their recordings.
+
+    Speed: with ``model.smile_speeds`` = [f, ...], the member also learns from each training utterance
+    played f times faster (``audio.speed_perturb``; functionals cached by waveform and factor), labelled as
+    the original and grouped with its speaker in the inner CV. In speaker mode a speed copy is a voice of
+    its own: standardised by the statistics of its speaker's copies at that factor.
     """
     from .audio import noisy_versions
-    from .smile import SmileMember, functional_stats, functionals_from_waves, item_functionals
+    from .smile import SmileMember, functional_stats, functionals_from_waves, item_functionals, speed_functionals
 
     m = cfg.model
     start = time.perf_counter()
@@ -470,15 +475,23 @@ def fit_smile(cfg: Config, labels: list[str], train_items: list[Item], cache_dir
     for _ in range(m.smile_noise_copies):
         waves = [noisy_versions([it.wave], float(rng.uniform(lo, hi)), "white", rng)[0] for it in train_items]
         copies.append(functionals_from_waves(waves, m.smile_feature_set, threads=2))
+    faster = [speed_functionals(train_items, f, m.smile_feature_set, cache_dir) for f in m.smile_speeds]
     norm = None
     if cfg.features.normalisation == "speaker":
         norm = functional_stats(X)
-        per = {s: functional_stats(X[idx]) for s, idx in
-               enrolment_rows(train_items, cfg.features.enrolment).items()}
-        mean = np.stack([per[s][0] for s in speakers])
-        std = np.stack([per[s][1] for s in speakers])
-        X = ((X - mean) / std).astype(X.dtype)  # = normalise_by_group(X, speakers) without enrolment
+        rows = enrolment_rows(train_items, cfg.features.enrolment)
+
+        def speaker_scaled(A):  # = normalise_by_group(A, speakers) without enrolment
+            per = {s: functional_stats(A[idx]) for s, idx in rows.items()}
+            return np.stack([per[s][0] for s in speakers]), np.stack([per[s][1] for s in speakers])
+
+        mean, std = speaker_scaled(X)
+        X = ((X - mean) / std).astype(X.dtype)
         copies = [(C - mean) / std for C in copies]
+        for i, F in enumerate(faster):
+            mu, sd = speaker_scaled(F)
+            faster[i] = (F - mu) / sd
+    copies += faster
     if copies:
         X = np.concatenate([X, *copies]).astype(X.dtype)
         y = np.concatenate([y] * (1 + len(copies)))
@@ -490,7 +503,7 @@ def fit_smile(cfg: Config, labels: list[str], train_items: list[Item], cache_dir
     log(f"smile: {m.smile_kind} on {m.smile_feature_set} ({X.shape[1]} functionals), inner {inner['folds']}-fold "
         f"UAR {100 * inner['uar']:.1f}% ({seconds:.0f} s)")
     return member, norm, {"kind": m.smile_kind, "feature_set": m.smile_feature_set, "inner_cv_uar": inner["uar"],
-                          "noise_copies": m.smile_noise_copies, "seconds": seconds}
+                          "noise_copies": m.smile_noise_copies, "speeds": list(m.smile_speeds), "seconds": seconds}
 
 
 def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_items: list[Item],
