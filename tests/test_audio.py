@@ -165,3 +165,18 @@ def test_noisy_versions_reach_the_requested_snr(kind):
         assert abs(snr - 10.0) < 0.5
     with pytest.raises(ValueError, match="white or babble"):
         noisy_versions(waves, 10.0, "pink", rng)
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_speed_perturb_scales_duration_and_pitch(factor):
+    from persemo.audio import speed_perturb
+
+    wave = np.sin(2 * np.pi * 440.0 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
+    out = speed_perturb(wave, factor)
+    assert abs(len(out) - len(wave) / factor) <= 2
+    spectrum = np.abs(np.fft.rfft(out))
+    peak_hz = np.argmax(spectrum) * SAMPLE_RATE / len(out)
+    assert abs(peak_hz - 440.0 * factor) < 3.0
+    assert np.array_equal(speed_perturb(wave, 1.0), wave)
+    with pytest.raises(ValueError, match="speed factor"):
+        speed_perturb(wave, 3.0)

@@ -243,6 +243,65 @@ def test_noisy_copies_change_the_fit_and_are_seeded(normalisation):
     assert not np.allclose(a.predict_proba(X), clean.predict_proba(X))
 
 
+# -- speed-perturbed copies -------------------------------------------------------------------------------
+
+def test_speed_functionals_are_those_of_the_perturbed_wave_and_cached(tmp_path):
+    from persemo.audio import speed_perturb
+    from persemo.smile import speed_functionals
+
+    cfg = _cfg()
+    items = synth_items(cfg, per_class=1, speakers=("s1",))[:3]
+    got = speed_functionals(items, 0.9, "eGeMAPSv02", tmp_path)
+    want = functionals_from_waves([speed_perturb(it.wave, 0.9) for it in items], "eGeMAPSv02")
+    np.testing.assert_array_equal(got, want)
+    assert not np.allclose(got, functionals_from_waves([it.wave for it in items], "eGeMAPSv02"))
+    entries = list(tmp_path.rglob("*.safetensors"))
+    assert len(entries) == len({it.wave.tobytes() for it in items})  # one entry per distinct waveform
+    for e in entries:  # a second call reads the cache: corrupt it and the rows change
+        e.write_bytes(b"")
+    np.testing.assert_array_equal(speed_functionals(items, 0.9, "eGeMAPSv02", tmp_path), want)  # unreadable: recomputed
+    from safetensors.numpy import save_file
+
+    for e in tmp_path.rglob("*.safetensors"):
+        save_file({"x": np.full(FEATURE_SETS["eGeMAPSv02"], 7.0, np.float32)}, str(e))
+    assert np.all(speed_functionals(items, 0.9, "eGeMAPSv02", tmp_path) == 7.0)
+    assert not np.any(speed_functionals(items, 1.1, "eGeMAPSv02", tmp_path) == 7.0)  # another factor, other keys
+
+
+@pytest.mark.parametrize("normalisation", ["global", "speaker"])
+def test_speed_copies_enter_the_fit(normalisation, tmp_path):
+    from persemo.training import fit_smile
+
+    cfg = _cfg(normalisation).replace(model={"members": ["smile"], "smile_noise_copies": 0})
+    train = synth_items(cfg, per_class=4, speakers=("s1", "s2", "s3"))
+    probe = functionals_from_waves([it.wave for it in synth_items(cfg, per_class=2, speakers=("s4",), seed=1)],
+                                   "eGeMAPSv02")
+    if normalisation == "speaker":  # the member sees speaker-standardised functionals
+        from persemo.smile import normalise_by_group
+
+        probe = normalise_by_group(probe, ["s4"] * len(probe))
+    plain, _, info0 = fit_smile(cfg, LABELS, train, log=lambda m: None)
+    fast_cfg = cfg.replace(model={"smile_speeds": [0.9, 1.1]})
+    fast, norm, info1 = fit_smile(fast_cfg, LABELS, train, cache_dir=tmp_path, log=lambda m: None)
+    assert info0["speeds"] == [] and info1["speeds"] == [0.9, 1.1]
+    assert not np.allclose(fast.predict_proba(probe), plain.predict_proba(probe))
+    if normalisation == "speaker":
+        # the fallback statistics are the clean training functionals', copies left out
+        from persemo.smile import functional_stats
+
+        np.testing.assert_allclose(norm[0], functional_stats(item_functionals(train, "eGeMAPSv02"))[0], rtol=1e-6)
+
+
+def test_smile_speeds_are_validated():
+    with pytest.raises(ConfigError, match="smile_speeds"):
+        Config().replace(model={"smile_speeds": [1.0]})
+    with pytest.raises(ConfigError, match="smile_speeds"):
+        Config().replace(model={"smile_speeds": [0.9, 0.9]})
+    with pytest.raises(ConfigError, match="smile_speeds"):
+        Config().replace(model={"smile_speeds": [3]})
+    assert Config().replace(model={"smile_speeds": [0.9, 1.1]}).model.smile_speeds == [0.9, 1.1]
+
+
 def test_enrolment_standardises_each_speaker_by_their_enrolment_functionals():
     from persemo.training import fit_smile
 

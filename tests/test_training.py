@@ -360,3 +360,39 @@ def test_mixup_reaches_the_loss_and_is_seeded(data):
         losses.append(info["history"]["cnn"][0]["train_loss"])
     assert losses[0] != pytest.approx(losses[1], rel=1e-3)
     assert losses[1] == losses[2]
+
+
+# -- speed perturbation ------------------------------------------------------------------------------------
+
+def test_speed_perturbed_clips_carry_their_own_voices_statistics(data):
+    from persemo.training import WaveSet, speed_key, speed_statistics
+
+    cfg, train, _ = data
+    st = speaker_statistics(train)
+    fast = speed_statistics(train, [0.9, 1.1], cfg.features)
+    assert set(fast) == {speed_key(s, f) for s in st for f in (0.9, 1.1)}
+    assert speed_key("s1", 1.0) == "s1"
+    assert not np.allclose(fast[speed_key("s1", 1.1)]["logmel_mean"], st["s1"]["logmel_mean"])
+    index = {l: i for i, l in enumerate(LABELS)}
+    ws = WaveSet(train, index, 10**6, True, "centre", {**st, **fast}, speeds=[0.9, 1.1])
+    torch.manual_seed(0)
+    seen = {}
+    for _ in range(30):
+        w, _, s = ws[0]
+        seen[len(w)] = s
+    n = len(train[0].wave)
+    assert set(seen) == {n, round(n / 0.9), round(n / 1.1)}  # each factor drawn, duration / factor
+    assert seen[n] is st["s1"] and seen[round(n / 1.1)] is fast[speed_key("s1", 1.1)]
+    plain = WaveSet(train, index, 10**6, False, "centre", st, speeds=[0.9, 1.1])  # evaluation: never perturbed
+    assert {len(plain[0][0]) for _ in range(10)} == {n}
+
+
+def test_speeds_reach_training_in_every_normalisation(data):
+    cfg, train, _ = data
+    cfg = cfg.replace(model={"members": ["cnn"]}, split={"val_fraction": 0}, train={"epochs": 1})
+    for norm in ("utterance", "speaker"):
+        c = cfg.replace(features={"normalisation": norm})
+        losses = [train_ensemble(c.replace(train={"speeds": sp}), LABELS, train, [], out=None, progress=False,
+                                 log=lambda m: None)[1]["history"]["cnn"][0]["train_loss"]
+                  for sp in ([], [0.9, 1.1], [0.9, 1.1])]
+        assert losses[0] != pytest.approx(losses[1], rel=1e-4) and losses[1] == losses[2]

@@ -24,6 +24,13 @@ class ConfigError(ValueError):
     """A configuration file or value is wrong; the message names the field."""
 
 
+def _check_speeds(name: str, speeds) -> None:
+    if not (isinstance(speeds, (list, tuple)) and len(speeds) <= 8 and all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and 0.5 <= f <= 2.0 and f != 1.0
+            for f in speeds)) or len(set(speeds)) != len(speeds):
+        raise ConfigError(f"{name} must be a list of up to 8 distinct speed factors in [0.5, 2], none of them 1")
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     sample_rate: int = field(default=16000, metadata={"help": "audio is resampled to this rate (Hz)"})
@@ -177,11 +184,7 @@ class ModelConfig:
             raise ConfigError(f"model.smile_kind must be one of {', '.join(SMILE_KINDS)}, not {self.smile_kind!r}")
         if not (isinstance(self.smile_noise_copies, int) and 0 <= self.smile_noise_copies <= 10):
             raise ConfigError("model.smile_noise_copies must be an integer from 0 to 10")
-        if not (isinstance(self.smile_speeds, (list, tuple)) and len(self.smile_speeds) <= 8 and all(
-                isinstance(f, (int, float)) and not isinstance(f, bool) and 0.5 <= f <= 2.0 and f != 1.0
-                for f in self.smile_speeds)) or len(set(self.smile_speeds)) != len(self.smile_speeds):
-            raise ConfigError("model.smile_speeds must be a list of up to 8 distinct speed factors in [0.5, 2], "
-                              "none of them 1")
+        _check_speeds("model.smile_speeds", self.smile_speeds)
         if self.cnn_pooling not in ("gap", "time", "timestats"):
             raise ConfigError(f"model.cnn_pooling must be 'gap', 'time' or 'timestats', not {self.cnn_pooling!r}")
         if self.lstm_pooling not in ("meanmax", "attention"):
@@ -225,6 +228,10 @@ class TrainConfig:
     specaug_time_masks: int = field(default=2, metadata={"help": "SpecAugment time masks (CNN only)"})
     specaug_time_width: int = field(default=16, metadata={"help": "largest time mask, in frames"})
     random_crop: bool = field(default=True, metadata={"help": "train on a random 126-frame window of long clips"})
+    speeds: list[float] = field(default_factory=list,
+                                metadata={"help": "speed perturbation for the torch members: each training clip "
+                                                  "is played at a factor drawn uniformly from 1 and these (f "
+                                                  "plays f times faster: tempo, pitch and formants x f); [] = off"})
     seed: int = field(default=0, metadata={"help": "seed for splits, initialisation and augmentation"})
     accelerator: str = field(default="cpu", metadata={"help": "lightning accelerator: cpu, gpu, auto"})
     devices: str = field(default="1", metadata={"help": "lightning devices: 1, 2, auto, ..."})
@@ -236,6 +243,7 @@ class TrainConfig:
             raise ConfigError(f"train.monitor must be 'uar' or 'macro_f1', not {self.monitor!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("train.epochs and train.batch_size must be at least 1")
+        _check_speeds("train.speeds", self.speeds)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError("train.label_smoothing must be in [0, 1)")
         if not 0.0 <= self.mixup <= 10.0:

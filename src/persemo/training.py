@@ -21,12 +21,14 @@ import io
 import itertools
 import time
 from dataclasses import dataclass
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from .audio import speed_perturb
 from .config import Config, ConfigError
 from .corpora.base import atomic_write_text
 from .features import samples_for_frames
@@ -128,12 +130,41 @@ def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
 
 
+def speed_key(speaker: str, factor: float) -> str:
+    """The statistics key of a speaker's clips played ``factor`` times faster: a voice of its own."""
+    return speaker if factor == 1.0 else f"{speaker}@speed{factor:g}"
+
+
+def speed_statistics(items: list[Item], speeds, features_cfg, enrolment: str | None = None
+                     ) -> dict[str, dict[str, np.ndarray]]:
+    """Each speaker's statistics at each speed factor (keys ``speed_key``), from their clips played that
+    much faster, for the speed-perturbed training clips of a speaker-normalised model (``train.speeds``)."""
+    from .features import Spectra
+
+    spectra = Spectra(features_cfg).eval()
+    out = {}
+    for f in speeds:
+        fast = []
+        for it in items:
+            w = speed_perturb(it.wave, f)
+            with torch.inference_mode():
+                lm, mf, _ = spectra(torch.from_numpy(w)[None])
+            fast.append(Item(dc_replace(it.utt, speaker=speed_key(it.utt.speaker, f)), w, lm[0].numpy(),
+                             mf[0].numpy()))
+        out.update(speaker_statistics(fast, enrolment=enrolment))
+    return out
+
+
 class WaveSet(torch.utils.data.Dataset):
-    """Items -> (window of the waveform, its length, label index, speaker stats or empty)."""
+    """Items -> (window of the waveform, its length, label index, speaker stats or empty).
+
+    In training with ``speeds``, each clip is played at a factor drawn uniformly from 1 and ``speeds``
+    (``audio.speed_perturb``), with the statistics of its speaker at that factor (``speed_key``)."""
 
     def __init__(self, items: list[Item], label_index: dict[str, int], n: int, train: bool, crop: str,
-                 stats: dict[str, dict[str, np.ndarray]] | None = None):
+                 stats: dict[str, dict[str, np.ndarray]] | None = None, speeds=()):
         self.items, self.label_index, self.n, self.train, self.crop, self.stats = items, label_index, n, train, crop, stats
+        self.speeds = list(speeds) if train else []
 
     def __len__(self) -> int:
         return len(self.items)
@@ -141,13 +172,19 @@ class WaveSet(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         it = self.items[i]
         w = it.wave
+        factor = 1.0
+        if self.speeds:
+            k = int(torch.randint(0, len(self.speeds) + 1, (1,)))
+            if k:
+                factor = self.speeds[k - 1]
+                w = speed_perturb(w, factor)
         if len(w) > self.n:
             if self.train:
                 start = int(torch.randint(0, len(w) - self.n + 1, (1,)))
                 w = w[start: start + self.n]
             else:
                 w = crop_wave(w, self.n, self.crop)
-        st = self.stats[it.utt.speaker] if self.stats is not None else None
+        st = self.stats[speed_key(it.utt.speaker, factor)] if self.stats is not None else None
         return torch.from_numpy(np.ascontiguousarray(w)), self.label_index[it.utt.emotion], st
 
 
@@ -302,7 +339,7 @@ def fit_member(name: str, model, cfg: Config, train_items: list[Item], val_items
     y = np.array([index[it.utt.emotion] for it in train_items])
     weights = class_weights(y, len(labels)) if t.class_weights else torch.ones(len(labels))
     g = torch.Generator().manual_seed(t.seed)
-    dl_train = torch.utils.data.DataLoader(WaveSet(train_items, index, n, True, cfg.features.crop, stats),
+    dl_train = torch.utils.data.DataLoader(WaveSet(train_items, index, n, True, cfg.features.crop, stats, t.speeds),
                                            batch_size=t.batch_size, shuffle=True, collate_fn=collate, generator=g,
                                            drop_last=len(train_items) > t.batch_size)
     dl_val = None
@@ -535,6 +572,8 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
         if enrol is not None and enrol not in labels:
             raise ConfigError(f"features.enrolment: {enrol!r} is not an emotion of this corpus ({', '.join(labels)})")
         stats = fold_statistics(cfg, train_items, val_items, [])
+        if cfg.train.speeds:
+            stats.update(speed_statistics(train_items, cfg.train.speeds, cfg.features, enrol))
     results = {}
     for name in model.member_names:
         log(f"training {name} on {len(train_items)} utterances, "
