@@ -167,3 +167,18 @@ def test_svm_member_scores_match_sklearn(fitted):
 def test_from_state_rejects_foreign_state():
     with pytest.raises(ValueError, match="not a SmileMember state"):
         SmileMember.from_state({}, {"format": 99, "kind": "svm"})
+
+
+def test_copies_train_but_only_originals_are_scored_in_the_inner_cv():
+    # noise labels: nothing to learn, so the inner CV should sit near chance. Exact copies of the rows,
+    # scored as rows of their own, leak (a copy's twin trains the fold); with origin they only train.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 20))
+    y = rng.integers(0, 3, 60)
+    X2, y2 = np.concatenate([X, X]), np.concatenate([y, y])
+    origin = np.tile(np.arange(60), 2)
+    leaky = SmileMember("logreg").fit(X2, y2, 3, seed=0).meta["inner_cv"]["uar"]
+    fair = SmileMember("logreg").fit(X2, y2, 3, seed=0, origin=origin).meta["inner_cv"]["uar"]
+    assert leaky > fair + 0.1 and fair < 0.5
+    with pytest.raises(ValueError, match="origin"):
+        SmileMember("logreg").fit(X2, y2, 3, origin=np.tile(np.arange(60), 2)[::-1])

@@ -420,12 +420,21 @@ class SmileMember:
 
     # --- public API
     def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int, groups: Sequence | None = None,
-            seed: int = 0) -> "SmileMember":
-        """X (N, D) functionals, y (N,) class indices in 0..n_classes-1, groups (N,) speakers or None."""
+            seed: int = 0, origin: Sequence | None = None) -> "SmileMember":
+        """X (N, D) functionals, y (N,) class indices in 0..n_classes-1, groups (N,) speakers or None.
+
+        ``origin`` (N,): for augmented training data, each row's original row (an original's is its own
+        index). Copies then only train: the inner CV that picks the hyperparameters and fits the
+        calibration scores original rows only, and a copy sits in the fold of its original.
+        """
         X = np.asarray(X, np.float64)
         y = np.asarray(y, np.int64)
         if X.ndim != 2 or len(y) != len(X):
             raise ValueError(f"X must be (N, D) and y (N,); got {X.shape} and {y.shape}")
+        origin = np.arange(len(y)) if origin is None else np.asarray(origin, np.int64)
+        if origin.shape != y.shape or origin.min() < 0 or origin.max() >= len(y) or np.any(
+                origin[origin] != origin):
+            raise ValueError("origin must give each row's original row, and an original row's own index")
         if y.min() < 0 or y.max() >= n_classes:
             raise ValueError(f"labels must be in 0..{n_classes - 1}")
         present = np.unique(y)
@@ -437,7 +446,12 @@ class SmileMember:
         std = X.std(0)
         scale = np.where(std > 1e-12, std, 1.0)
         Z = (X - mean) / scale
-        splits = _inner_splits(yc, g, seed)
+        firsts = np.flatnonzero(origin == np.arange(len(y)))
+        where = np.full(len(y), -1)
+        where[firsts] = np.arange(len(firsts))
+        splits = []
+        for tr, te in _inner_splits(yc[firsts], None if g is None else g[firsts], seed):
+            splits.append((np.flatnonzero(np.isin(where[origin], tr)), firsts[te]))
         fit_kind = {"svm": self._fit_svm, "logreg": self._fit_logreg, "mlp": self._fit_mlp}[self.kind]
         arrays, meta, oof = fit_kind(Z, yc, len(present), splits, seed)
         covered = np.isfinite(oof[:, 0])

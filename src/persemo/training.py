@@ -529,12 +529,13 @@ def fit_smile(cfg: Config, labels: list[str], train_items: list[Item], cache_dir
             mu, sd = speaker_scaled(F)
             faster[i] = (F - mu) / sd
     copies += faster
+    origin = np.tile(np.arange(len(X)), 1 + len(copies))  # copies train; the inner CV scores originals
     if copies:
         X = np.concatenate([X, *copies]).astype(X.dtype)
         y = np.concatenate([y] * (1 + len(copies)))
         speakers = speakers * (1 + len(copies))
     member = SmileMember(m.smile_kind, m.smile_feature_set).fit(X, y, len(labels), groups=speakers,
-                                                                 seed=cfg.train.seed)
+                                                                 seed=cfg.train.seed, origin=origin)
     seconds = time.perf_counter() - start
     inner = member.meta["inner_cv"]
     log(f"smile: {m.smile_kind} on {m.smile_feature_set} ({X.shape[1]} functionals), inner {inner['folds']}-fold "
