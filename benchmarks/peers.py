@@ -121,7 +121,7 @@ def run(corpus: str, data: Path, folds: int, seed: int, members: list[str], cach
                     kind = name.split("(")[1].rstrip(")")
                     m = SmileMember(kind, feature_set=fs).fit(X[tr], y[tr], len(labels), groups=spk[tr], seed=seed)
                     probs = m.predict_proba(X[te])
-                    sel = {k: m.meta[k] for k in ("C", "gamma", "weight_decay", "epochs") if k in m.meta}
+                    sel = dict(m.chosen)
                     sel["inner_uar"] = m.meta["inner_cv"]["uar"]
                     extra[protocol][name]["calibration"].append(calibration(y[te], probs))
                     preds[protocol][name].append({"fold": sp.fold, "probs": {utts[i].id: np.round(p, 5).tolist()

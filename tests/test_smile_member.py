@@ -284,6 +284,7 @@ def test_speed_copies_enter_the_fit(normalisation, tmp_path):
     fast_cfg = cfg.replace(model={"smile_speeds": [0.9, 1.1]})
     fast, norm, info1 = fit_smile(fast_cfg, LABELS, train, cache_dir=tmp_path, log=lambda m: None)
     assert info0["speeds"] == [] and info1["speeds"] == [0.9, 1.1]
+    assert info1["chosen"]["C"] == fast.meta["C"]
     assert not np.allclose(fast.predict_proba(probe), plain.predict_proba(probe))
     if normalisation == "speaker":
         # the fallback statistics are the clean training functionals', copies left out

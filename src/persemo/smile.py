@@ -477,6 +477,11 @@ class SmileMember:
         out[:, self.arrays["classes"]] = p
         return out
 
+    @property
+    def chosen(self) -> dict:
+        """The hyperparameters the inner CV chose (C; gamma; weight decay and epochs)."""
+        return {k: self.meta[k] for k in ("C", "gamma", "weight_decay", "epochs") if k in self.meta}
+
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
         """(arrays, meta): numpy arrays (for safetensors) and a JSON-able dict; all inference needs."""
         return {k: np.ascontiguousarray(v) for k, v in self.arrays.items()}, dict(self.meta)

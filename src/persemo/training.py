@@ -541,6 +541,7 @@ def fit_smile(cfg: Config, labels: list[str], train_items: list[Item], cache_dir
     log(f"smile: {m.smile_kind} on {m.smile_feature_set} ({X.shape[1]} functionals), inner {inner['folds']}-fold "
         f"UAR {100 * inner['uar']:.1f}% ({seconds:.0f} s)")
     return member, norm, {"kind": m.smile_kind, "feature_set": m.smile_feature_set, "inner_cv_uar": inner["uar"],
+                          "chosen": member.chosen,
                           "noise_copies": m.smile_noise_copies, "speeds": list(m.smile_speeds), "seconds": seconds}
 
 
