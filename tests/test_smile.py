@@ -169,9 +169,9 @@ def test_from_state_rejects_foreign_state():
         SmileMember.from_state({}, {"format": 99, "kind": "svm"})
 
 
-def test_copies_train_but_only_originals_are_scored_in_the_inner_cv():
-    # noise labels: nothing to learn, so the inner CV should sit near chance. Exact copies of the rows,
-    # scored as rows of their own, leak (a copy's twin trains the fold); with origin they only train.
+def test_copies_stay_in_their_originals_inner_fold():
+    # noise labels: nothing to learn, so the inner CV should sit near chance. Exact copies of the rows
+    # split apart from their originals leak (a clip's twin trains its fold); with origin they stay together.
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 20))
     y = rng.integers(0, 3, 60)
@@ -182,3 +182,15 @@ def test_copies_train_but_only_originals_are_scored_in_the_inner_cv():
     assert leaky > fair + 0.1 and fair < 0.5
     with pytest.raises(ValueError, match="origin"):
         SmileMember("logreg").fit(X2, y2, 3, origin=np.tile(np.arange(60), 2)[::-1])
+
+
+def test_origin_keeps_the_speaker_grouped_inner_folds():
+    # with speaker groups, copies already follow their speaker: the folds (and the fit) are unchanged
+    X, y, groups = blobs()
+    rng = np.random.default_rng(1)
+    X2 = np.concatenate([X, X + rng.normal(0, 0.1, X.shape)])
+    y2, g2 = np.concatenate([y, y]), np.concatenate([groups, groups])
+    a = SmileMember("logreg").fit(X2, y2, 4, groups=g2)
+    b = SmileMember("logreg").fit(X2, y2, 4, groups=g2, origin=np.tile(np.arange(len(y)), 2))
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert a.meta["inner_cv"] == b.meta["inner_cv"]

@@ -529,7 +529,7 @@ def fit_smile(cfg: Config, labels: list[str], train_items: list[Item], cache_dir
             mu, sd = speaker_scaled(F)
             faster[i] = (F - mu) / sd
     copies += faster
-    origin = np.tile(np.arange(len(X)), 1 + len(copies))  # copies train; the inner CV scores originals
+    origin = np.tile(np.arange(len(X)), 1 + len(copies))  # the inner CV keeps copies with their originals
     if copies:
         X = np.concatenate([X, *copies]).astype(X.dtype)
         y = np.concatenate([y] * (1 + len(copies)))
