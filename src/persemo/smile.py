@@ -452,9 +452,9 @@ class SmileMember:
         firsts = np.flatnonzero(origin == np.arange(len(y)))
         where = np.full(len(y), -1)
         where[firsts] = np.arange(len(firsts))
+        fold = where[origin]  # each row's original's position among the originals
         splits = []
         for tr, te in _inner_splits(yc[firsts], None if g is None else g[firsts], seed):
-            fold = where[origin]  # each row's original's position among the originals
             splits.append((np.flatnonzero(np.isin(fold, tr)), np.flatnonzero(np.isin(fold, te))))
         fit_kind = {"svm": self._fit_svm, "logreg": self._fit_logreg, "mlp": self._fit_mlp}[self.kind]
         arrays, meta, oof = fit_kind(Z, yc, len(present), splits, seed)
