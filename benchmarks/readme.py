@@ -32,6 +32,8 @@ ROWS = [
      ("emodb_cnn_timestats", "cnn"), ("emodb_cnn_timestats_speaker", "cnn")),
     ("CNN with `timestats` pooling and mixup (`train.mixup: 0.4`)", ("emodb_cnn_timestats_mixup", "cnn"),
      ("emodb_cnn_timestats_mixup_speaker", "cnn")),
+    ("CNN with `timestats`, mixup and speed perturbation (`train.speeds: [0.9, 1.1]`)",
+     ("emodb_cnn_speed", "cnn"), None),
     ("BiLSTM on MFCC", (ENS, "lstm"), (ENS_S, "lstm")),
     ("BiLSTM on MFCC, only the level removed (`features.mfcc_utterance_scope: level`)",
      ("emodb_lstm_level", "lstm"), None),
