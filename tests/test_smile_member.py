@@ -342,3 +342,25 @@ def test_member_temperatures_round_trip_with_a_smile_member(trained, tmp_path):
         np.testing.assert_array_equal(predict_items(loaded, val, cfg), got)
     finally:
         model.set_temperatures([1.0, 1.0, 1.0])
+
+
+def test_row_basis_gives_the_same_logistic_regression():
+    """Fitting in the span of the rows is exact for an L2 penalty, and only a speed-up."""
+    from sklearn.linear_model import LogisticRegression
+
+    from persemo.smile import row_basis
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(60, 300))
+    y = rng.integers(0, 3, 60)
+    X[:, :4] += y[:, None]
+    B = row_basis(X)
+    assert B.shape == (300, 60)
+    np.testing.assert_allclose(B.T @ B, np.eye(60), atol=1e-10)
+    for C in (1e-2, 1.0):
+        full = LogisticRegression(C=C, max_iter=5000, tol=1e-10).fit(X, y)
+        small = LogisticRegression(C=C, max_iter=5000, tol=1e-10).fit(X @ B, y)
+        np.testing.assert_allclose(small.coef_ @ B.T, full.coef_, atol=1e-7)
+        np.testing.assert_allclose(small.intercept_, full.intercept_, atol=1e-7)
+    assert row_basis(X[:, :40]).shape == (40, 40)  # no fewer rows than columns: nothing to gain
+    assert row_basis(np.zeros((5, 20))).shape == (20, 1)  # constant features: still a column to fit on

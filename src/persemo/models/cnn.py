@@ -28,7 +28,9 @@ class CNN(nn.Module):
             layers += [nn.Conv2d(c_in, c, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(c),
                        nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             c_in = c
-        self.body = nn.Sequential(*layers)
+        # channels-last (NHWC) weights and input: the CPU kernels of these convolutions, batch norms and
+        # pools run about a quarter faster that way, with the same results up to rounding
+        self.body = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         if pooling in ("time", "timestats"):
             c_in *= max(1, n_mels // 2 ** len(channels))
         if pooling == "timestats":
@@ -41,7 +43,7 @@ class CNN(nn.Module):
         self.head = nn.Sequential(*head)
 
     def forward(self, logmel: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.body(logmel.unsqueeze(1))  # (B, C, F', T')
+        h = self.body(logmel.unsqueeze(1).contiguous(memory_format=torch.channels_last))  # (B, C, F', T')
         if self.pooling in ("time", "timestats"):
             h = h.flatten(1, 2).unsqueeze(2)  # (B, C * F', 1, T'): every channel-frequency pair is a feature
         if valid is None:
