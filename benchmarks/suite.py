@@ -43,80 +43,121 @@ def noisy_waves(waves: list[np.ndarray], snr: float, kind: str, seed: int) -> li
     return noisy_versions(waves, snr, kind, np.random.default_rng(seed))
 
 
-def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, float | None]], log=print,
-        models: Path | None = None) -> dict:
-    from persemo.smile import extract_functionals, functionals_from_waves
+def _prepare(corpus: str, data: Path, cfg, folds: int, log=print):
+    """(items, labels, splits, each peer's functionals by utterance id); features cached on the way."""
+    from persemo.smile import extract_functionals
 
     items, _ = load_items(corpus, data, cfg, default_cache_dir(), log)
-    labels = labels_of(items)
-    index = {l: i for i, l in enumerate(labels)}
     utts = [it.utt for it in items]
-    by_id = {it.utt.id: it for it in items}
     splits = make_folds(utts, folds, "speaker", cfg.split.val_fraction, cfg.split.seed)
-    t0 = time.perf_counter()
     whole = {}
     for name, fs in PEERS.items():
         X, _, problems = extract_functionals(utts, fs, default_cache_dir(), threads=2)
         if problems:
             raise SystemExit(f"openSMILE failed on {len(problems)} files, e.g. {problems[0]}")
         whole[name] = dict(zip([u.id for u in utts], X))
-    log(f"openSMILE functionals ready ({time.perf_counter() - t0:.0f} s)")
+    return items, labels_of(items), splits, whole
+
+
+def run_fold(items, labels, sp, whole, cfg, conditions, models: Path | None = None, log=print, threads: int = 2):
+    """One fold: fit the peers, train (or load) the model, evaluate every model in every condition.
+
+    Returns ({condition: {model: metrics}}, {model: training seconds}).
+    """
+    from persemo.smile import functionals_from_waves
+
+    index = {l: i for i, l in enumerate(labels)}
+    utts = [it.utt for it in items]
+    by_id = {it.utt.id: it for it in items}
+    check_speaker_independent(sp, utts)
+    train, val, test = ([by_id[i] for i in sp.train], [by_id[i] for i in sp.val], [by_id[i] for i in sp.test])
+    y = np.array([index[it.utt.emotion] for it in test])
+    log(f"fold {sp.fold + 1}: test speakers {sorted({it.utt.speaker for it in test})}")
+    fit_ids = [it.utt.id for it in train + val]
+    y_fit = np.array([index[by_id[i].utt.emotion] for i in fit_ids])
+    g_fit = np.array([by_id[i].utt.speaker for i in fit_ids])
+    peers, seconds = {}, {}
+    for name in PEERS:
+        t = time.perf_counter()
+        peers[name], _ = peer_svm(np.stack([whole[name][i] for i in fit_ids]), y_fit, g_fit)
+        seconds[name] = time.perf_counter() - t
+    if models is None:
+        model, info = train_ensemble(cfg, labels, train, val, None, progress=False, log=log)
+        seconds.update({m: v["seconds"] for m, v in info["members"].items()})
+    else:  # the fold's model saved by benchmarks.emodb --save-models (same folds, checked)
+        model = fold_model(models, sp.fold, [it.utt.id for it in test], train, val, cfg, labels, log)
+        if model.cfg.features.normalisation == "speaker":
+            raise SystemExit(f"{models}: the suite's sweep is the single-utterance protocol; these models are "
+                             "speaker-normalised")
+        cfg = model.cfg
+    n = window_samples(cfg)
+    clean = [crop_wave(it.wave, n, cfg.features.crop) for it in test]
+    memo: dict = {}  # each noisy window's functionals, computed once for the smile member and the peers
+    model.functional_memo = memo
+    per: dict[str, dict[str, dict]] = {}
+    for cond, snr in conditions:
+        if snr is None:
+            waves = clean
+        else:
+            waves = noisy_waves(clean, snr, cond.split()[0], seed=1000 * sp.fold + int(snr))
+        noisy_items = [replace(it, wave=w) for it, w in zip(test, waves)]
+        probs = predict_items(model, noisy_items, cfg)
+        rows = {m: probs[i] for i, m in enumerate(model.member_names)}
+        torch_members = [i for i, m in enumerate(model.member_names) if m in ("cnn", "lstm")]
+        if len(torch_members) == 2:
+            rows["ensemble cnn+lstm (equal)"] = probs[torch_members].mean(0)
+        if "cnn" in model.member_names and "smile" in model.member_names:
+            rows["ensemble cnn+smile (equal)"] = probs[[model.member_names.index("cnn"),
+                                                        model.member_names.index("smile")]].mean(0)
+        if len(model.member_names) > 1:
+            rows[f"ensemble {'+'.join(model.member_names)} (equal)"] = probs[:-1].mean(0)
+            if sp.val:
+                rows[f"ensemble {'+'.join(model.member_names)} (weighted on val)"] = probs[-1]
+        for name, fs in PEERS.items():
+            X = np.stack([whole[name][it.utt.id] for it in test]) if snr is None else \
+                functionals_from_waves(waves, fs, threads=threads, memo=memo)
+            pred = peers[name].predict(X)
+            rows[name] = np.eye(len(labels))[pred]
+        per[cond] = {m: compute_metrics(y, p, labels) for m, p in rows.items()}
+    log(f"  fold {sp.fold + 1} clean: " + ", ".join(f"{m} {100 * r['uar']:.1f}" for m, r in per[CLEAN].items()))
+    return per, seconds
+
+
+def _fold_job(corpus, data, cfg, folds, fold, conditions, models):
+    """A worker process's fold: reads the (already cached) items and functionals, one thread for each tool."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    _quiet()
+    items, labels, splits, whole = _prepare(corpus, data, cfg, folds, log=lambda *a: None)
+    return run_fold(items, labels, splits[fold], whole, cfg, conditions, models, threads=1,
+                    log=lambda m: print(m, flush=True))
+
+
+def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, float | None]], log=print,
+        models: Path | None = None, jobs: int = 1) -> dict:
+    """Every fold (``jobs`` at a time, each in its own process with one thread), then the summary."""
+    t0 = time.perf_counter()
+    items, labels, splits, whole = _prepare(corpus, data, cfg, folds, log)
+    log(f"features and openSMILE functionals ready ({time.perf_counter() - t0:.0f} s)")
+    if jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        one = cfg.replace(train={"num_threads": 1})
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(_fold_job, *zip(*[(corpus, data, one, folds, sp.fold, conditions, models)
+                                                   for sp in splits])))
+    else:
+        done = [run_fold(items, labels, sp, whole, cfg, conditions, models, log) for sp in splits]
     per: dict[str, dict[str, list[dict]]] = {}
     seconds: dict[str, list[float]] = {}
-    n = window_samples(cfg)
-    for sp in splits:
-        check_speaker_independent(sp, utts)
-        train, val, test = ([by_id[i] for i in sp.train], [by_id[i] for i in sp.val], [by_id[i] for i in sp.test])
-        y = np.array([index[it.utt.emotion] for it in test])
-        log(f"fold {sp.fold + 1}/{folds}: test speakers {sorted({it.utt.speaker for it in test})}")
-        fit_ids = [it.utt.id for it in train + val]
-        y_fit = np.array([index[by_id[i].utt.emotion] for i in fit_ids])
-        g_fit = np.array([by_id[i].utt.speaker for i in fit_ids])
-        peers = {}
-        for name in PEERS:
-            t = time.perf_counter()
-            peers[name], _ = peer_svm(np.stack([whole[name][i] for i in fit_ids]), y_fit, g_fit)
-            seconds.setdefault(name, []).append(time.perf_counter() - t)
-        if models is None:
-            model, info = train_ensemble(cfg, labels, train, val, None, progress=False, log=log)
-            for m, v in info["members"].items():
-                seconds.setdefault(m, []).append(v["seconds"])
-        else:  # the fold's model saved by benchmarks.emodb --save-models (same folds, checked)
-            model = fold_model(models, sp.fold, [it.utt.id for it in test], train, val, cfg, labels, log)
-            if model.cfg.features.normalisation == "speaker":
-                raise SystemExit(f"{models}: the suite's sweep is the single-utterance protocol; these models are "
-                                 "speaker-normalised")
-            cfg = model.cfg
-            n = window_samples(cfg)
-        clean = [crop_wave(it.wave, n, cfg.features.crop) for it in test]
-        memo: dict = {}  # each noisy window's functionals, computed once for the smile member and the peers
-        model.functional_memo = memo
-        for cond, snr in conditions:
-            if snr is None:
-                waves = clean
-            else:
-                waves = noisy_waves(clean, snr, cond.split()[0], seed=1000 * sp.fold + int(snr))
-            noisy_items = [replace(it, wave=w) for it, w in zip(test, waves)]
-            probs = predict_items(model, noisy_items, cfg)
-            rows = {m: probs[i] for i, m in enumerate(model.member_names)}
-            torch_members = [i for i, m in enumerate(model.member_names) if m in ("cnn", "lstm")]
-            if len(torch_members) == 2:
-                rows["ensemble cnn+lstm (equal)"] = probs[torch_members].mean(0)
-            if "cnn" in model.member_names and "smile" in model.member_names:
-                rows["ensemble cnn+smile (equal)"] = probs[[model.member_names.index("cnn"),
-                                                            model.member_names.index("smile")]].mean(0)
-            if len(model.member_names) > 1:
-                rows[f"ensemble {'+'.join(model.member_names)} (equal)"] = probs[:-1].mean(0)
-                if sp.val:
-                    rows[f"ensemble {'+'.join(model.member_names)} (weighted on val)"] = probs[-1]
-            for name, fs in PEERS.items():
-                X = np.stack([whole[name][it.utt.id] for it in test]) if snr is None else \
-                    functionals_from_waves(waves, fs, threads=2, memo=memo)
-                pred = peers[name].predict(X)
-                rows[name] = np.eye(len(labels))[pred]
-            for m, p in rows.items():
-                per.setdefault(cond, {}).setdefault(m, []).append(compute_metrics(y, p, labels))
-        log("  clean: " + ", ".join(f"{m} {100 * r[-1]['uar']:.1f}" for m, r in per[CLEAN].items()))
+    for fold_per, fold_seconds in done:
+        for cond, rows in fold_per.items():
+            for m, r in rows.items():
+                per.setdefault(cond, {}).setdefault(m, []).append(r)
+        for m, v in fold_seconds.items():
+            seconds.setdefault(m, []).append(v)
     summary = {c: {m: summarise_folds(rs) for m, rs in d.items()} for c, d in per.items()}
     pooled_clean = {}
     for m, rs in per[CLEAN].items():
@@ -156,6 +197,8 @@ def main(argv=None) -> None:
     add_run_args(ap)
     ap.add_argument("--snrs", default="20,10,5,0")
     ap.add_argument("--noises", default="white,babble")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="folds run at once, each in its own process with one thread (2 on a 2-core machine)")
     ap.add_argument("--models", type=Path, default=None,
                     help="evaluate the fold models saved by benchmarks.emodb --save-models instead of training")
     a = ap.parse_args(argv)
@@ -169,7 +212,9 @@ def main(argv=None) -> None:
     snrs = [float(s) for s in a.snrs.split(",") if s.strip()]
     conditions = [(CLEAN, None)] + [(f"{k} {s:g} dB", s) for k in a.noises.split(",") if k for s in snrs]
     t0 = time.perf_counter()
-    res = run(a.corpus, a.data, cfg, a.folds, conditions, models=a.models)
+    if a.jobs < 1:
+        raise SystemExit("--jobs must be at least 1")
+    res = run(a.corpus, a.data, cfg, a.folds, conditions, models=a.models, jobs=a.jobs)
     wall = time.perf_counter() - t0
     name = f"suite_{a.corpus}" + (f"_{a.tag}" if a.tag else "")
     png = f"robustness_{a.corpus}" + (f"_{a.tag}" if a.tag else "") + ".png"

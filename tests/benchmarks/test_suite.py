@@ -1,0 +1,56 @@
+"""benchmarks.suite: one fold end to end, and the same figures whether the folds run in one process or two."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("opensmile")
+
+from benchmarks.suite import CLEAN, run  # noqa: E402
+from persemo.cache import CACHE_ENV  # noqa: E402
+from persemo.config import Config  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec")
+
+FREQ = {"anger": 260.0, "neutral": 140.0, "sadness": 100.0}
+
+
+@pytest.fixture()
+def corpus(tmp_path, tone_writer, monkeypatch):
+    """Three emotions told apart by pitch, six speakers, four clips each: a CSV corpus."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    rows = ["path,emotion,speaker"]
+    for s in range(6):
+        for k, (emotion, f) in enumerate(FREQ.items()):
+            for r in range(4 if emotion == "neutral" else 3):
+                name = f"s{s}_{emotion}_{r}.wav"
+                tone_writer(tmp_path / name, 0.8, 16000, freq=f * (1 + 0.05 * s), seed=100 * s + 10 * k + r)
+                rows.append(f"{name},{emotion},s{s}")
+    (tmp_path / "corpus.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path / "corpus.csv"
+
+
+def _cfg() -> Config:
+    return Config().replace(
+        features={"frames": 32, "normalisation": "utterance"},
+        model={"members": ["cnn", "smile"], "cnn_channels": [8, 16], "cnn_hidden": 16,
+               "smile_noise_copies": 0},
+        split={"val_fraction": 0.0},
+        train={"epochs": 2, "batch_size": 8, "seed": 0})
+
+
+def test_the_folds_give_the_same_figures_in_one_process_or_two(corpus):
+    conditions = [(CLEAN, None), ("white 10 dB", 10.0)]
+    serial = run("csv", corpus, _cfg(), 3, conditions, log=lambda *a: None, jobs=1)
+    parallel = run("csv", corpus, _cfg(), 3, conditions, log=lambda *a: None, jobs=2)
+    assert set(serial["summary"]) == {CLEAN, "white 10 dB"}
+    models = set(serial["summary"][CLEAN])
+    assert {"cnn", "smile", "ensemble cnn+smile (equal)", "ComParE_2016 + SVM", "eGeMAPSv02 + SVM"} <= models
+    for cond, rows in serial["summary"].items():
+        for m, r in rows.items():
+            assert r["uar"]["mean"] == pytest.approx(parallel["summary"][cond][m]["uar"]["mean"], abs=1e-9), (cond, m)
+    # the peers tell the pitches apart on held-out speakers
+    assert serial["summary"][CLEAN]["ComParE_2016 + SVM"]["uar"]["mean"] > 0.5
+    assert set(serial["train_seconds"]) >= {"cnn", "smile", "ComParE_2016 + SVM"}
+    assert np.isfinite(parallel["train_seconds"]["cnn"]["total"])
