@@ -2,7 +2,8 @@
 
     python -m benchmarks combine [--member NAME=FILE:KEY ...] [--tag NAME]
 
-FILE is a result in results/ (name without .json): an ``emodb_*`` file (KEY: a row of its folds'
+A NAME given more than once is one member whose probabilities are the mean of its sources' (a bag of
+separately trained runs, e.g. several CNNs). FILE is a result in results/ (name without .json): an ``emodb_*`` file (KEY: a row of its folds'
 "probs", e.g. ``cnn``) or ``peers_emodb`` (KEY: ``protocol/model``, e.g. ``standard/ComParE_2016 +
 SmileMember (logreg)``). Every file must hold the same speaker-independent folds
 (``make_folds(kind="speaker", seed=0)``; checked here by the test ids). Every team of the members is
@@ -56,6 +57,17 @@ def fold_probs(data: dict, key: str) -> dict[int, dict[str, np.ndarray]]:
     return out
 
 
+def _mean_of(name: str, runs: list[dict[int, dict[str, np.ndarray]]]) -> dict[int, dict[str, np.ndarray]]:
+    """The mean of several runs' probabilities, fold by fold and utterance by utterance (same ids checked)."""
+    out = {}
+    for fold, first in runs[0].items():
+        same = [r.get(fold, {}) for r in runs]
+        if any(set(r) != set(first) for r in same):
+            raise SystemExit(f"fold {fold}: the runs averaged into {name!r} have different test utterances")
+        out[fold] = {i: np.mean([r[i] for r in same], axis=0) for i in first}
+    return out
+
+
 def combine(members: list[tuple[str, str, str]], results=RESULTS, calibrate: bool = False) -> tuple[list[str], dict]:
     """(labels, {team: per-fold metrics summary}) for every team of ``members``.
 
@@ -76,8 +88,11 @@ def combine(members: list[tuple[str, str, str]], results=RESULTS, calibrate: boo
     ref = next((d for d in files.values() if "folds" in d), None)
     if ref is None:
         raise SystemExit("at least one member must come from an emodb_* result file")
-    probs = {name: fold_probs(files[f], key) for name, f, key in members}
-    names = [m[0] for m in members]
+    sources: dict[str, list[dict[int, dict[str, np.ndarray]]]] = {}
+    for name, f, key in members:  # a name given more than once: the mean of its sources (a bag of runs)
+        sources.setdefault(name, []).append(fold_probs(files[f], key))
+    probs = {name: _mean_of(name, runs) for name, runs in sources.items()}
+    names = list(sources)
     folds = []  # (y, {member: (N, C)}) per fold
     for f in ref["folds"]:
         ids, y = f["test_ids"], np.array(f["y"])

@@ -33,6 +33,24 @@ def test_combine_averages_members_from_two_files(tmp_path):
     assert summary["cnn + lstm (equal weights)"]["uar"]["mean"] == pytest.approx(want)
 
 
+def test_a_name_given_twice_is_one_member_the_mean_of_its_runs(tmp_path):
+    rng = np.random.default_rng(1)
+    ids = [f"u{i}" for i in range(9)]
+    y = np.arange(9) % 3
+    a, b, c = (rng.dirichlet(np.ones(3), 9) for _ in range(3))
+    _write(tmp_path / "emodb_x.json", {"cnn": a, "lstm": c}, ids, y)
+    _write(tmp_path / "emodb_y.json", {"cnn": b[::-1]}, ids[::-1], y[::-1])
+    labels, summary = combine([("cnn", "emodb_x", "cnn"), ("cnn", "emodb_y", "cnn"), ("lstm", "emodb_x", "lstm")],
+                              tmp_path)
+    assert set(summary) == {"cnn", "lstm", "cnn + lstm (equal weights)"}
+    assert summary["cnn"]["uar"]["mean"] == pytest.approx(compute_metrics(y, (a + b) / 2, LABELS)["uar"])
+    want = compute_metrics(y, ((a + b) / 2 + c) / 2, LABELS)["uar"]
+    assert summary["cnn + lstm (equal weights)"]["uar"]["mean"] == pytest.approx(want)
+    _write(tmp_path / "emodb_z.json", {"cnn": a[:8]}, ids[:8], y[:8])
+    with pytest.raises(SystemExit, match="different test utterances"):
+        combine([("cnn", "emodb_x", "cnn"), ("cnn", "emodb_z", "cnn")], tmp_path)
+
+
 def test_combine_refuses_other_folds_and_bad_specs(tmp_path):
     p = np.full((3, 3), 1 / 3)
     _write(tmp_path / "emodb_x.json", {"cnn": p}, ["a", "b", "c"], [0, 1, 2])
