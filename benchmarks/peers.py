@@ -46,21 +46,41 @@ PEERS = {"eGeMAPSv02 + SVM": "eGeMAPSv02", "ComParE_2016 + SVM": "ComParE_2016"}
 
 
 def peer_svm(X: np.ndarray, y: np.ndarray, groups: np.ndarray):
-    """StandardScaler + RBF SVC (class_weight='balanced'); C and gamma by grouped inner CV (UAR)."""
-    from sklearn.model_selection import GridSearchCV, GroupKFold
+    """StandardScaler + RBF SVC (class_weight='balanced'); C and gamma by grouped inner CV (UAR).
+
+    The grid search is sklearn's ``GridSearchCV`` over the same pipeline, done by hand so that each inner
+    fold's squared distances are computed once for the whole grid (a precomputed kernel per gamma): the
+    same scaler per inner fold, the same SVMs, the same choice (ties to the first of C, then gamma), in a
+    fraction of the time.
+    """
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import GroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
     d = X.shape[1]
-    grid = {"svc__C": list(PEER_C), "svc__gamma": [g / d for g in PEER_GAMMA_X_DIM]}
     cv = GroupKFold(n_splits=min(4, len(np.unique(groups))))
-    search = GridSearchCV(make_pipeline(StandardScaler(), SVC(kernel="rbf", class_weight="balanced")), grid,
-                          scoring="balanced_accuracy", cv=cv, n_jobs=1)
-    search.fit(X, y, groups=groups)
-    p = search.best_params_
-    return search.best_estimator_, {"C": p["svc__C"], "gamma_x_dim": p["svc__gamma"] * d,
-                                    "inner_uar": float(search.best_score_)}
+    scores = np.zeros((len(PEER_C), len(PEER_GAMMA_X_DIM)))
+    splits = list(cv.split(X, y, groups))
+    for tr, te in splits:
+        scaler = StandardScaler().fit(X[tr])
+        a, b = scaler.transform(X[tr]), scaler.transform(X[te])
+        d_tr, d_te = _sq_distances(a, a), _sq_distances(b, a)
+        for j, gx in enumerate(PEER_GAMMA_X_DIM):
+            k_tr, k_te = np.exp(-(gx / d) * d_tr), np.exp(-(gx / d) * d_te)
+            for i, C in enumerate(PEER_C):
+                clf = SVC(C=C, kernel="precomputed", class_weight="balanced").fit(k_tr, y[tr])
+                scores[i, j] += balanced_accuracy_score(y[te], clf.predict(k_te)) / len(splits)
+    i, j = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    C, gamma = PEER_C[i], PEER_GAMMA_X_DIM[j] / d
+    model = make_pipeline(StandardScaler(), SVC(kernel="rbf", C=C, gamma=gamma, class_weight="balanced")).fit(X, y)
+    return model, {"C": C, "gamma_x_dim": gamma * d, "inner_uar": float(scores[i, j])}
+
+
+def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances between the rows of a and b, (len(a), len(b))."""
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T, 0.0)
 
 
 def calibration(y: np.ndarray, probs: np.ndarray) -> dict:
