@@ -1,7 +1,7 @@
 """The EmoDB suite: peers, members and ensembles on the same speaker-independent folds, clean and noisy.
 
     python -m benchmarks.suite [--corpus emodb --data PATH] [--folds 5] [--config FILE] [--epochs N]
-                               [--snrs 20,10,5,0] [--noises white,babble] [--tag NAME]
+                               [--snrs 20,10,5,0] [--noises white,babble] [--jobs N] [--models DIR] [--tag NAME]
 
 Per fold (``persemo.splits.make_folds(kind="speaker", seed)``, the same folds as every other
 benchmark here), on the fold's training speakers:
@@ -12,6 +12,7 @@ benchmark here), on the fold's training speakers:
 Every model is then evaluated on the fold's test speakers clean and with white or babble noise (made of
 other test utterances) at each SNR; the noisy waveforms are made once and given to every model.
 Writes results/suite_<corpus>.json and .md, and results/robustness_<corpus>.png (UAR against SNR).
+The folds run in separate processes, ``--jobs`` at a time, one thread each (the figures do not depend on it).
 """
 
 from __future__ import annotations
@@ -134,6 +135,16 @@ def _fold_job(corpus, data, cfg, folds, fold, conditions, models):
                     log=lambda m: print(m, flush=True))
 
 
+def auto_jobs(folds: int, cores: int | None = None) -> int:
+    """Folds to run at once: one more than the usable cores (so that an odd fold out does not leave a core
+    idle for a whole fold-time), at most ``folds``; 1 on a single core."""
+    if cores is None:
+        import os
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 1 if cores <= 1 else max(1, min(folds, cores + 1))
+
+
 def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, float | None]], log=print,
         models: Path | None = None, jobs: int = 1) -> dict:
     """Every fold (``jobs`` at a time, each in its own process with one thread), then the summary."""
@@ -197,8 +208,10 @@ def main(argv=None) -> None:
     add_run_args(ap)
     ap.add_argument("--snrs", default="20,10,5,0")
     ap.add_argument("--noises", default="white,babble")
-    ap.add_argument("--jobs", type=int, default=1,
-                    help="folds run at once, each in its own process with one thread (2 on a 2-core machine)")
+    ap.add_argument("--jobs", type=int, default=0,
+                    help="folds run at once, each in its own process with one thread; 0 (default): one more "
+                         "than the usable cores, at most the folds (3 on 2 cores: 5 folds take 2.5 fold-times "
+                         "instead of 3), 1 on a single core")
     ap.add_argument("--models", type=Path, default=None,
                     help="evaluate the fold models saved by benchmarks.emodb --save-models instead of training")
     a = ap.parse_args(argv)
@@ -212,8 +225,9 @@ def main(argv=None) -> None:
     snrs = [float(s) for s in a.snrs.split(",") if s.strip()]
     conditions = [(CLEAN, None)] + [(f"{k} {s:g} dB", s) for k in a.noises.split(",") if k for s in snrs]
     t0 = time.perf_counter()
-    if a.jobs < 1:
-        raise SystemExit("--jobs must be at least 1")
+    if a.jobs < 0:
+        raise SystemExit("--jobs must be 0 (automatic) or more")
+    a.jobs = a.jobs or auto_jobs(a.folds)
     res = run(a.corpus, a.data, cfg, a.folds, conditions, models=a.models, jobs=a.jobs)
     wall = time.perf_counter() - t0
     name = f"suite_{a.corpus}" + (f"_{a.tag}" if a.tag else "")

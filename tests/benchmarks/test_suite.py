@@ -54,3 +54,12 @@ def test_the_folds_give_the_same_figures_in_one_process_or_two(corpus):
     assert serial["summary"][CLEAN]["ComParE_2016 + SVM"]["uar"]["mean"] > 0.5
     assert set(serial["train_seconds"]) >= {"cnn", "smile", "ComParE_2016 + SVM"}
     assert np.isfinite(parallel["train_seconds"]["cnn"]["total"])
+
+
+def test_auto_jobs():
+    from benchmarks.suite import auto_jobs
+
+    assert auto_jobs(5, cores=2) == 3
+    assert auto_jobs(5, cores=1) == 1
+    assert auto_jobs(2, cores=8) == 2
+    assert auto_jobs(5) >= 1
