@@ -124,12 +124,24 @@ def run_fold(items, labels, sp, whole, cfg, conditions, models: Path | None = No
     return per, seconds
 
 
-def _fold_job(corpus, data, cfg, folds, fold, conditions, models):
-    """A worker process's fold: reads the (already cached) items and functionals, one thread for each tool."""
+def _worker_init() -> None:
+    """A fold worker: one thread for each numeric library, and (Linux) terminated when the suite's process
+    dies, however it dies, rather than training on as an orphan."""
+    import ctypes
+    import signal
+
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
     _quiet()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: an interrupted suite leaves its workers to finish
+        pass
+
+
+def _fold_job(corpus, data, cfg, folds, fold, conditions, models):
+    """A worker process's fold: reads the (already cached) items and functionals."""
     items, labels, splits, whole = _prepare(corpus, data, cfg, folds, log=lambda *a: None)
     return run_fold(items, labels, splits[fold], whole, cfg, conditions, models, threads=1,
                     log=lambda m: print(m, flush=True))
@@ -156,7 +168,8 @@ def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, fl
         from concurrent.futures import ProcessPoolExecutor
 
         one = cfg.replace(train={"num_threads": 1})
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_init) as pool:
             done = list(pool.map(_fold_job, *zip(*[(corpus, data, one, folds, sp.fold, conditions, models)
                                                    for sp in splits])))
     else:

@@ -1,0 +1,149 @@
+"""The training-side speed-ups, each measured side by side with what it replaced, in one run.
+
+    python -m benchmarks fit [--repeats 7]
+
+1. The CNN's training step (forward, backward, AdamW; batch 32 of 64 x 126 log-mel, time pooling) with
+   the weights and input in PyTorch's default (NCHW) layout and in channels-last (NHWC), as
+   ``persemo.models.cnn.CNN`` now runs it. One torch thread.
+2. The ``smile`` member's logistic regression on the EmoDB-sized problem (430 clips + one noisy copy
+   each, 6,373 ComParE functionals, 7 classes; synthetic numbers of that shape): fitted on the features
+   as they are, and in the span of their rows (``persemo.smile.row_basis``), with the largest weight
+   difference between the two.
+3. The peer SVM's grid search (ComParE-sized, 430 clips, 12 C x gamma points, 4 grouped inner folds):
+   sklearn's ``GridSearchCV`` and ``benchmarks.peers.peer_svm`` on per-fold precomputed kernels, with
+   whether they choose the same point.
+
+The variants alternate within each repeat (A, B, A, B, ...), so a busy machine slows both alike; the
+table gives medians and their ratio. Writes results/fit_speed.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from .common import machine_info, write_results
+
+
+def _median_pair(a, b, repeats: int) -> tuple[float, float]:
+    ta, tb = [], []
+    for _ in range(repeats):
+        for f, out in ((a, ta), (b, tb)):
+            t = time.perf_counter()
+            f()
+            out.append(time.perf_counter() - t)
+    return float(np.median(ta)), float(np.median(tb))
+
+
+def cnn_step(repeats: int) -> dict:
+    import copy
+
+    import torch
+
+    from persemo.models.cnn import CNN
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 64, 126), torch.randint(0, 7, (32,))
+
+    def stepper(channels_last: bool):
+        m = copy.deepcopy(CNN(7, pooling="time"))
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        m.body.to(memory_format=fmt)
+        opt = torch.optim.AdamW(m.parameters())
+
+        def step():
+            h = m.body(x.unsqueeze(1).contiguous(memory_format=fmt))
+            logits = m.head(h.flatten(1, 2).mean(-1))
+            torch.nn.functional.cross_entropy(logits, y).backward()
+            opt.step()
+            opt.zero_grad()
+        step()  # warm-up
+        return step
+
+    nchw, nhwc = _median_pair(stepper(False), stepper(True), repeats)
+    return {"what": "CNN training step, batch 32, one thread", "before": "NCHW (default layout)",
+            "after": "channels-last (NHWC)", "before_s": nchw, "after_s": nhwc}
+
+
+def logreg_fit(repeats: int) -> dict:
+    from sklearn.linear_model import LogisticRegression
+
+    from persemo.smile import row_basis
+
+    rng = np.random.default_rng(0)
+    n, d = 860, 6373
+    y = rng.integers(0, 7, n)
+    Z = rng.normal(size=(n, d)) + 0.3 * rng.normal(size=(7, d))[y]
+    out = {}
+
+    def full():
+        out["full"] = LogisticRegression(C=0.1, class_weight="balanced", max_iter=2000).fit(Z, y).coef_
+
+    def rows():
+        b = row_basis(Z)
+        out["rows"] = LogisticRegression(C=0.1, class_weight="balanced", max_iter=2000).fit(Z @ b, y).coef_ @ b.T
+
+    before, after = _median_pair(full, rows, max(1, repeats // 2))
+    return {"what": "logistic regression fit, 860 x 6373, 7 classes", "before": "on the features",
+            "after": "in the span of the rows (exact)", "before_s": before, "after_s": after,
+            "max_weight_difference": float(np.abs(out["full"] - out["rows"]).max()),
+            "max_weight": float(np.abs(out["full"]).max())}
+
+
+def peer_grid(repeats: int) -> dict:
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    from .peers import PEER_C, PEER_GAMMA_X_DIM, peer_svm
+
+    rng = np.random.default_rng(1)
+    n, d = 430, 6373
+    y = rng.integers(0, 7, n)
+    groups = np.repeat(np.arange(8), n // 8 + 1)[:n]
+    X = rng.normal(size=(n, d)) + 0.3 * rng.normal(size=(7, d))[y]
+    got = {}
+
+    def sklearn_grid():
+        grid = {"svc__C": list(PEER_C), "svc__gamma": [g / d for g in PEER_GAMMA_X_DIM]}
+        s = GridSearchCV(make_pipeline(StandardScaler(), SVC(kernel="rbf", class_weight="balanced")), grid,
+                         scoring="balanced_accuracy", cv=GroupKFold(n_splits=4)).fit(X, y, groups=groups)
+        got["sklearn"] = (s.best_params_["svc__C"], round(s.best_params_["svc__gamma"] * d, 6))
+
+    def ours():
+        _, info = peer_svm(X, y, groups)
+        got["ours"] = (info["C"], round(info["gamma_x_dim"], 6))
+
+    before, after = _median_pair(sklearn_grid, ours, max(1, repeats // 3))
+    return {"what": "peer SVM grid search, 430 x 6373, 12 points x 4 inner folds", "before": "GridSearchCV",
+            "after": "precomputed kernels per inner fold", "before_s": before, "after_s": after,
+            "same_choice": got["sklearn"] == got["ours"]}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=7)
+    a = ap.parse_args(argv)
+    rows = [cnn_step(a.repeats), logreg_fit(a.repeats), peer_grid(a.repeats)]
+    cmd = "python -m benchmarks fit" + "".join(f" {x}" for x in (argv or []))
+    md = ["## Training-side speed-ups, side by side", "",
+          f"Command: `{cmd}`. Medians over alternating repeats; ratio = before / after.", "",
+          "| what | before | after | before (s) | after (s) | ratio | check |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        check = ""
+        if "max_weight_difference" in r:
+            check = f"largest weight difference {r['max_weight_difference']:.1e} (largest weight {r['max_weight']:.2f})"
+        if "same_choice" in r:
+            check = "same C and gamma chosen" if r["same_choice"] else "**different choice**"
+        md.append(f"| {r['what']} | {r['before']} | {r['after']} | {r['before_s']:.3f} | {r['after_s']:.3f} | "
+                  f"{r['before_s'] / r['after_s']:.1f}x | {check} |")
+    write_results("fit_speed", {"command": cmd, "rows": rows, "machine": machine_info()}, "\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
