@@ -70,12 +70,17 @@ def _memory_gb() -> float | None:
     return None
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity on Linux, else all of them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def machine_info() -> dict[str, Any]:
     """Date, commit, CPU model, cores, memory, load average, Python and package versions."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count()
+    usable = usable_cores()
     try:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:

@@ -32,7 +32,7 @@ from persemo.pipeline import labels_of, load_items
 from persemo.splits import check_speaker_independent, make_folds
 from persemo.training import crop_wave, predict_items, train_ensemble, window_samples
 
-from .common import RESULTS, add_run_args, fold_model, machine_info, write_results
+from .common import RESULTS, add_run_args, fold_model, machine_info, usable_cores, write_results
 from .emodb import _quiet
 from .peers import PEERS, peer_svm
 
@@ -150,10 +150,7 @@ def _fold_job(corpus, data, cfg, folds, fold, conditions, models):
 def auto_jobs(folds: int, cores: int | None = None) -> int:
     """Folds to run at once: one more than the usable cores (so that an odd fold out does not leave a core
     idle for a whole fold-time), at most ``folds``; 1 on a single core."""
-    if cores is None:
-        import os
-
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores() if cores is None else cores
     return 1 if cores <= 1 else max(1, min(folds, cores + 1))
 
 
@@ -248,8 +245,8 @@ def main(argv=None) -> None:
     plot(res["summary"], conditions, RESULTS / png)
     cmd = "python -m benchmarks suite" + "".join(f" {x}" for x in (argv or []))
     md = [f"## {a.corpus}: peers, members and ensembles, speaker-independent {a.folds}-fold", "",
-          f"Command: `{cmd}` ({wall / 60:.1f} min on this machine, training, openSMILE extraction and the noise "
-          "sweep included). Mean ± std over folds (%); the peers' SVM gives hard decisions.", "",
+          f"Command: `{cmd}` ({wall / 60:.1f} min on this machine with {a.jobs} fold worker(s), training, openSMILE "
+          "extraction and the noise sweep included). Mean ± std over folds (%); the peers' SVM gives hard decisions.", "",
           markdown_table(res["summary"][CLEAN], "clean"), "",
           "Per-class recall, pooled over folds (%):", "", per_class_table(res["pooled_clean"], res["labels"]), ""]
     for cond in res["summary"]:
@@ -258,8 +255,8 @@ def main(argv=None) -> None:
     md += [f"![UAR against SNR]({png})", "",
            "Training time per fold (s): " + ", ".join(f"{m} {v['per_fold_mean']:.0f}"
                                                      for m, v in res["train_seconds"].items())]
-    write_results(name, {"command": cmd, "k_folds": a.folds, "config": cfg.to_dict(), "wall_seconds": wall,
-                         "machine": machine_info(), **res}, "\n".join(md) + "\n")
+    write_results(name, {"command": cmd, "k_folds": a.folds, "jobs": a.jobs, "config": cfg.to_dict(),
+                         "wall_seconds": wall, "machine": machine_info(), **res}, "\n".join(md) + "\n")
     print("\n".join(md))
 
 
