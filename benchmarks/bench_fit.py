@@ -37,8 +37,6 @@ def _median_pair(a, b, repeats: int) -> tuple[float, float]:
 
 
 def cnn_step(repeats: int) -> dict:
-    import copy
-
     import torch
 
     from persemo.models.cnn import CNN
@@ -48,7 +46,7 @@ def cnn_step(repeats: int) -> dict:
     x, y = torch.randn(32, 64, 126), torch.randint(0, 7, (32,))
 
     def stepper(channels_last: bool):
-        m = copy.deepcopy(CNN(7, pooling="time"))
+        m = CNN(7, pooling="time")
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         m.body.to(memory_format=fmt)
         opt = torch.optim.AdamW(m.parameters())
