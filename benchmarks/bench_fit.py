@@ -93,12 +93,7 @@ def logreg_fit(repeats: int) -> dict:
 
 
 def peer_grid(repeats: int) -> dict:
-    from sklearn.model_selection import GridSearchCV, GroupKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
-
-    from .peers import PEER_C, PEER_GAMMA_X_DIM, peer_svm
+    from .peers import peer_svm, peer_svm_reference
 
     rng = np.random.default_rng(1)
     n, d = 430, 6373
@@ -108,10 +103,8 @@ def peer_grid(repeats: int) -> dict:
     got = {}
 
     def sklearn_grid():
-        grid = {"svc__C": list(PEER_C), "svc__gamma": [g / d for g in PEER_GAMMA_X_DIM]}
-        s = GridSearchCV(make_pipeline(StandardScaler(), SVC(kernel="rbf", class_weight="balanced")), grid,
-                         scoring="balanced_accuracy", cv=GroupKFold(n_splits=4)).fit(X, y, groups=groups)
-        got["sklearn"] = (s.best_params_["svc__C"], round(s.best_params_["svc__gamma"] * d, 6))
+        _, C, gx, _ = peer_svm_reference(X, y, groups)
+        got["sklearn"] = (C, round(gx, 6))
 
     def ours():
         _, info = peer_svm(X, y, groups)

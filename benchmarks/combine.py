@@ -3,7 +3,9 @@
     python -m benchmarks combine [--member NAME=FILE:KEY ...] [--tag NAME]
 
 A NAME given more than once is one member whose probabilities are the mean of its sources' (a bag of
-separately trained runs, e.g. several CNNs). FILE is a result in results/ (name without .json): an ``emodb_*`` file (KEY: a row of its folds'
+separately trained runs, e.g. several CNNs).
+
+FILE is a result in results/ (name without .json): an ``emodb_*`` file (KEY: a row of its folds'
 "probs", e.g. ``cnn``) or ``peers_emodb`` (KEY: ``protocol/model``, e.g. ``standard/ComParE_2016 +
 SmileMember (logreg)``). Every file must hold the same speaker-independent folds
 (``make_folds(kind="speaker", seed=0)``; checked here by the test ids). Every team of the members is

@@ -59,6 +59,8 @@ def peer_svm(X: np.ndarray, y: np.ndarray, groups: np.ndarray):
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
+    from persemo.smile import sq_distances
+
     d = X.shape[1]
     cv = GroupKFold(n_splits=min(4, len(np.unique(groups))))
     scores = np.zeros((len(PEER_C), len(PEER_GAMMA_X_DIM)))
@@ -66,7 +68,7 @@ def peer_svm(X: np.ndarray, y: np.ndarray, groups: np.ndarray):
     for tr, te in splits:
         scaler = StandardScaler().fit(X[tr])
         a, b = scaler.transform(X[tr]), scaler.transform(X[te])
-        d_tr, d_te = _sq_distances(a, a), _sq_distances(b, a)
+        d_tr, d_te = sq_distances(a, a), sq_distances(b, a)
         for j, gx in enumerate(PEER_GAMMA_X_DIM):
             k_tr, k_te = np.exp(-(gx / d) * d_tr), np.exp(-(gx / d) * d_te)
             for i, C in enumerate(PEER_C):
@@ -78,9 +80,21 @@ def peer_svm(X: np.ndarray, y: np.ndarray, groups: np.ndarray):
     return model, {"C": C, "gamma_x_dim": gamma * d, "inner_uar": float(scores[i, j])}
 
 
-def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances between the rows of a and b, (len(a), len(b))."""
-    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T, 0.0)
+def peer_svm_reference(X: np.ndarray, y: np.ndarray, groups: np.ndarray):
+    """The same search with sklearn's ``GridSearchCV`` (the earlier implementation): the reference
+    ``peer_svm`` is tested and benchmarked against. Returns (model, C, gamma x n_features, inner UAR)."""
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    d = X.shape[1]
+    grid = {"svc__C": list(PEER_C), "svc__gamma": [g / d for g in PEER_GAMMA_X_DIM]}
+    search = GridSearchCV(make_pipeline(StandardScaler(), SVC(kernel="rbf", class_weight="balanced")), grid,
+                          scoring="balanced_accuracy", cv=GroupKFold(n_splits=min(4, len(np.unique(groups)))))
+    search.fit(X, y, groups=groups)
+    p = search.best_params_
+    return search.best_estimator_, p["svc__C"], p["svc__gamma"] * d, float(search.best_score_)
 
 
 def calibration(y: np.ndarray, probs: np.ndarray) -> dict:

@@ -505,8 +505,7 @@ class SmileMember:
         from sklearn.svm import SVC
 
         d = Z.shape[1]
-        sq = (Z * Z).sum(1)
-        dist = np.maximum(sq[:, None] + sq[None, :] - 2.0 * Z @ Z.T, 0.0)  # once, for every gamma
+        dist = sq_distances(Z, Z)  # once, for every gamma
         best = None
         for gx in SVM_GAMMA_X_DIM:
             K = np.exp(-(gx / d) * dist)
@@ -603,6 +602,11 @@ def row_basis(Z: np.ndarray) -> np.ndarray | None:
     keep = s > s[0] * max(n, d) * np.finfo(np.float64).eps
     keep[0] = True  # at least one column, also for constant features (all zero once standardised)
     return vt[keep].T
+
+
+def sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances between the rows of a and b, (len(a), len(b)): an RBF kernel's input."""
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T, 0.0)
 
 
 def _in_basis(Z: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
