@@ -48,7 +48,8 @@ def _refit_smile(models: Path, sp, test, train, val, cfg, labels, log):
 
     old = fold_model(models, sp.fold, [it.utt.id for it in test], train, val, cfg, labels, log)
     mine = old.cfg.replace(model={k: getattr(cfg.model, k) for k in
-                                  ("members", "smile_feature_set", "smile_kind", "smile_noise_copies", "smile_speeds")})
+                                  ("members", "smile_feature_set", "smile_kind", "smile_noise_copies", "smile_speeds",
+                                   "smile_quantiles")})
     torch_members = [n for n in cfg.model.members if n != "smile"]
     if (mine.features.normalisation != cfg.features.normalisation or "smile" not in cfg.model.members
             or torch_members != old.ensemble.member_names):

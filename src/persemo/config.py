@@ -166,6 +166,10 @@ class ModelConfig:
         metadata={"help": "noisy copies of each training utterance the smile member also learns from (white "
                           "noise at an SNR drawn from train.noise_snr_db, as the torch members' injection); "
                           "0 = clean only, which collapsed to chance at 10 dB SNR on EmoDB"})
+    smile_quantiles: int = field(
+        default=0,
+        metadata={"help": "0 = off; n >= 2: the smile member first Gaussianises each functional through n of "
+                          "its training quantiles (monotone, label-free; kept in the model), then standardises"})
     smile_speeds: list[float] = field(
         default_factory=list,
         metadata={"help": "speed-perturbed copies of each training utterance the smile member also learns "
@@ -184,6 +188,9 @@ class ModelConfig:
             raise ConfigError(f"model.smile_kind must be one of {', '.join(SMILE_KINDS)}, not {self.smile_kind!r}")
         if not (isinstance(self.smile_noise_copies, int) and 0 <= self.smile_noise_copies <= 10):
             raise ConfigError("model.smile_noise_copies must be an integer from 0 to 10")
+        if not (isinstance(self.smile_quantiles, int) and not isinstance(self.smile_quantiles, bool)
+                and (self.smile_quantiles == 0 or 2 <= self.smile_quantiles <= 1000)):
+            raise ConfigError("model.smile_quantiles must be 0 (off) or an integer from 2 to 1000")
         _check_speeds("model.smile_speeds", self.smile_speeds)
         if self.cnn_pooling not in ("gap", "time", "timestats"):
             raise ConfigError(f"model.cnn_pooling must be 'gap', 'time' or 'timestats', not {self.cnn_pooling!r}")

@@ -534,15 +534,16 @@ def fit_smile(cfg: Config, labels: list[str], train_items: list[Item], cache_dir
         X = np.concatenate([X, *copies]).astype(X.dtype)
         y = np.concatenate([y] * (1 + len(copies)))
         speakers = speakers * (1 + len(copies))
-    member = SmileMember(m.smile_kind, m.smile_feature_set).fit(X, y, len(labels), groups=speakers,
-                                                                 seed=cfg.train.seed, origin=origin)
+    member = SmileMember(m.smile_kind, m.smile_feature_set, m.smile_quantiles).fit(
+        X, y, len(labels), groups=speakers, seed=cfg.train.seed, origin=origin)
     seconds = time.perf_counter() - start
     inner = member.meta["inner_cv"]
     log(f"smile: {m.smile_kind} on {m.smile_feature_set} ({X.shape[1]} functionals), inner {inner['folds']}-fold "
         f"UAR {100 * inner['uar']:.1f}% ({seconds:.0f} s)")
     return member, norm, {"kind": m.smile_kind, "feature_set": m.smile_feature_set, "inner_cv_uar": inner["uar"],
                           "chosen": member.chosen,
-                          "noise_copies": m.smile_noise_copies, "speeds": list(m.smile_speeds), "seconds": seconds}
+                          "noise_copies": m.smile_noise_copies, "speeds": list(m.smile_speeds),
+                          "quantiles": m.smile_quantiles, "seconds": seconds}
 
 
 def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_items: list[Item],
