@@ -194,3 +194,56 @@ def test_origin_keeps_the_speaker_grouped_inner_folds():
     b = SmileMember("logreg").fit(X2, y2, 4, groups=g2, origin=np.tile(np.arange(len(y)), 2))
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
     assert a.meta["inner_cv"] == b.meta["inner_cv"]
+
+
+# -- Gaussianisation through training quantiles -------------------------------------------------------
+
+def _skewed(rng, n):
+    """Skewed, discrete, constant and normal columns: every kind of tie the quantiles can have."""
+    return np.column_stack([rng.exponential(size=n), rng.integers(0, 3, n).astype(float), np.ones(n),
+                            rng.normal(size=n)])
+
+
+@pytest.mark.parametrize("n", [2, 5, 20, 300])
+def test_gaussianise_equals_sklearn_quantile_transformer(n):
+    from sklearn.preprocessing import QuantileTransformer
+
+    rng = np.random.default_rng(0)
+    X, T = _skewed(rng, 200), 2.0 * _skewed(rng, 50) - 0.5  # T reaches beyond the training range
+    T[:25, 2] = 1.0
+    ref = QuantileTransformer(n_quantiles=min(n, 200), output_distribution="normal").fit(X)
+    q = smile.fit_quantiles(X, min(n, 200))
+    for A in (X, T):
+        np.testing.assert_allclose(smile.gaussianise(A, q), ref.transform(A), atol=1e-8)
+
+
+def test_gaussianise_is_monotone_and_normal_on_its_training_data():
+    rng = np.random.default_rng(1)
+    X = rng.lognormal(sigma=1.5, size=(2000, 3))
+    G = smile.gaussianise(X, smile.fit_quantiles(X, 100))
+    for j in range(3):  # order kept per feature
+        assert np.all(np.diff(G[np.argsort(X[:, j]), j]) >= 0)
+    inner = np.abs(G) < 3
+    assert abs(G[inner].mean()) < 0.05 and abs(G[inner].std() - 1.0) < 0.1  # skew gone: near N(0, 1)
+    with pytest.raises(ValueError, match="quantile levels"):
+        smile.fit_quantiles(X, 1)
+    with pytest.raises(ValueError, match="quantiles"):
+        smile.gaussianise(X, smile.fit_quantiles(X[:, :2], 5))
+
+
+def test_member_with_quantiles_keeps_them_in_its_state(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    X, y, groups = blobs()
+    X = np.exp(X)  # skewed features: the transform has something to undo
+    m = SmileMember("logreg", quantiles=10).fit(X, y, n_classes=4, groups=groups)
+    arrays, meta = m.state()
+    assert arrays["quantiles"].shape == (10, X.shape[1]) and meta["quantiles"] == 10
+    save_file(arrays, str(tmp_path / "m.safetensors"))
+    back = SmileMember.from_state(load_file(str(tmp_path / "m.safetensors")), json.loads(json.dumps(meta)))
+    np.testing.assert_array_equal(back.predict_proba(X), m.predict_proba(X))
+    plain = SmileMember("logreg").fit(X, y, n_classes=4, groups=groups)
+    assert "quantiles" not in plain.state()[0] and plain.meta["quantiles"] == 0
+    assert not np.allclose(plain.predict_proba(X), m.predict_proba(X))  # the option changes the model
+    with pytest.raises(ValueError, match="quantiles"):
+        SmileMember("logreg", quantiles=1)

@@ -67,7 +67,8 @@ def test_config_fields_and_validation():
     assert load_config(model={"members": ["smile"]}).model.members == ("smile",)
     for bad, name in [({"members": ["cnn", "opensmile"]}, "members"), ({"members": ["cnn", "cnn"]}, "members"),
                       ({"members": []}, "members"), ({"smile_feature_set": "IS09"}, "smile_feature_set"),
-                      ({"smile_kind": "forest"}, "smile_kind")]:
+                      ({"smile_kind": "forest"}, "smile_kind"), ({"smile_quantiles": 1}, "smile_quantiles"),
+                      ({"smile_quantiles": -3}, "smile_quantiles"), ({"smile_quantiles": 2.5}, "smile_quantiles")]:
         with pytest.raises(ConfigError, match=name):
             Config.from_dict({"model": bad})
 

@@ -188,8 +188,7 @@ class ModelConfig:
             raise ConfigError(f"model.smile_kind must be one of {', '.join(SMILE_KINDS)}, not {self.smile_kind!r}")
         if not (isinstance(self.smile_noise_copies, int) and 0 <= self.smile_noise_copies <= 10):
             raise ConfigError("model.smile_noise_copies must be an integer from 0 to 10")
-        if not (isinstance(self.smile_quantiles, int) and not isinstance(self.smile_quantiles, bool)
-                and (self.smile_quantiles == 0 or 2 <= self.smile_quantiles <= 1000)):
+        if not (self.smile_quantiles == 0 or 2 <= self.smile_quantiles <= 1000):
             raise ConfigError("model.smile_quantiles must be 0 (off) or an integer from 2 to 1000")
         _check_speeds("model.smile_speeds", self.smile_speeds)
         if self.cnn_pooling not in ("gap", "time", "timestats"):
@@ -332,6 +331,8 @@ def _build(factory: Any, values: dict[str, Any], section: str) -> Any:
         if isinstance(default, (int, float)) and not isinstance(default, bool):
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ConfigError(f"{section}.{name} must be a number, not {value!r}")
+            if isinstance(default, int) and value != int(value):
+                raise ConfigError(f"{section}.{name} must be a whole number, not {value!r}")
             value = type(default)(value)
         kwargs[name] = value
     return factory(**kwargs)
