@@ -291,13 +291,25 @@ def gaussianise(X: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     q = np.asarray(quantiles, np.float64)
     if X.ndim != 2 or q.ndim != 2 or q.shape[1] != X.shape[1]:
         raise ValueError(f"X must be (N, D) and quantiles (n, D); got {X.shape} and {q.shape}")
-    levels = np.linspace(0.0, 1.0, len(q))
-    u = np.empty_like(X)
-    for j in range(X.shape[1]):  # interpolating up and down the levels averages over tied quantiles
-        x, qj = X[:, j], q[:, j]
-        u[:, j] = 0.5 * (np.interp(x, qj, levels) - np.interp(-x, -qj[::-1], -levels[::-1]))
-        u[x >= qj[-1], j] = 1.0
-        u[x <= qj[0], j] = 0.0
+    n = len(q)
+    step = 1.0 / (n - 1)
+    below = np.zeros(X.shape, np.int64)  # per value: how many quantiles lie strictly below it ...
+    upto = np.zeros(X.shape, np.int64)  # ... and how many at or below it
+    for level in q:
+        below += level < X
+        upto += level <= X
+    # interpolate from the last quantile at or below x upward, and from the first at or above it downward;
+    # the two agree between distinct quantiles and average to the middle of a run of tied ones
+    j = np.clip(upto - 1, 0, n - 2)
+    lo, hi = np.take_along_axis(q, j, 0), np.take_along_axis(q, j + 1, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up = (j + (X - lo) / (hi - lo)) * step
+        k = np.clip(below, 1, n - 1)
+        lo, hi = np.take_along_axis(q, k - 1, 0), np.take_along_axis(q, k, 0)
+        down = (k - (hi - X) / (hi - lo)) * step
+    u = 0.5 * (up + down)
+    u[X >= q[-1]] = 1.0  # beyond the training range (and a constant feature's value): the nearest end
+    u[X <= q[0]] = 0.0
     return np.clip(ndtri(u), -GAUSS_CLIP, GAUSS_CLIP)
 
 
