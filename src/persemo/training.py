@@ -491,8 +491,8 @@ def fit_smile(cfg: Config, labels: list[str], train_items: list[Item], cache_dir
     training utterance (white noise, SNR uniform in ``train.noise_snr_db``, seeded), their functionals
     computed from the noisy waveforms (not cached). In speaker mode a noisy copy is standardised by the
     statistics of its speaker's noisy copies, as a speaker recorded in noise gets statistics from that
-    noisy audio (with clean statistics instead, the member with ``smile_quantiles`` lost 2.4 points on
-    clean EmoDB, ``benchmarks/results/emodb_smile_quantiles_speaker.md``).
+    noisy audio (the speed copies' rule; on clean EmoDB level with standardising them by the speaker's
+    clean statistics: 80.5 vs 80.7 UAR, ``benchmarks/results/emodb_smile_quantiles*_speaker.md``).
 
     Speed: with ``model.smile_speeds`` = [f, ...], the member also learns from each training utterance
     played f times faster (``audio.speed_perturb``; functionals cached by waveform and factor), labelled as
