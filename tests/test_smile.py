@@ -248,19 +248,3 @@ def test_member_with_quantiles_keeps_them_in_its_state(tmp_path):
     with pytest.raises(ValueError, match="quantiles"):
         SmileMember("logreg", quantiles=1)
 
-
-def test_lda_in_the_row_span_equals_the_full_space_solution():
-    rng = np.random.default_rng(2)
-    Z = rng.normal(size=(30, 80))  # fewer rows than features: solved in the span of the rows
-    y = np.repeat(np.arange(3), 10)
-    Z[y == 2] += 0.7
-    (coef, intercept), = smile._shrunk_lda(Z, y, 3, (0.6,))
-    means = np.stack([Z[y == k].mean(0) for k in range(3)])
-    S = np.mean([np.cov(Z[y == k].T, bias=True) for k in range(3)], axis=0)
-    cov = 0.4 * S + 0.6 * np.trace(S) / 80 * np.eye(80)
-    w = np.linalg.solve(cov, means.T)
-    np.testing.assert_allclose(coef, w.T, atol=1e-8)
-    np.testing.assert_allclose(intercept, -0.5 * np.sum(means.T * w, 0), atol=1e-8)
-    # a class absent from the training rows never wins
-    (coef, intercept), = smile._shrunk_lda(Z[y < 2], y[y < 2], 3, (0.6,))
-    assert not np.any((Z @ coef.T + intercept).argmax(1) == 2)

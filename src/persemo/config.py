@@ -159,9 +159,8 @@ class ModelConfig:
         metadata={"help": "the smile member's openSMILE functionals: ComParE_2016 (6373) or eGeMAPSv02 (88)"})
     smile_kind: str = field(
         default=SMILE_DEFAULT_KIND,
-        metadata={"help": "the smile member's classifier: logreg (multinomial logistic regression), svm (RBF), "
-                          "mlp (one hidden layer) or lda (shrinkage linear discriminant analysis); each "
-                          "calibrated on inner cross-validation"})
+        metadata={"help": "the smile member's classifier: logreg (multinomial logistic regression), svm (RBF) "
+                          "or mlp (one hidden layer); each calibrated on inner cross-validation"})
     smile_noise_copies: int = field(
         default=1,
         metadata={"help": "noisy copies of each training utterance the smile member also learns from (white "

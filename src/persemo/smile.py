@@ -27,7 +27,7 @@ from .cache import FeatureCache, file_digest
 from .corpora.base import Problem, Utterance
 
 FEATURE_SETS = {"ComParE_2016": 6373, "eGeMAPSv02": 88}  # name -> number of functionals
-MEMBER_KINDS = ("svm", "logreg", "mlp", "lda")
+MEMBER_KINDS = ("svm", "logreg", "mlp")
 DEFAULT_KIND = "logreg"  # EmoDB 5-fold: UAR level with svm/mlp, lowest log-loss, 0.5 MB state (peers_emodb.md)
 STATE_FORMAT = 1
 INNER_FOLDS = 4  # inner grouped CV folds for hyperparameters and calibration
@@ -38,7 +38,6 @@ SVM_GAMMA_X_DIM = (0.1, 0.3, 1.0)  # gamma = value / n_features (1 / n_features 
 SVM_SCORES = "ovr"  # what calibration maps: summed one-vs-one values ('confidence') or sklearn's 'ovr'
 LOGREG_C = (1e-3, 1e-2, 1e-1, 1.0)  # ascending: each fit warm-starts from the last
 MLP_WEIGHT_DECAY = (1e-3, 1e-1)
-LDA_SHRINK = (0.5, 0.8, 0.9, 0.95)  # weight of the scaled identity in the pooled covariance
 MLP_HIDDEN, MLP_EPOCHS, MLP_LR, MLP_DROPOUT = 128, 120, 1e-3, 0.5
 GAUSS_CLIP = 5.199337582605575  # the normal quantile of 1 - 1e-7: where ``gaussianise`` stops (sklearn's bound)
 
@@ -387,7 +386,7 @@ def _scores(arrays: dict[str, np.ndarray], meta: dict, X: np.ndarray) -> np.ndar
         ovo = rbf_ovo(Z, arrays["support_vectors"], arrays["dual_coef"], arrays["intercept"],
                       arrays["n_support"], float(meta["gamma"]))
         return svm_scores(ovo, len(arrays["n_support"]), meta["svm_scores"])
-    if kind in ("logreg", "lda"):
+    if kind == "logreg":
         return Z @ arrays["coef"].T + arrays["intercept"]
     if kind == "mlp":
         H = np.maximum(Z @ arrays["w1"].T + arrays["b1"], 0.0)
@@ -453,9 +452,8 @@ class SmileMember:
     """Standardisation + classifier + calibration on openSMILE functionals; state is arrays + a dict.
 
     ``kind``: 'svm' (RBF SVM, class-balanced; C and gamma by inner CV), 'logreg' (multinomial logistic
-    regression, class-balanced; C by inner CV), 'mlp' (one hidden layer, torch to fit, numpy to run;
-    weight decay and epochs by inner CV) or 'lda' (shrinkage linear discriminant analysis, equal priors;
-    shrinkage by inner CV). Every kind's scores are mapped to probabilities by a
+    regression, class-balanced; C by inner CV) or 'mlp' (one hidden layer, torch to fit, numpy to run;
+    weight decay and epochs by inner CV). Every kind's scores are mapped to probabilities by a
     multinomial Platt scaling fitted on the inner CV's held-out scores. ``quantiles`` > 0: each functional
     is first Gaussianised through that many of its training quantiles (``gaussianise``; kept in the state).
 
@@ -519,8 +517,7 @@ class SmileMember:
         splits = []
         for tr, te in _inner_splits(yc[firsts], None if g is None else g[firsts], seed):
             splits.append((np.flatnonzero(np.isin(fold, tr)), np.flatnonzero(np.isin(fold, te))))
-        fit_kind = {"svm": self._fit_svm, "logreg": self._fit_logreg, "mlp": self._fit_mlp,
-                    "lda": self._fit_lda}[self.kind]
+        fit_kind = {"svm": self._fit_svm, "logreg": self._fit_logreg, "mlp": self._fit_mlp}[self.kind]
         arrays, meta, oof = fit_kind(Z, yc, len(present), splits, seed)
         covered = np.isfinite(oof[:, 0])
         cal_w, cal_b = fit_matrix_calibration(oof[covered], yc[covered], len(present))
@@ -547,8 +544,8 @@ class SmileMember:
 
     @property
     def chosen(self) -> dict:
-        """The hyperparameters the inner CV chose (C; gamma; weight decay and epochs; shrinkage)."""
-        return {k: self.meta[k] for k in ("C", "gamma", "weight_decay", "epochs", "shrinkage") if k in self.meta}
+        """The hyperparameters the inner CV chose (C; gamma; weight decay and epochs)."""
+        return {k: self.meta[k] for k in ("C", "gamma", "weight_decay", "epochs") if k in self.meta}
 
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
         """(arrays, meta): numpy arrays (for safetensors) and a JSON-able dict; all inference needs."""
@@ -618,21 +615,6 @@ class SmileMember:
         return {"coef": coef, "intercept": intercept}, {"C": C, "inner_uar": uar}, oof
 
     @staticmethod
-    def _fit_lda(Z, y, n, splits, seed):
-        oofs = {a: np.full((len(y), n), np.nan) for a in LDA_SHRINK}
-        for tr, te in splits:
-            for a, (coef, intercept) in zip(LDA_SHRINK, _shrunk_lda(Z[tr], y[tr], n, LDA_SHRINK)):
-                oofs[a][te] = Z[te] @ coef.T + intercept
-        uar, a = max((_uar_oof(y, oofs[a]), a) for a in LDA_SHRINK)
-        (coef, intercept), = _shrunk_lda(Z, y, n, (a,))
-        # discriminants run to hundreds (log-likelihood ratios of 6,373 features), where the Platt scaling
-        # fitted next is badly conditioned (on EmoDB it cost 5 to 25 points of UAR per fold); in units of
-        # their held-out spread they are on the scale the calibration was made for, and rank the same
-        spread = max(1e-12, float(np.nanstd(oofs[a])))
-        return ({"coef": coef / spread, "intercept": intercept / spread}, {"shrinkage": a, "inner_uar": uar},
-                oofs[a] / spread)
-
-    @staticmethod
     def _fit_mlp(Z, y, n, splits, seed):
         best = None
         for wd in MLP_WEIGHT_DECAY:
@@ -681,39 +663,6 @@ def row_basis(Z: np.ndarray) -> np.ndarray | None:
     keep = s > s[0] * max(n, d) * np.finfo(np.float64).eps
     keep[0] = True  # at least one column, also for constant features (all zero once standardised)
     return vt[keep].T
-
-
-def _shrunk_lda(Z: np.ndarray, y: np.ndarray, n: int, shrinkages) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Linear discriminant analysis with equal class priors, one (coef (n, D), intercept (n,)) per shrinkage a.
-
-    The pooled covariance is the mean of the classes' own (each class weighs the same, as the class-balanced
-    members do), shrunk toward a multiple of the identity: (1 - a) S + a tr(S) / D I. Class means and S lie
-    in the span of the rows, so the discriminants are solved there (``row_basis``; r <= N unknowns instead
-    of D) and mapped back: the same weights as in the full space. Classes absent from y get no row's score
-    that could win (-inf is avoided: they get the lowest intercept).
-    """
-    d = Z.shape[1]
-    basis = row_basis(Z)
-    B = _in_basis(Z, basis)
-    means = np.zeros((n, B.shape[1]))
-    scatter = np.zeros((B.shape[1], B.shape[1]))
-    present = [k for k in range(n) if np.any(y == k)]
-    for k in present:
-        Bk = B[y == k]
-        means[k] = Bk.mean(0)
-        centred = Bk - means[k]
-        scatter += centred.T @ centred / len(Bk)
-    scatter /= len(present)
-    out = []
-    for a in shrinkages:
-        cov = (1.0 - a) * scatter + (a * np.trace(scatter) / d + 1e-12) * np.eye(len(scatter))
-        w = np.linalg.solve(cov, means.T)  # (r, n)
-        intercept = -0.5 * np.sum(means.T * w, axis=0)
-        missing = [k for k in range(n) if k not in present]
-        if missing:
-            intercept[missing] = intercept[present].min() - 1e6
-        out.append(((w if basis is None else basis @ w).T, intercept))
-    return out
 
 
 def sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
