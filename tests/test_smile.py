@@ -247,4 +247,3 @@ def test_member_with_quantiles_keeps_them_in_its_state(tmp_path):
     assert not np.allclose(plain.predict_proba(X), m.predict_proba(X))  # the option changes the model
     with pytest.raises(ValueError, match="quantiles"):
         SmileMember("logreg", quantiles=1)
-
