@@ -104,6 +104,7 @@ def test_unknown_field_is_named(tmp_path, data, names):
     ({"train": {"epochs": "ten"}}, "epochs"),
     ({"train": {"epochs": True}}, "epochs"),
     ({"train": {"epochs": 2.5}}, "epochs"),  # not silently cut to 2
+    ({"train": {"epochs": float("inf")}}, "epochs"),
     ({"train": {"monitor": "accuracy"}}, "monitor"),
     ({"train": {"label_smoothing": 1.0}}, "label_smoothing"),
     ({"train": {"noise_snr_db": [30, 5]}}, "noise_snr_db"),

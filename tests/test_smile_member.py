@@ -365,3 +365,27 @@ def test_row_basis_gives_the_same_logistic_regression():
         np.testing.assert_allclose(small.intercept_, full.intercept_, atol=1e-7)
     assert row_basis(X[:, :40]) is None  # no fewer rows than columns: nothing to gain, no projection
     assert row_basis(np.zeros((5, 20))).shape == (20, 1)  # constant features: still a column to fit on
+
+
+def test_speaker_mode_standardises_each_noisy_copy_set_by_its_own_statistics(monkeypatch):
+    from persemo import smile
+    from persemo.training import fit_smile
+
+    cfg = _cfg("speaker").replace(model={"members": ["smile"], "smile_noise_copies": 1, "smile_quantiles": 5})
+    train = synth_items(cfg, per_class=3, speakers=("s1", "s2", "s3"))
+    seen = {}
+    real_fit = smile.SmileMember.fit
+
+    def spy(self, X, y, n_classes, groups=None, seed=0, origin=None):
+        seen.update(X=np.asarray(X), groups=np.asarray(groups), origin=np.asarray(origin))
+        return real_fit(self, X, y, n_classes, groups=groups, seed=seed, origin=origin)
+
+    monkeypatch.setattr(smile.SmileMember, "fit", spy)
+    member, _, info = fit_smile(cfg, LABELS, train, log=lambda m: None)
+    X, groups, origin = seen["X"], seen["groups"], seen["origin"]
+    copy = origin != np.arange(len(origin))
+    assert copy.sum() == len(train)
+    for s in ("s1", "s2", "s3"):  # originals and copies alike: mean 0 per speaker, by their own statistics
+        for rows in (copy & (groups == s), ~copy & (groups == s)):
+            np.testing.assert_allclose(X[rows].mean(0), 0.0, atol=1e-5)
+    assert info["quantiles"] == 5 and member.state()[0]["quantiles"].shape == (5, X.shape[1])

@@ -331,7 +331,7 @@ def _build(factory: Any, values: dict[str, Any], section: str) -> Any:
         if isinstance(default, (int, float)) and not isinstance(default, bool):
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ConfigError(f"{section}.{name} must be a number, not {value!r}")
-            if isinstance(default, int) and value != int(value):
+            if isinstance(default, int) and not float(value).is_integer():
                 raise ConfigError(f"{section}.{name} must be a whole number, not {value!r}")
             value = type(default)(value)
         kwargs[name] = value

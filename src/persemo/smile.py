@@ -6,9 +6,9 @@ content, the feature set and the opensmile version. openSMILE releases the GIL w
 threads, each with its own ``Smile``, are 1.4-1.8x faster than one on two cores (measured on EmoDB).
 
 ``SmileMember`` is an ensemble member whose whole state is numpy arrays plus a small JSON-able dict:
-an optional per-feature Gaussianisation (``gaussianise``), standardisation, a classifier (RBF SVM, multinomial logistic regression or a one-hidden-layer MLP) and
-a calibration map fitted on inner cross-validation scores, so its probabilities mean something when
-averaged with other members'. Inference is pure numpy; sklearn/torch are needed only to fit.
+an optional per-feature Gaussianisation (``gaussianise``), standardisation, a classifier (RBF SVM,
+multinomial logistic regression or a one-hidden-layer MLP) and a calibration map fitted on inner
+cross-validation scores, so its probabilities mean something when averaged with other members'. Inference is pure numpy; sklearn/torch are needed only to fit.
 """
 
 from __future__ import annotations
@@ -523,8 +523,8 @@ class SmileMember:
         cal_w, cal_b = fit_matrix_calibration(oof[covered], yc[covered], len(present))
         self.arrays = {"mean": mean, "scale": scale, "classes": present.astype(np.int64), "cal_w": cal_w,
                        "cal_b": cal_b, **extra, **arrays}
-        self.meta = {"format": STATE_FORMAT, "kind": self.kind, "n_classes": int(n_classes), "quantiles": self.quantiles,
-                     "n_features": int(X.shape[1]), "feature_set": self.feature_set,
+        self.meta = {"format": STATE_FORMAT, "kind": self.kind, "n_classes": int(n_classes),
+                     "quantiles": self.quantiles, "n_features": int(X.shape[1]), "feature_set": self.feature_set,
                      "inner_cv": {"folds": len(splits), "grouped": g is not None and len(np.unique(g)) >= 3,
                                   "uar": meta.pop("inner_uar")},
                      **meta}
