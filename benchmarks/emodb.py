@@ -15,6 +15,7 @@ import itertools
 import logging
 import time
 import warnings
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +48,8 @@ def _refit_smile(models: Path, sp, test, train, val, cfg, labels, log):
     from persemo.training import fit_smile
 
     old = fold_model(models, sp.fold, [it.utt.id for it in test], train, val, cfg, labels, log)
-    mine = old.cfg.replace(model={k: getattr(cfg.model, k) for k in
-                                  ("members", "smile_feature_set", "smile_kind", "smile_noise_copies", "smile_speeds",
-                                   "smile_quantiles")})
+    smile_fields = ["members"] + [f.name for f in fields(cfg.model) if f.name.startswith("smile_")]
+    mine = old.cfg.replace(model={k: getattr(cfg.model, k) for k in smile_fields})
     torch_members = [n for n in cfg.model.members if n != "smile"]
     if (mine.features.normalisation != cfg.features.normalisation or "smile" not in cfg.model.members
             or torch_members != old.ensemble.member_names):

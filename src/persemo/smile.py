@@ -8,7 +8,8 @@ threads, each with its own ``Smile``, are 1.4-1.8x faster than one on two cores 
 ``SmileMember`` is an ensemble member whose whole state is numpy arrays plus a small JSON-able dict:
 an optional per-feature Gaussianisation (``gaussianise``), standardisation, a classifier (RBF SVM,
 multinomial logistic regression or a one-hidden-layer MLP) and a calibration map fitted on inner
-cross-validation scores, so its probabilities mean something when averaged with other members'. Inference is pure numpy; sklearn/torch are needed only to fit.
+cross-validation scores, so its probabilities mean something when averaged with other members'.
+Inference is pure numpy; sklearn/torch are needed only to fit.
 """
 
 from __future__ import annotations
