@@ -11,6 +11,9 @@ benchmark here), on the fold's training speakers:
       member (``smile``) as a third member, equal and validation-chosen weights.
 Every model is then evaluated on the fold's test speakers clean and with white or babble noise (made of
 other test utterances) at each SNR; the noisy waveforms are made once and given to every model.
+A speaker-normalised model (``features.normalisation: speaker``) is swept in the speaker-adapted protocol:
+each test speaker's statistics from all their test windows as heard in that condition (noisy audio gives
+noisy statistics; no labels), and the peers speaker-normalised too (``PROTOCOLS``).
 Writes results/suite_<corpus>.json and .md, and results/robustness_<corpus>.png (UAR against SNR).
 The folds run in separate processes, ``--jobs`` at a time, one thread each (the figures do not depend on it).
 """
@@ -30,13 +33,19 @@ from persemo.config import load_config
 from persemo.evaluation import compute_metrics, markdown_table, per_class_table, save_figure, summarise_folds
 from persemo.pipeline import labels_of, load_items
 from persemo.splits import check_speaker_independent, make_folds
-from persemo.training import crop_wave, predict_items, train_ensemble, window_samples
+from persemo.smile import normalise_by_group
+from persemo.training import (crop_wave, heard_items, predict_items, speaker_statistics, train_ensemble,
+                               window_samples)
 
 from .common import RESULTS, add_run_args, fold_model, machine_info, usable_cores, write_results
 from .emodb import _quiet
 from .peers import PEERS, peer_svm
 
 CLEAN = "clean"
+PROTOCOLS = {"single utterance": "single utterance (each clip on its own)",
+             "speaker-adapted": "speaker-adapted (models and peers speaker-normalised; each test speaker's statistics "
+                                "from all their test windows as heard in that condition, noise included, without "
+                                "labels: transductive over the speaker's unlabelled audio)"}
 
 
 def noisy_waves(waves: list[np.ndarray], snr: float, kind: str, seed: int) -> list[np.ndarray]:
@@ -63,7 +72,7 @@ def _prepare(corpus: str, data: Path, cfg, folds: int, log=print):
 def run_fold(items, labels, sp, whole, cfg, conditions, models: Path | None = None, log=print, threads: int = 2):
     """One fold: fit the peers, train (or load) the model, evaluate every model in every condition.
 
-    Returns ({condition: {model: metrics}}, {model: training seconds}).
+    Returns ({condition: {model: metrics}}, {model: training seconds}, protocol: PROTOCOLS' key).
     """
     from persemo.smile import functionals_from_waves
 
@@ -77,20 +86,23 @@ def run_fold(items, labels, sp, whole, cfg, conditions, models: Path | None = No
     fit_ids = [it.utt.id for it in train + val]
     y_fit = np.array([index[by_id[i].utt.emotion] for i in fit_ids])
     g_fit = np.array([by_id[i].utt.speaker for i in fit_ids])
-    peers, seconds = {}, {}
-    for name in PEERS:
-        t = time.perf_counter()
-        peers[name], _ = peer_svm(np.stack([whole[name][i] for i in fit_ids]), y_fit, g_fit)
-        seconds[name] = time.perf_counter() - t
+    seconds = {}
     if models is None:
         model, info = train_ensemble(cfg, labels, train, val, None, progress=False, log=log)
         seconds.update({m: v["seconds"] for m, v in info["members"].items()})
     else:  # the fold's model saved by benchmarks.emodb --save-models (same folds, checked)
         model = fold_model(models, sp.fold, [it.utt.id for it in test], train, val, cfg, labels, log)
-        if model.cfg.features.normalisation == "speaker":
-            raise SystemExit(f"{models}: the suite's sweep is the single-utterance protocol; these models are "
-                             "speaker-normalised")
         cfg = model.cfg
+    # speaker-normalised models: the speaker-adapted protocol, the peers too (every speaker, train or test, by
+    # their own statistics; a test speaker's from all their test audio as heard in each condition; no labels)
+    adapted = cfg.features.normalisation == "speaker"
+    speakers = [it.utt.speaker for it in test]
+    peers = {}
+    for name in PEERS:
+        t = time.perf_counter()
+        X = np.stack([whole[name][i] for i in fit_ids])
+        peers[name], _ = peer_svm(normalise_by_group(X, g_fit) if adapted else X, y_fit, g_fit)
+        seconds[name] = time.perf_counter() - t
     n = window_samples(cfg)
     clean = [crop_wave(it.wave, n, cfg.features.crop) for it in test]
     memo: dict = {}  # each noisy window's functionals, computed once for the smile member and the peers
@@ -102,7 +114,8 @@ def run_fold(items, labels, sp, whole, cfg, conditions, models: Path | None = No
         else:
             waves = noisy_waves(clean, snr, cond.split()[0], seed=1000 * sp.fold + int(snr))
         noisy_items = [replace(it, wave=w) for it, w in zip(test, waves)]
-        probs = predict_items(model, noisy_items, cfg)
+        stats = speaker_statistics(heard_items(test, waves, cfg.features), model) if adapted else None
+        probs = predict_items(model, noisy_items, cfg, stats)
         rows = {m: probs[i] for i, m in enumerate(model.member_names)}
         torch_members = [i for i, m in enumerate(model.member_names) if m in ("cnn", "lstm")]
         if len(torch_members) == 2:
@@ -117,11 +130,11 @@ def run_fold(items, labels, sp, whole, cfg, conditions, models: Path | None = No
         for name, fs in PEERS.items():
             X = np.stack([whole[name][it.utt.id] for it in test]) if snr is None else \
                 functionals_from_waves(waves, fs, threads=threads, memo=memo)
-            pred = peers[name].predict(X)
+            pred = peers[name].predict(normalise_by_group(X, speakers) if adapted else X)
             rows[name] = np.eye(len(labels))[pred]
         per[cond] = {m: compute_metrics(y, p, labels) for m, p in rows.items()}
     log(f"  fold {sp.fold + 1} clean: " + ", ".join(f"{m} {100 * r['uar']:.1f}" for m, r in per[CLEAN].items()))
-    return per, seconds
+    return per, seconds, "speaker-adapted" if adapted else "single utterance"
 
 
 def _worker_init() -> None:
@@ -173,7 +186,10 @@ def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, fl
         done = [run_fold(items, labels, sp, whole, cfg, conditions, models, log) for sp in splits]
     per: dict[str, dict[str, list[dict]]] = {}
     seconds: dict[str, list[float]] = {}
-    for fold_per, fold_seconds in done:
+    protocols = {d[2] for d in done}
+    if len(protocols) > 1:
+        raise SystemExit(f"the fold models mix protocols: {sorted(protocols)}")
+    for fold_per, fold_seconds, _ in done:
         for cond, rows in fold_per.items():
             for m, r in rows.items():
                 per.setdefault(cond, {}).setdefault(m, []).append(r)
@@ -185,7 +201,7 @@ def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, fl
         cm = np.sum([np.array(r["confusion"]) for r in rs], axis=0)
         rec = np.diag(cm) / np.clip(cm.sum(1), 1, None)
         pooled_clean[m] = {"per_class": {l: {"recall": float(rec[i])} for i, l in enumerate(labels)}}
-    return {"labels": labels, "summary": summary, "pooled_clean": pooled_clean,
+    return {"labels": labels, "protocol": protocols.pop(), "summary": summary, "pooled_clean": pooled_clean,
             "train_seconds": {m: {"per_fold_mean": float(np.mean(v)), "total": float(np.sum(v))}
                               for m, v in seconds.items()}}
 
@@ -246,7 +262,8 @@ def main(argv=None) -> None:
     cmd = "python -m benchmarks suite" + "".join(f" {x}" for x in (argv or []))
     md = [f"## {a.corpus}: peers, members and ensembles, speaker-independent {a.folds}-fold", "",
           f"Command: `{cmd}` ({wall / 60:.1f} min on this machine with {a.jobs} fold worker(s), training, openSMILE "
-          "extraction and the noise sweep included). Mean ± std over folds (%); the peers' SVM gives hard decisions.", "",
+          "extraction and the noise sweep included). Protocol: " + PROTOCOLS[res["protocol"]] + ". Mean ± std "
+          "over folds (%); the peers' SVM gives hard decisions.", "",
           markdown_table(res["summary"][CLEAN], "clean"), "",
           "Per-class recall, pooled over folds (%):", "", per_class_table(res["pooled_clean"], res["labels"]), ""]
     for cond in res["summary"]:

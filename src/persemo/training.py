@@ -135,22 +135,28 @@ def speed_key(speaker: str, factor: float) -> str:
     return speaker if factor == 1.0 else f"{speaker}@speed{factor:g}"
 
 
+def heard_items(items: list[Item], waves, features_cfg) -> list[Item]:
+    """``items`` with their waves replaced by ``waves`` (noisy, faster, cropped) and their log-mel and MFCC
+    computed from those: the items as a model hears them, for speaker statistics of that audio."""
+    from .features import Spectra
+
+    spectra = Spectra(features_cfg).eval()
+    out = []
+    for it, w in zip(items, waves, strict=True):
+        with torch.inference_mode():
+            lm, mf, _ = spectra(torch.from_numpy(np.ascontiguousarray(w, np.float32))[None])
+        out.append(Item(it.utt, w, lm[0].numpy(), mf[0].numpy()))
+    return out
+
+
 def speed_statistics(items: list[Item], speeds, features_cfg, enrolment: str | None = None
                      ) -> dict[str, dict[str, np.ndarray]]:
     """Each speaker's statistics at each speed factor (keys ``speed_key``), from their clips played that
     much faster, for the speed-perturbed training clips of a speaker-normalised model (``train.speeds``)."""
-    from .features import Spectra
-
-    spectra = Spectra(features_cfg).eval()
     out = {}
     for f in speeds:
-        fast = []
-        for it in items:
-            w = speed_perturb(it.wave, f)
-            with torch.inference_mode():
-                lm, mf, _ = spectra(torch.from_numpy(w)[None])
-            fast.append(Item(dc_replace(it.utt, speaker=speed_key(it.utt.speaker, f)), w, lm[0].numpy(),
-                             mf[0].numpy()))
+        fast = heard_items(items, [speed_perturb(it.wave, f) for it in items], features_cfg)
+        fast = [dc_replace(it, utt=dc_replace(it.utt, speaker=speed_key(it.utt.speaker, f))) for it in fast]
         out.update(speaker_statistics(fast, enrolment=enrolment))
     return out
 

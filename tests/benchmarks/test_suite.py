@@ -63,6 +63,33 @@ def test_the_folds_give_the_same_figures_in_one_process_or_two(corpus):
     assert np.isfinite(parallel["train_seconds"]["cnn"]["total"])
 
 
+def test_a_speaker_normalised_model_is_swept_in_the_speaker_adapted_protocol(corpus, monkeypatch):
+    """Each test speaker's statistics come from their windows as heard in each condition (noise included),
+    for the model and the peers alike, and the report names the protocol."""
+    import benchmarks.suite as suite
+
+    seen = []
+    real = suite.predict_items
+
+    def spy(model, items, cfg, stats=None):
+        seen.append((sorted({it.utt.speaker for it in items}), stats))
+        return real(model, items, cfg, stats)
+
+    monkeypatch.setattr(suite, "predict_items", spy)
+    cfg = _cfg().replace(features={"normalisation": "speaker"})
+    res = run("csv", corpus, cfg, 3, [(CLEAN, None), ("white 10 dB", 10.0)], log=lambda *a: None, jobs=1)
+    assert res["protocol"] == "speaker-adapted"
+    assert len(seen) == 6  # 3 folds x 2 conditions
+    for (speakers, clean), (same, noisy) in zip(seen[::2], seen[1::2]):
+        assert speakers == same == sorted(clean) == sorted(noisy)
+        for s in speakers:  # white noise at 10 dB lifts every speaker's quiet log-mel bins
+            assert noisy[s]["logmel_mean"].mean() > clean[s]["logmel_mean"].mean() + 1.0
+            assert not np.allclose(noisy[s]["smile_mean"], clean[s]["smile_mean"])
+    assert {"ComParE_2016 + SVM", "ensemble cnn+smile (equal)"} <= set(res["summary"]["white 10 dB"])
+    plain = run("csv", corpus, _cfg(), 3, [(CLEAN, None)], log=lambda *a: None, jobs=1)
+    assert plain["protocol"] == "single utterance" and seen[-1][1] is None
+
+
 def test_auto_jobs():
     from benchmarks.suite import auto_jobs
 
