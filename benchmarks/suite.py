@@ -206,7 +206,7 @@ def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, fl
                               for m, v in seconds.items()}}
 
 
-def plot(summary: dict, conditions, path: Path) -> None:
+def plot(summary: dict, conditions, path: Path, protocol: str = "single utterance") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -221,7 +221,7 @@ def plot(summary: dict, conditions, path: Path) -> None:
         for m in models:
             ys = [summary[CLEAN][m]["uar"]["mean"]] + [summary[f"{kind} {s:g} dB"][m]["uar"]["mean"] for s in snrs]
             ax.plot(xs, [100 * v for v in ys], marker="o", label=m)
-        ax.set_title(f"{kind} noise")
+        ax.set_title(f"{kind} noise, {protocol}")
         ax.set_xlabel("SNR (dB)")
         ax.set_ylabel("UAR (%)")
         ax.grid(alpha=0.3)
@@ -258,7 +258,7 @@ def main(argv=None) -> None:
     wall = time.perf_counter() - t0
     name = f"suite_{a.corpus}" + (f"_{a.tag}" if a.tag else "")
     png = f"robustness_{a.corpus}" + (f"_{a.tag}" if a.tag else "") + ".png"
-    plot(res["summary"], conditions, RESULTS / png)
+    plot(res["summary"], conditions, RESULTS / png, res["protocol"])
     cmd = "python -m benchmarks suite" + "".join(f" {x}" for x in (argv or []))
     md = [f"## {a.corpus}: peers, members and ensembles, speaker-independent {a.folds}-fold", "",
           f"Command: `{cmd}` ({wall / 60:.1f} min on this machine with {a.jobs} fold worker(s), training, openSMILE "
