@@ -75,7 +75,15 @@ def test_a_speaker_normalised_model_is_swept_in_the_speaker_adapted_protocol(cor
         seen.append((sorted({it.utt.speaker for it in items}), stats))
         return real(model, items, cfg, stats)
 
+    normalised = []
+    real_norm = suite.normalise_by_group
+
+    def norm_spy(X, groups):
+        normalised.append(sorted(set(groups)))
+        return real_norm(X, groups)
+
     monkeypatch.setattr(suite, "predict_items", spy)
+    monkeypatch.setattr(suite, "normalise_by_group", norm_spy)
     cfg = _cfg().replace(features={"normalisation": "speaker"})
     res = run("csv", corpus, cfg, 3, [(CLEAN, None), ("white 10 dB", 10.0)], log=lambda *a: None, jobs=1)
     assert res["protocol"] == "speaker-adapted"
@@ -85,6 +93,10 @@ def test_a_speaker_normalised_model_is_swept_in_the_speaker_adapted_protocol(cor
         for s in speakers:  # white noise at 10 dB lifts every speaker's quiet log-mel bins
             assert noisy[s]["logmel_mean"].mean() > clean[s]["logmel_mean"].mean() + 1.0
             assert not np.allclose(noisy[s]["smile_mean"], clean[s]["smile_mean"])
+        # the peers: trained on the other speakers' normalised functionals, then per condition and peer
+        # the test speakers' functionals normalised by their own statistics
+        assert normalised.count(speakers) == 2 * 2
+    assert len(normalised) == 3 * (2 + 2 * 2)
     assert {"ComParE_2016 + SVM", "ensemble cnn+smile (equal)"} <= set(res["summary"]["white 10 dB"])
     plain = run("csv", corpus, _cfg(), 3, [(CLEAN, None)], log=lambda *a: None, jobs=1)
     assert plain["protocol"] == "single utterance" and seen[-1][1] is None
