@@ -33,7 +33,7 @@ from persemo.config import load_config
 from persemo.evaluation import compute_metrics, markdown_table, per_class_table, save_figure, summarise_folds
 from persemo.pipeline import labels_of, load_items
 from persemo.splits import check_speaker_independent, make_folds
-from persemo.smile import normalise_by_group
+from persemo.smile import functional_stats, normalise_by_group
 from persemo.training import (crop_wave, heard_items, predict_items, speaker_statistics, train_ensemble,
                                window_samples)
 
@@ -45,7 +45,10 @@ CLEAN = "clean"
 PROTOCOLS = {"single utterance": "single utterance (each clip on its own)",
              "speaker-adapted": "speaker-adapted (models and peers speaker-normalised; each test speaker's statistics "
                                 "from all their test windows as heard in that condition, noise included, without "
-                                "labels: transductive over the speaker's unlabelled audio)"}
+                                "labels: transductive over the speaker's unlabelled audio)",
+             "speaker-adapted, quiet statistics": "speaker-adapted, statistics from quiet audio (models and peers "
+                                "speaker-normalised; each test speaker's statistics from all their clean test "
+                                "windows in every condition, as if enrolled in quiet and heard in noise; no labels)"}
 
 
 def noisy_waves(waves: list[np.ndarray], snr: float, kind: str, seed: int) -> list[np.ndarray]:
@@ -69,9 +72,12 @@ def _prepare(corpus: str, data: Path, cfg, folds: int, log=print):
     return items, labels_of(items), splits, whole
 
 
-def run_fold(items, labels, sp, whole, cfg, conditions, models: Path | None = None, log=print, threads: int = 2):
+def run_fold(items, labels, sp, whole, cfg, conditions, models: Path | None = None, log=print, threads: int = 2,
+             quiet_stats: bool = False):
     """One fold: fit the peers, train (or load) the model, evaluate every model in every condition.
 
+    ``quiet_stats``: a speaker-normalised model's test speakers get their statistics from their clean
+    windows in every condition (enrolled in quiet, heard in noise), the peers' from their clean functionals.
     Returns ({condition: {model: metrics}}, {model: training seconds}, protocol: PROTOCOLS' key).
     """
     from persemo.smile import functionals_from_waves
@@ -106,6 +112,12 @@ def run_fold(items, labels, sp, whole, cfg, conditions, models: Path | None = No
     n = window_samples(cfg)
     clean = [crop_wave(it.wave, n, cfg.features.crop) for it in test]
     memo: dict = {}  # each noisy window's functionals, computed once for the smile member and the peers
+    quiet = quiet_peers = None
+    if adapted and quiet_stats:
+        quiet = speaker_statistics(heard_items(test, clean, cfg.features), model)
+        quiet_peers = {name: {s: functional_stats(np.stack([whole[name][it.utt.id] for it in test
+                                                            if it.utt.speaker == s])) for s in set(speakers)}
+                       for name in PEERS}
     model.functional_memo = memo
     per: dict[str, dict[str, dict]] = {}
     for cond, snr in conditions:
@@ -114,7 +126,9 @@ def run_fold(items, labels, sp, whole, cfg, conditions, models: Path | None = No
         else:
             waves = noisy_waves(clean, snr, cond.split()[0], seed=1000 * sp.fold + int(snr))
         noisy_items = [replace(it, wave=w) for it, w in zip(test, waves)]
-        stats = speaker_statistics(heard_items(test, waves, cfg.features), model) if adapted else None
+        stats = None
+        if adapted:
+            stats = quiet or speaker_statistics(heard_items(test, waves, cfg.features), model)
         probs = predict_items(model, noisy_items, cfg, stats)
         rows = {m: probs[i] for i, m in enumerate(model.member_names)}
         torch_members = [i for i, m in enumerate(model.member_names) if m in ("cnn", "lstm")]
@@ -130,11 +144,16 @@ def run_fold(items, labels, sp, whole, cfg, conditions, models: Path | None = No
         for name, fs in PEERS.items():
             X = np.stack([whole[name][it.utt.id] for it in test]) if snr is None else \
                 functionals_from_waves(waves, fs, threads=threads, memo=memo)
-            pred = peers[name].predict(normalise_by_group(X, speakers) if adapted else X)
+            if quiet_peers:
+                X = np.stack([(x - quiet_peers[name][s][0]) / quiet_peers[name][s][1] for x, s in zip(X, speakers)])
+            elif adapted:
+                X = normalise_by_group(X, speakers)
+            pred = peers[name].predict(X)
             rows[name] = np.eye(len(labels))[pred]
         per[cond] = {m: compute_metrics(y, p, labels) for m, p in rows.items()}
     log(f"  fold {sp.fold + 1} clean: " + ", ".join(f"{m} {100 * r['uar']:.1f}" for m, r in per[CLEAN].items()))
-    return per, seconds, "speaker-adapted" if adapted else "single utterance"
+    return per, seconds, ("speaker-adapted, quiet statistics" if quiet else "speaker-adapted") if adapted \
+        else "single utterance"
 
 
 def _worker_init() -> None:
@@ -153,11 +172,11 @@ def _worker_init() -> None:
         pass
 
 
-def _fold_job(corpus, data, cfg, folds, fold, conditions, models):
+def _fold_job(corpus, data, cfg, folds, fold, conditions, models, quiet_stats):
     """A worker process's fold: reads the (already cached) items and functionals."""
     items, labels, splits, whole = _prepare(corpus, data, cfg, folds, log=lambda *a: None)
     return run_fold(items, labels, splits[fold], whole, cfg, conditions, models, threads=1,
-                    log=lambda m: print(m, flush=True))
+                    log=lambda m: print(m, flush=True), quiet_stats=quiet_stats)
 
 
 def auto_jobs(folds: int, cores: int | None = None) -> int:
@@ -168,7 +187,7 @@ def auto_jobs(folds: int, cores: int | None = None) -> int:
 
 
 def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, float | None]], log=print,
-        models: Path | None = None, jobs: int = 1) -> dict:
+        models: Path | None = None, jobs: int = 1, quiet_stats: bool = False) -> dict:
     """Every fold (``jobs`` at a time, each in its own process with one thread), then the summary."""
     t0 = time.perf_counter()
     items, labels, splits, whole = _prepare(corpus, data, cfg, folds, log)
@@ -180,10 +199,12 @@ def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, fl
         one = cfg.replace(train={"num_threads": 1})
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_worker_init) as pool:
-            done = list(pool.map(_fold_job, *zip(*[(corpus, data, one, folds, sp.fold, conditions, models)
+            done = list(pool.map(_fold_job, *zip(*[(corpus, data, one, folds, sp.fold, conditions, models,
+                                                    quiet_stats)
                                                    for sp in splits])))
     else:
-        done = [run_fold(items, labels, sp, whole, cfg, conditions, models, log) for sp in splits]
+        done = [run_fold(items, labels, sp, whole, cfg, conditions, models, log, quiet_stats=quiet_stats)
+                for sp in splits]
     per: dict[str, dict[str, list[dict]]] = {}
     seconds: dict[str, list[float]] = {}
     protocols = {d[2] for d in done}
@@ -240,6 +261,9 @@ def main(argv=None) -> None:
                          "instead of 3), 1 on a single core")
     ap.add_argument("--models", type=Path, default=None,
                     help="evaluate the fold models saved by benchmarks.emodb --save-models instead of training")
+    ap.add_argument("--quiet-stats", action="store_true",
+                    help="speaker-normalised models: each test speaker's statistics from their clean audio in "
+                         "every condition (enrolled in quiet, heard in noise) instead of the audio heard there")
     a = ap.parse_args(argv)
     _quiet()
     over = {"model": {"members": ["cnn", "lstm", "smile"]}}
@@ -254,7 +278,7 @@ def main(argv=None) -> None:
     if a.jobs < 0:
         raise SystemExit("--jobs must be 0 (automatic) or more")
     a.jobs = a.jobs or auto_jobs(a.folds)
-    res = run(a.corpus, a.data, cfg, a.folds, conditions, models=a.models, jobs=a.jobs)
+    res = run(a.corpus, a.data, cfg, a.folds, conditions, models=a.models, jobs=a.jobs, quiet_stats=a.quiet_stats)
     wall = time.perf_counter() - t0
     name = f"suite_{a.corpus}" + (f"_{a.tag}" if a.tag else "")
     png = f"robustness_{a.corpus}" + (f"_{a.tag}" if a.tag else "") + ".png"

@@ -98,6 +98,13 @@ def test_a_speaker_normalised_model_is_swept_in_the_speaker_adapted_protocol(cor
         assert normalised.count(speakers) == 2 * 2
     assert len(normalised) == 3 * (2 + 2 * 2)
     assert {"ComParE_2016 + SVM", "ensemble cnn+smile (equal)"} <= set(res["summary"]["white 10 dB"])
+    # --quiet-stats: the clean windows' statistics in every condition (enrolled in quiet, heard in noise)
+    seen.clear()
+    quiet = run("csv", corpus, cfg, 3, [(CLEAN, None), ("white 10 dB", 10.0)], log=lambda *a: None, jobs=1,
+                quiet_stats=True)
+    assert quiet["protocol"] == "speaker-adapted, quiet statistics"
+    for (_, clean), (_, noisy) in zip(seen[::2], seen[1::2]):
+        assert noisy is clean
     plain = run("csv", corpus, _cfg(), 3, [(CLEAN, None)], log=lambda *a: None, jobs=1)
     assert plain["protocol"] == "single utterance" and seen[-1][1] is None
 
