@@ -72,6 +72,14 @@ def _prepare(corpus: str, data: Path, cfg, folds: int, log=print):
     return items, labels_of(items), splits, whole
 
 
+def by_speaker(X: np.ndarray, speakers: list[str], ref: np.ndarray) -> np.ndarray:
+    """Each row of ``X`` standardised by its speaker's mean and std over the rows of ``ref`` (aligned with
+    ``X``); ``ref`` = ``X`` is ``smile.normalise_by_group``."""
+    spk = np.asarray(speakers)
+    stats = {s: functional_stats(ref[spk == s]) for s in set(speakers)}
+    return np.stack([(x - stats[s][0]) / stats[s][1] for x, s in zip(np.asarray(X, np.float64), speakers)])
+
+
 def run_fold(items, labels, sp, whole, cfg, conditions, models: Path | None = None, log=print, threads: int = 2,
              quiet_stats: bool = False):
     """One fold: fit the peers, train (or load) the model, evaluate every model in every condition.
@@ -115,9 +123,7 @@ def run_fold(items, labels, sp, whole, cfg, conditions, models: Path | None = No
     quiet = quiet_peers = None
     if adapted and quiet_stats:
         quiet = speaker_statistics(heard_items(test, clean, cfg.features), model)
-        quiet_peers = {name: {s: functional_stats(np.stack([whole[name][it.utt.id] for it in test
-                                                            if it.utt.speaker == s])) for s in set(speakers)}
-                       for name in PEERS}
+        quiet_peers = {name: np.stack([whole[name][it.utt.id] for it in test]) for name in PEERS}
     model.functional_memo = memo
     per: dict[str, dict[str, dict]] = {}
     for cond, snr in conditions:
@@ -144,16 +150,14 @@ def run_fold(items, labels, sp, whole, cfg, conditions, models: Path | None = No
         for name, fs in PEERS.items():
             X = np.stack([whole[name][it.utt.id] for it in test]) if snr is None else \
                 functionals_from_waves(waves, fs, threads=threads, memo=memo)
-            if quiet_peers:
-                X = np.stack([(x - quiet_peers[name][s][0]) / quiet_peers[name][s][1] for x, s in zip(X, speakers)])
-            elif adapted:
-                X = normalise_by_group(X, speakers)
+            if adapted:
+                X = by_speaker(X, speakers, quiet_peers[name] if quiet_peers else X)
             pred = peers[name].predict(X)
             rows[name] = np.eye(len(labels))[pred]
         per[cond] = {m: compute_metrics(y, p, labels) for m, p in rows.items()}
     log(f"  fold {sp.fold + 1} clean: " + ", ".join(f"{m} {100 * r['uar']:.1f}" for m, r in per[CLEAN].items()))
-    return per, seconds, ("speaker-adapted, quiet statistics" if quiet else "speaker-adapted") if adapted \
-        else "single utterance"
+    protocol = "single utterance" if not adapted else "speaker-adapted, quiet statistics" if quiet else "speaker-adapted"
+    return per, seconds, protocol
 
 
 def _worker_init() -> None:
