@@ -33,7 +33,7 @@ from persemo.config import load_config
 from persemo.evaluation import compute_metrics, markdown_table, per_class_table, save_figure, summarise_folds
 from persemo.pipeline import labels_of, load_items
 from persemo.splits import check_speaker_independent, make_folds
-from persemo.smile import functional_stats, normalise_by_group
+from persemo.smile import normalise_by_group, normalise_by_reference
 from persemo.training import (crop_wave, heard_items, predict_items, speaker_statistics, train_ensemble,
                                window_samples)
 
@@ -70,14 +70,6 @@ def _prepare(corpus: str, data: Path, cfg, folds: int, log=print):
             raise SystemExit(f"openSMILE failed on {len(problems)} files, e.g. {problems[0]}")
         whole[name] = dict(zip([u.id for u in utts], X))
     return items, labels_of(items), splits, whole
-
-
-def by_speaker(X: np.ndarray, speakers: list[str], ref: np.ndarray) -> np.ndarray:
-    """Each row of ``X`` standardised by its speaker's mean and std over the rows of ``ref`` (aligned with
-    ``X``); ``ref`` = ``X`` is ``smile.normalise_by_group``."""
-    spk = np.asarray(speakers)
-    stats = {s: functional_stats(ref[spk == s]) for s in set(speakers)}
-    return np.stack([(x - stats[s][0]) / stats[s][1] for x, s in zip(np.asarray(X, np.float64), speakers)])
 
 
 def run_fold(items, labels, sp, whole, cfg, conditions, models: Path | None = None, log=print, threads: int = 2,
@@ -151,7 +143,7 @@ def run_fold(items, labels, sp, whole, cfg, conditions, models: Path | None = No
             X = np.stack([whole[name][it.utt.id] for it in test]) if snr is None else \
                 functionals_from_waves(waves, fs, threads=threads, memo=memo)
             if adapted:
-                X = by_speaker(X, speakers, quiet_peers[name] if quiet_peers else X)
+                X = normalise_by_reference(X, speakers, quiet_peers[name] if quiet_peers else X)
             pred = peers[name].predict(X)
             rows[name] = np.eye(len(labels))[pred]
         per[cond] = {m: compute_metrics(y, p, labels) for m, p in rows.items()}

@@ -72,6 +72,17 @@ def test_real_emodb_files(emodb_scan):
     assert X.shape == (2, 88) and not problems
 
 
+def test_normalise_by_reference_uses_the_reference_rows_statistics():
+    from persemo.smile import normalise_by_reference
+
+    rng = np.random.default_rng(0)
+    X, speakers = rng.normal(size=(9, 3)), list("aaabbbbcc")
+    assert np.allclose(normalise_by_reference(X, speakers, X), normalise_by_group(X, speakers))
+    # speaker a's reference rows have mean 1 and std 1, speaker b's mean 15 and std 5
+    X, ref = np.array([[1.0], [3.0], [10.0], [20.0]]), np.array([[0.0], [2.0], [10.0], [20.0]])
+    assert normalise_by_reference(X, ["a", "a", "b", "b"], ref).ravel().tolist() == [0.0, 2.0, -1.0, 1.0]
+
+
 def test_normalise_by_group_uses_own_statistics_only():
     assert list(inspect.signature(normalise_by_group).parameters) == ["X", "groups", "eps"]  # no labels
     rng = np.random.default_rng(1)

@@ -251,17 +251,29 @@ def normalise_by_group(X: np.ndarray, groups: Sequence, eps: float = 1e-8) -> np
     >>> normalise_by_group(np.array([[1.0], [3.0], [10.0], [20.0]]), ["a", "a", "b", "b"]).ravel().tolist()
     [-1.0, 1.0, -1.0, 1.0]
     """
+    return normalise_by_reference(X, groups, X, eps)
+
+
+def normalise_by_reference(X: np.ndarray, groups: Sequence, ref: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """(N, D) -> (N, D): each group's rows of ``X`` standardised by the mean and std of that group's rows of
+    ``ref`` (N, D), aligned with ``X``: the same clips heard otherwise, e.g. a speaker enrolled in quiet and
+    heard in noise. ``ref`` = ``X`` is ``normalise_by_group``.
+
+    >>> X, ref = np.array([[1.0], [3.0], [10.0], [20.0]]), np.array([[0.0], [2.0], [10.0], [20.0]])
+    >>> normalise_by_reference(X, ["a", "a", "b", "b"], ref).ravel().tolist()
+    [0.0, 2.0, -1.0, 1.0]
+    """
     X = np.asarray(X)
+    ref = np.asarray(ref)
     groups = np.asarray(groups)
-    if X.ndim != 2 or len(groups) != len(X):
-        raise ValueError(f"X must be (N, D) and groups (N,); got {X.shape} and {groups.shape}")
+    if X.ndim != 2 or len(groups) != len(X) or ref.shape != X.shape:
+        raise ValueError(f"X and ref must be (N, D) and groups (N,); got {X.shape}, {ref.shape} and {groups.shape}")
     dtype = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64
     out = np.empty(X.shape, dtype=dtype)
     for g in np.unique(groups):
         rows = groups == g
-        block = X[rows].astype(np.float64)
-        std = block.std(axis=0)
-        out[rows] = (block - block.mean(axis=0)) / np.where(std > eps, std, 1.0)
+        mean, std = functional_stats(ref[rows], eps)
+        out[rows] = (X[rows].astype(np.float64) - mean) / std
     return out
 
 

@@ -83,14 +83,14 @@ def test_a_speaker_normalised_model_is_swept_in_the_speaker_adapted_protocol(cor
         return real_norm(X, groups)
 
     monkeypatch.setattr(suite, "predict_items", spy)
-    real_by = suite.by_speaker
+    real_by = suite.normalise_by_reference
 
     def by_spy(X, speakers, ref):
         normalised.append(sorted(set(speakers)))
         return real_by(X, speakers, ref)
 
     monkeypatch.setattr(suite, "normalise_by_group", norm_spy)
-    monkeypatch.setattr(suite, "by_speaker", by_spy)
+    monkeypatch.setattr(suite, "normalise_by_reference", by_spy)
     cfg = _cfg().replace(features={"normalisation": "speaker"})
     res = run("csv", corpus, cfg, 3, [(CLEAN, None), ("white 10 dB", 10.0)], log=lambda *a: None, jobs=1)
     assert res["protocol"] == "speaker-adapted"
@@ -114,18 +114,6 @@ def test_a_speaker_normalised_model_is_swept_in_the_speaker_adapted_protocol(cor
         assert noisy is clean
     plain = run("csv", corpus, _cfg(), 3, [(CLEAN, None)], log=lambda *a: None, jobs=1)
     assert plain["protocol"] == "single utterance" and seen[-1][1] is None
-
-
-def test_by_speaker_uses_the_reference_rows_statistics():
-    from benchmarks.suite import by_speaker
-    from persemo.smile import normalise_by_group
-
-    rng = np.random.default_rng(0)
-    X, speakers = rng.normal(size=(9, 3)), list("aaabbbbcc")
-    assert np.allclose(by_speaker(X, speakers, X), normalise_by_group(X, speakers))
-    # speaker a's reference rows have mean 1 and std 1, speaker b's mean 15 and std 5
-    X, ref = np.array([[1.0], [3.0], [10.0], [20.0]]), np.array([[0.0], [2.0], [10.0], [20.0]])
-    assert by_speaker(X, ["a", "a", "b", "b"], ref).ravel().tolist() == [0.0, 2.0, -1.0, 1.0]
 
 
 def test_auto_jobs():
