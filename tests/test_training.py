@@ -387,6 +387,54 @@ def test_speed_perturbed_clips_carry_their_own_voices_statistics(data):
     assert {len(plain[0][0]) for _ in range(10)} == {n}
 
 
+# -- noise with heard statistics ----------------------------------------------------------------------------
+
+def test_noise_levels_span_the_range_on_a_grid():
+    from persemo.training import noise_levels
+
+    assert noise_levels((5.0, 30.0)) == [5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0, 22.5, 25.0, 27.5, 30.0]
+    assert noise_levels((0.0, 6.0)) == [0.0, 2.5, 5.0, 6.0]
+    assert noise_levels((10.0, 10.0)) == [10.0]
+
+
+def test_noisy_training_clips_carry_their_noisy_voices_statistics(data):
+    from persemo.training import WaveSet, noise_key, noise_statistics, speed_key
+
+    cfg, train, _ = data
+    st = speaker_statistics(train)
+    noisy = noise_statistics(train, [0.0, 20.0], cfg.features, speeds=[1.1])
+    assert set(noisy) == {noise_key(speed_key(s, f), snr) for s in st for f in (1.0, 1.1) for snr in (0.0, 20.0)}
+    quiet, loud = noisy[noise_key("s1", 20.0)], noisy[noise_key("s1", 0.0)]
+    # white noise fills the quiet bands: the mean log-mel rises and the spread shrinks with the noise level
+    assert (loud["logmel_mean"] - st["s1"]["logmel_mean"]).mean() > (quiet["logmel_mean"] - st["s1"]["logmel_mean"]).mean() > 0
+    assert loud["logmel_std"].mean() < st["s1"]["logmel_std"].mean()
+    index = {l: i for i, l in enumerate(LABELS)}
+    ws = WaveSet(train, index, 10**6, True, "centre", {**st, **noisy}, noise=(0.5, [0.0, 20.0]))
+    torch.manual_seed(0)
+    seen = {}
+    for _ in range(40):
+        w, _, s = ws[0]
+        err = w.numpy() - train[0].wave
+        snr = 10 * np.log10(np.mean(train[0].wave ** 2) / max(np.mean(err ** 2), 1e-20))
+        seen.setdefault(round(snr) if np.any(err) else None, []).append(s)
+    assert set(seen) == {None, 0, 20}  # clean, and noise at each level, at the drawn SNR
+    assert all(s is st["s1"] for s in seen[None])
+    assert all(s is noisy[noise_key("s1", 0.0)] for s in seen[0])
+    assert all(s is noisy[noise_key("s1", 20.0)] for s in seen[20])
+    plain = WaveSet(train, index, 10**6, False, "centre", st, noise=(1.0, [0.0]))  # evaluation: never noisy
+    assert np.array_equal(plain[0][0].numpy(), train[0].wave)
+
+
+def test_heard_noise_statistics_reach_training_and_are_seeded(data):
+    cfg, train, _ = data
+    cfg = cfg.replace(model={"members": ["cnn"]}, split={"val_fraction": 0}, train={"epochs": 1},
+                      features={"normalisation": "speaker"})
+    losses = [train_ensemble(cfg.replace(train={"noise_stats": ns}), LABELS, train, [], out=None, progress=False,
+                             log=lambda m: None)[1]["history"]["cnn"][0]["train_loss"]
+              for ns in ("clean", "heard", "heard")]
+    assert losses[0] != pytest.approx(losses[1], rel=1e-4) and losses[1] == losses[2]
+
+
 def test_speeds_reach_training_in_every_normalisation(data):
     cfg, train, _ = data
     cfg = cfg.replace(model={"members": ["cnn"]}, split={"val_fraction": 0}, train={"epochs": 1})

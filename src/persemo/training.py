@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import speed_perturb
+from .audio import add_noise, speed_perturb
 from .config import Config, ConfigError
 from .corpora.base import atomic_write_text
 from .features import samples_for_frames
@@ -149,6 +149,24 @@ def heard_items(items: list[Item], waves, features_cfg) -> list[Item]:
     return out
 
 
+def noise_key(key: str, snr_db: float) -> str:
+    """The statistics key of a speaker's (``key``'s) clips heard with white noise at ``snr_db``."""
+    return f"{key}@snr{snr_db:g}"
+
+
+def noise_levels(snr_db: tuple[float, float], step: float = 2.5) -> list[float]:
+    """The SNRs (dB) a noisy training clip is drawn from with heard statistics (``train.noise_stats``):
+    the range's ends and every ``step`` between them."""
+    lo, hi = snr_db
+    levels = [lo + i * step for i in range(int(np.floor((hi - lo) / step + 1e-9)) + 1)]
+    return levels + [hi] if hi - levels[-1] > 1e-6 else levels
+
+
+def _as_voice(items: list[Item], key) -> list[Item]:
+    """``items`` with each speaker renamed ``key(speaker)``: a voice (a speed, a noise) of its own."""
+    return [dc_replace(it, utt=dc_replace(it.utt, speaker=key(it.utt.speaker))) for it in items]
+
+
 def speed_statistics(items: list[Item], speeds, features_cfg, enrolment: str | None = None
                      ) -> dict[str, dict[str, np.ndarray]]:
     """Each speaker's statistics at each speed factor (keys ``speed_key``), from their clips played that
@@ -156,8 +174,23 @@ def speed_statistics(items: list[Item], speeds, features_cfg, enrolment: str | N
     out = {}
     for f in speeds:
         fast = heard_items(items, [speed_perturb(it.wave, f) for it in items], features_cfg)
-        fast = [dc_replace(it, utt=dc_replace(it.utt, speaker=speed_key(it.utt.speaker, f))) for it in fast]
-        out.update(speaker_statistics(fast, enrolment=enrolment))
+        out.update(speaker_statistics(_as_voice(fast, lambda s, f=f: speed_key(s, f)), enrolment=enrolment))
+    return out
+
+
+def noise_statistics(items: list[Item], levels, features_cfg, enrolment: str | None = None, speeds=(),
+                     seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """Each speaker's statistics with white noise at each SNR of ``levels`` (keys ``noise_key`` of
+    ``speed_key``), from their clips with that noise (at each speed of 1 and ``speeds``): for the noisy
+    training clips of a speaker-normalised model with heard statistics (``train.noise_stats``)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for f in (1.0, *speeds):
+        base = items if f == 1.0 else heard_items(items, [speed_perturb(it.wave, f) for it in items], features_cfg)
+        for snr in levels:
+            noisy = heard_items(base, [add_noise(it.wave, snr, rng) for it in base], features_cfg)
+            out.update(speaker_statistics(_as_voice(noisy, lambda s, f=f, snr=snr: noise_key(speed_key(s, f), snr)),
+                                          enrolment=enrolment))
     return out
 
 
@@ -165,12 +198,17 @@ class WaveSet(torch.utils.data.Dataset):
     """Items -> (window of the waveform, its length, label index, speaker stats or empty).
 
     In training with ``speeds``, each clip is played at a factor drawn uniformly from 1 and ``speeds``
-    (``audio.speed_perturb``), with the statistics of its speaker at that factor (``speed_key``)."""
+    (``audio.speed_perturb``), with the statistics of its speaker at that factor (``speed_key``).
+    In training with ``noise`` (probability, SNR levels), a window gets white noise with that probability,
+    at an SNR drawn from the levels, and the statistics of its speaker heard so (``noise_key``): the
+    injection of ``train.noise_stats: heard``, done here so that the clip and its statistics agree."""
 
     def __init__(self, items: list[Item], label_index: dict[str, int], n: int, train: bool, crop: str,
-                 stats: dict[str, dict[str, np.ndarray]] | None = None, speeds=()):
+                 stats: dict[str, dict[str, np.ndarray]] | None = None, speeds=(),
+                 noise: tuple[float, list[float]] | None = None):
         self.items, self.label_index, self.n, self.train, self.crop, self.stats = items, label_index, n, train, crop, stats
         self.speeds = list(speeds) if train else []
+        self.noise = noise if train else None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -190,7 +228,12 @@ class WaveSet(torch.utils.data.Dataset):
                 w = w[start: start + self.n]
             else:
                 w = crop_wave(w, self.n, self.crop)
-        st = self.stats[speed_key(it.utt.speaker, factor)] if self.stats is not None else None
+        key = speed_key(it.utt.speaker, factor)
+        if self.noise is not None and float(torch.rand(())) < self.noise[0]:
+            snr = self.noise[1][int(torch.randint(0, len(self.noise[1]), (1,)))]
+            w = add_noise(w, snr, None, torch.randn(len(w)).numpy())
+            key = noise_key(key, snr)
+        st = self.stats[key] if self.stats is not None else None
         return torch.from_numpy(np.ascontiguousarray(w)), self.label_index[it.utt.emotion], st
 
 
@@ -227,7 +270,7 @@ def _lit_module():
 
         def _logits(self, wave, lengths, stats, train: bool, mix=None):
             t = self.cfg.train
-            if train and t.noise_prob > 0:
+            if train and t.noise_prob > 0 and t.noise_stats == "clean":  # heard: WaveSet adds the noise
                 wave = inject_noise(wave, lengths, t.noise_snr_db, t.noise_prob)
             with torch.no_grad():
                 logmel, mfcc, valid = self.features(wave, lengths, stats)
@@ -345,7 +388,9 @@ def fit_member(name: str, model, cfg: Config, train_items: list[Item], val_items
     y = np.array([index[it.utt.emotion] for it in train_items])
     weights = class_weights(y, len(labels)) if t.class_weights else torch.ones(len(labels))
     g = torch.Generator().manual_seed(t.seed)
-    dl_train = torch.utils.data.DataLoader(WaveSet(train_items, index, n, True, cfg.features.crop, stats, t.speeds),
+    noise = (t.noise_prob, noise_levels(t.noise_snr_db)) if t.noise_stats == "heard" and t.noise_prob > 0 else None
+    dl_train = torch.utils.data.DataLoader(WaveSet(train_items, index, n, True, cfg.features.crop, stats, t.speeds,
+                                                   noise),
                                            batch_size=t.batch_size, shuffle=True, collate_fn=collate, generator=g,
                                            drop_last=len(train_items) > t.batch_size)
     dl_val = None
@@ -585,6 +630,9 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
         stats = fold_statistics(cfg, train_items, val_items, [])
         if cfg.train.speeds:
             stats.update(speed_statistics(train_items, cfg.train.speeds, cfg.features, enrol))
+        if cfg.train.noise_stats == "heard" and cfg.train.noise_prob > 0:
+            stats.update(noise_statistics(train_items, noise_levels(cfg.train.noise_snr_db), cfg.features, enrol,
+                                          cfg.train.speeds, cfg.train.seed))
     results = {}
     for name in model.member_names:
         log(f"training {name} on {len(train_items)} utterances, "
