@@ -109,7 +109,6 @@ def test_unknown_field_is_named(tmp_path, data, names):
     ({"train": {"label_smoothing": 1.0}}, "label_smoothing"),
     ({"train": {"noise_snr_db": [30, 5]}}, "noise_snr_db"),
     ({"train": {"noise_stats": "noisy"}}, "noise_stats"),
-    ({"train": {"noise_stats": "heard"}}, "noise_stats"),  # needs normalisation: speaker
     ({"model": {"members": ["cnn", "transformer"]}}, "members"),
     ({"split": {"kind": "gender"}}, "kind"),
     ({"split": {"val_fraction": 0.6, "test_fraction": 0.5}}, "fraction"),

@@ -425,14 +425,22 @@ def test_noisy_training_clips_carry_their_noisy_voices_statistics(data):
     assert np.array_equal(plain[0][0].numpy(), train[0].wave)
 
 
-def test_heard_noise_statistics_reach_training_and_are_seeded(data):
+def test_heard_noise_statistics_are_the_speaker_default_reach_training_and_are_seeded(data):
+    from persemo.training import heard_noise
+
     cfg, train, _ = data
-    cfg = cfg.replace(model={"members": ["cnn"]}, split={"val_fraction": 0}, train={"epochs": 1},
-                      features={"normalisation": "speaker"})
-    losses = [train_ensemble(cfg.replace(train={"noise_stats": ns}), LABELS, train, [], out=None, progress=False,
-                             log=lambda m: None)[1]["history"]["cnn"][0]["train_loss"]
-              for ns in ("clean", "heard", "heard")]
+    cfg = cfg.replace(model={"members": ["cnn"]}, split={"val_fraction": 0}, train={"epochs": 1})
+
+    def loss(c):
+        return train_ensemble(c, LABELS, train, [], out=None, progress=False,
+                              log=lambda m: None)[1]["history"]["cnn"][0]["train_loss"]
+
+    spk = cfg.replace(features={"normalisation": "speaker"})
+    assert Config().train.noise_stats == "heard" and heard_noise(spk) and not heard_noise(cfg)
+    losses = [loss(spk.replace(train={"noise_stats": ns})) for ns in ("clean", "heard", "heard")]
     assert losses[0] != pytest.approx(losses[1], rel=1e-4) and losses[1] == losses[2]
+    # without speaker normalisation there are no speaker statistics: the setting changes nothing
+    assert loss(cfg.replace(train={"noise_stats": "clean"})) == loss(cfg.replace(train={"noise_stats": "heard"}))
 
 
 def test_speeds_reach_training_in_every_normalisation(data):

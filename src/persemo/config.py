@@ -229,12 +229,13 @@ class TrainConfig:
                                                         "Beta(mixup, mixup), the loss likewise; 0 = off"})
     noise_prob: float = field(default=0.5, metadata={"help": "probability of adding Gaussian noise to a training clip"})
     noise_snr_db: tuple[float, float] = field(default=(5.0, 30.0), metadata={"help": "range of injected noise SNR (dB)"})
-    noise_stats: str = field(default="clean",
-                             metadata={"help": "with normalisation speaker: the statistics a noisy training clip of "
-                                               "the torch members is standardised by: clean (its speaker's, from "
-                                               "their clean clips) or heard (its speaker's clips with noise at the "
-                                               "clip's SNR, drawn from a 2.5 dB grid over noise_snr_db), as a "
-                                               "speaker recorded in noise gets statistics from that noisy audio"})
+    noise_stats: str = field(default="heard",
+                             metadata={"help": "with normalisation speaker (ignored otherwise): the statistics a "
+                                               "noisy training clip of the torch members is standardised by: heard "
+                                               "(its speaker's clips with noise at the clip's SNR, drawn from a "
+                                               "2.5 dB grid over noise_snr_db), as a speaker recorded in noise gets "
+                                               "statistics from that noisy audio, or clean (its speaker's clean "
+                                               "clips; the default before session 9)"})
     specaug_freq_masks: int = field(default=2, metadata={"help": "SpecAugment frequency masks (CNN only)"})
     specaug_freq_width: int = field(default=8, metadata={"help": "largest frequency mask, in mel bands"})
     specaug_time_masks: int = field(default=2, metadata={"help": "SpecAugment time masks (CNN only)"})
@@ -295,8 +296,6 @@ class Config:
     def __post_init__(self) -> None:
         if self.model.calibration == "validation" and self.split.val_fraction <= 0:
             raise ConfigError("model.calibration: validation needs a validation split (split.val_fraction > 0)")
-        if self.train.noise_stats == "heard" and self.features.normalisation != "speaker":
-            raise ConfigError("train.noise_stats: heard needs features.normalisation: speaker")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

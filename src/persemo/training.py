@@ -149,6 +149,12 @@ def heard_items(items: list[Item], waves, features_cfg) -> list[Item]:
     return out
 
 
+def heard_noise(cfg: Config) -> bool:
+    """Whether a noisy training clip of the torch members gets its speaker's statistics of that noisy audio
+    (``train.noise_stats: heard`` in speaker mode; the noise is then added by ``WaveSet``)."""
+    return cfg.features.normalisation == "speaker" and cfg.train.noise_stats == "heard" and cfg.train.noise_prob > 0
+
+
 def noise_key(key: str, snr_db: float) -> str:
     """The statistics key of a speaker's (``key``'s) clips heard with white noise at ``snr_db``."""
     return f"{key}@snr{snr_db:g}"
@@ -270,7 +276,7 @@ def _lit_module():
 
         def _logits(self, wave, lengths, stats, train: bool, mix=None):
             t = self.cfg.train
-            if train and t.noise_prob > 0 and t.noise_stats == "clean":  # heard: WaveSet adds the noise
+            if train and t.noise_prob > 0 and not heard_noise(self.cfg):  # heard: WaveSet adds the noise
                 wave = inject_noise(wave, lengths, t.noise_snr_db, t.noise_prob)
             with torch.no_grad():
                 logmel, mfcc, valid = self.features(wave, lengths, stats)
@@ -388,7 +394,7 @@ def fit_member(name: str, model, cfg: Config, train_items: list[Item], val_items
     y = np.array([index[it.utt.emotion] for it in train_items])
     weights = class_weights(y, len(labels)) if t.class_weights else torch.ones(len(labels))
     g = torch.Generator().manual_seed(t.seed)
-    noise = (t.noise_prob, noise_levels(t.noise_snr_db)) if t.noise_stats == "heard" and t.noise_prob > 0 else None
+    noise = (t.noise_prob, noise_levels(t.noise_snr_db)) if heard_noise(cfg) else None
     dl_train = torch.utils.data.DataLoader(WaveSet(train_items, index, n, True, cfg.features.crop, stats, t.speeds,
                                                    noise),
                                            batch_size=t.batch_size, shuffle=True, collate_fn=collate, generator=g,
@@ -630,7 +636,7 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
         stats = fold_statistics(cfg, train_items, val_items, [])
         if cfg.train.speeds:
             stats.update(speed_statistics(train_items, cfg.train.speeds, cfg.features, enrol))
-        if cfg.train.noise_stats == "heard" and cfg.train.noise_prob > 0:
+        if heard_noise(cfg):
             stats.update(noise_statistics(train_items, noise_levels(cfg.train.noise_snr_db), cfg.features, enrol,
                                           cfg.train.speeds, cfg.train.seed))
     results = {}
