@@ -534,8 +534,11 @@ class SmileMember:
         arrays, meta, oof = fit_kind(Z, yc, len(present), splits, seed)
         covered = np.isfinite(oof[:, 0])
         cal_w, cal_b = fit_matrix_calibration(oof[covered], yc[covered], len(present))
-        self.arrays = {"mean": mean, "scale": scale, "classes": present.astype(np.int64), "cal_w": cal_w,
-                       "cal_b": cal_b, **extra, **arrays}
+        # C order, as a saved state loads: the same BLAS path, so a reloaded member gives the same bits
+        # (a fitted coefficient matrix can come Fortran-ordered, e.g. scikit-learn 1.9.1's coef_)
+        self.arrays = {k: np.ascontiguousarray(v) for k, v in {
+            "mean": mean, "scale": scale, "classes": present.astype(np.int64), "cal_w": cal_w, "cal_b": cal_b,
+            **extra, **arrays}.items()}
         self.meta = {"format": STATE_FORMAT, "kind": self.kind, "n_classes": int(n_classes),
                      "quantiles": self.quantiles, "n_features": int(X.shape[1]), "feature_set": self.feature_set,
                      "inner_cv": {"folds": len(splits), "grouped": g is not None and len(np.unique(g)) >= 3,
