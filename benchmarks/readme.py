@@ -63,6 +63,9 @@ ROWS = [
     ("CNN + `smile`, soft vote, global average pooling", (GAP, "cnn + smile (equal)"), (GAP_S, "cnn + smile (equal)")),
     ("**CNN (time pooling) + `smile`, soft vote** (`configs/recommended.yaml`)",
      (ENS, "cnn + smile (equal)"), (ENS_S, "cnn + smile (equal)")),
+    ("CNN (time pooling) + `smile`, soft vote (`configs/recommended.yaml`), trained now: speaker mode with heard "
+     "noise statistics (`train.noise_stats: heard`; single utterance: the run above)",
+     (ENS, "cnn + smile (equal)"), ("emodb_recommended_heard_speaker", "ensemble (equal)")),
     ("CNN + BiLSTM + `smile`, soft vote, global average pooling", (GAP, "ensemble (equal)"), (GAP_S, "ensemble (equal)")),
     ("CNN (time pooling) + BiLSTM + `smile`, soft vote",
      (ENS, "ensemble (equal)"), (ENS_S, "ensemble (equal)")),

@@ -173,14 +173,20 @@ def _as_voice(items: list[Item], key) -> list[Item]:
     return [dc_replace(it, utt=dc_replace(it.utt, speaker=key(it.utt.speaker))) for it in items]
 
 
+def played_at(items: list[Item], factor: float, features_cfg) -> list[Item]:
+    """``items`` played ``factor`` times faster (``audio.speed_perturb``), their features recomputed."""
+    return items if factor == 1.0 else heard_items(items, [speed_perturb(it.wave, factor) for it in items],
+                                                   features_cfg)
+
+
 def speed_statistics(items: list[Item], speeds, features_cfg, enrolment: str | None = None
                      ) -> dict[str, dict[str, np.ndarray]]:
     """Each speaker's statistics at each speed factor (keys ``speed_key``), from their clips played that
     much faster, for the speed-perturbed training clips of a speaker-normalised model (``train.speeds``)."""
     out = {}
     for f in speeds:
-        fast = heard_items(items, [speed_perturb(it.wave, f) for it in items], features_cfg)
-        out.update(speaker_statistics(_as_voice(fast, lambda s, f=f: speed_key(s, f)), enrolment=enrolment))
+        fast = _as_voice(played_at(items, f, features_cfg), lambda s, f=f: speed_key(s, f))
+        out.update(speaker_statistics(fast, enrolment=enrolment))
     return out
 
 
@@ -192,11 +198,11 @@ def noise_statistics(items: list[Item], levels, features_cfg, enrolment: str | N
     rng = np.random.default_rng(seed)
     out = {}
     for f in (1.0, *speeds):
-        base = items if f == 1.0 else heard_items(items, [speed_perturb(it.wave, f) for it in items], features_cfg)
+        base = played_at(items, f, features_cfg)
         for snr in levels:
             noisy = heard_items(base, [add_noise(it.wave, snr, rng) for it in base], features_cfg)
-            out.update(speaker_statistics(_as_voice(noisy, lambda s, f=f, snr=snr: noise_key(speed_key(s, f), snr)),
-                                          enrolment=enrolment))
+            noisy = _as_voice(noisy, lambda s, f=f, snr=snr: noise_key(speed_key(s, f), snr))
+            out.update(speaker_statistics(noisy, enrolment=enrolment))
     return out
 
 
