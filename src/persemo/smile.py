@@ -534,7 +534,7 @@ class SmileMember:
         arrays, meta, oof = fit_kind(Z, yc, len(present), splits, seed)
         covered = np.isfinite(oof[:, 0])
         cal_w, cal_b = fit_matrix_calibration(oof[covered], yc[covered], len(present))
-        # C order, as a saved state loads: the same BLAS path, so a reloaded member gives the same bits
+        # C order, as from_state keeps them: the same BLAS path, so a reloaded member gives the same bits
         # (a fitted coefficient matrix can come Fortran-ordered, e.g. scikit-learn 1.9.1's coef_)
         self.arrays = {k: np.ascontiguousarray(v) for k, v in {
             "mean": mean, "scale": scale, "classes": present.astype(np.int64), "cal_w": cal_w, "cal_b": cal_b,
@@ -565,14 +565,14 @@ class SmileMember:
 
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
         """(arrays, meta): numpy arrays (for safetensors) and a JSON-able dict; all inference needs."""
-        return {k: np.ascontiguousarray(v) for k, v in self.arrays.items()}, dict(self.meta)
+        return dict(self.arrays), dict(self.meta)  # C order already (fit, from_state)
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict) -> "SmileMember":
         if meta.get("format") != STATE_FORMAT or meta.get("kind") not in MEMBER_KINDS:
             raise ValueError(f"not a SmileMember state (format {meta.get('format')}, kind {meta.get('kind')})")
         m = cls(meta["kind"], meta.get("feature_set"), int(meta.get("quantiles", 0)))
-        m.arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        m.arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
         m.meta = dict(meta)
         return m
 
