@@ -1,0 +1,1 @@
+"""Pretrained speech encoders used as frozen feature extractors (``persemo.encoders.whisper``)."""

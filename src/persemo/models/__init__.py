@@ -1,1 +1,0 @@
-"""The ensemble members (CNN on log-mel, BiLSTM on MFCC) and soft voting."""
