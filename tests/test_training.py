@@ -12,8 +12,11 @@ import torch
 from persemo.config import Config
 from persemo.corpora.base import Utterance
 from persemo.prepare import Item
-from persemo.training import (choose_weights, class_weights, crop_wave, feature_statistics, fit_temperature,
-                              predict_items, speaker_statistics, train_ensemble)
+from persemo.calibration import choose_weights, fit_temperature
+from persemo.features import crop_wave
+from persemo.statistics import feature_statistics, speaker_statistics
+from persemo.torch_training import class_weights
+from persemo.training import predict_items, train_ensemble
 
 SR = 16000
 LABELS = ["anger", "sadness"]

@@ -9,8 +9,9 @@ Statistics are computed here from waveforms with the model's own front end, opti
 the model's global (training) statistics by the amount of audio they rest on, and saved as
 safetensors + JSON carrying the feature config they belong to; a mismatch is refused.
 
-A model with a speaker-normalised smile member also gets ``smile_mean``/``smile_std``: the mean and
-std of the speaker's clips' openSMILE functionals (one vector per clip), shrunk the same way.
+A member with speaker statistics of its own (``Member.stat_keys``: the mean and std of its per-clip
+vectors, e.g. openSMILE functionals) adds them; a statistics file records what each member's describe
+(``Member.stats_signature``), and a file made for another member is refused.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
 
-from .corpora.base import atomic_write_text
+from .atomic import atomic_write, atomic_write_text
+from .config import FeatureConfig
+from .features import STAT_KEYS
+from .statistics import shrink, vector_stats
 
-STAT_KEYS = ("logmel_mean", "logmel_std", "mfcc_mean", "mfcc_std")
-SMILE_STAT_KEYS = ("smile_mean", "smile_std")  # = models.ensemble.SMILE_STAT_KEYS (no torch import here)
 FORMAT = "persemo-speaker-stats"
 
 
@@ -33,9 +37,7 @@ class StatsError(ValueError):
 
 def _frames(model, waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Un-normalised full-length log-mel and MFCC frames of ``waves``, concatenated: (D, total frames)."""
-    import torch
-
-    spectra = model.features.spectra
+    spectra = model.front.spectra
     lm, mf = [], []
     with torch.inference_mode():
         for w in waves:
@@ -51,38 +53,9 @@ def stats_from_features(logmels: list[np.ndarray], mfccs: list[np.ndarray]) -> d
             "mfcc_mean": mf.mean(1).astype(np.float32), "mfcc_std": (mf.std(1) + 1e-5).astype(np.float32)}
 
 
-def _smile_norm(model):
-    """(feature set, (mean, std)) of a model's speaker-normalised smile member, else None."""
-    smile, norm = getattr(model, "smile", None), getattr(model, "smile_norm", None)
-    return (smile.feature_set, norm) if smile is not None and norm is not None else None
-
-
 def global_stats(model) -> dict[str, np.ndarray]:
     """The model's own training statistics (its fallback when a speaker's are not known)."""
-    f = model.features
-    out = {"logmel_mean": f.norm_mel.mean.numpy().copy(), "logmel_std": f.norm_mel.std.numpy().copy(),
-           "mfcc_mean": f.norm_mfcc.mean.numpy().copy(), "mfcc_std": f.norm_mfcc.std.numpy().copy()}
-    sm = _smile_norm(model)
-    if sm is not None:
-        out.update(smile_mean=sm[1][0].astype(np.float32), smile_std=sm[1][1].astype(np.float32))
-    return out
-
-
-def shrink(stats: dict[str, np.ndarray], prior: dict[str, np.ndarray], n: float, k: float) -> dict[str, np.ndarray]:
-    """Move ``stats`` toward ``prior`` by weight n / (n + k): little audio -> mostly the prior.
-
-    k = 0 keeps ``stats`` unchanged. Standard deviations are combined in the log domain.
-    """
-    if k <= 0:
-        return dict(stats)
-    a = n / (n + k)
-    out = {}
-    for key in [k for k in STAT_KEYS + SMILE_STAT_KEYS if k in stats and k in prior]:
-        if key.endswith("_std"):
-            out[key] = np.exp(a * np.log(stats[key]) + (1 - a) * np.log(prior[key])).astype(np.float32)
-        else:
-            out[key] = (a * stats[key] + (1 - a) * prior[key]).astype(np.float32)
-    return out
+    return model.global_stats()
 
 
 def compute_speaker_stats(model, waves: list[np.ndarray], shrink_k: float = 0.0) -> dict[str, np.ndarray]:
@@ -92,57 +65,37 @@ def compute_speaker_stats(model, waves: list[np.ndarray], shrink_k: float = 0.0)
         raise StatsError("no audio given for the speaker statistics")
     lm, mf = _frames(model, waves)
     st = stats_from_features([lm], [mf])
-    sm = _smile_norm(model)
-    if sm is not None:
-        from .smile import functional_stats, functionals_from_waves
-
-        mean, std = functional_stats(functionals_from_waves(waves, sm[0], threads=2))
-        st.update(smile_mean=mean.astype(np.float32), smile_std=std.astype(np.float32))
+    for member in model.members:
+        keys = member.stat_keys
+        if keys:
+            mean, std = vector_stats(member.clip_vectors(waves))
+            st.update({keys[0]: mean.astype(np.float32), keys[1]: std.astype(np.float32)})
     return shrink(st, global_stats(model), len(waves), shrink_k)
 
 
 def save_stats(path: str | Path, stats: dict[str, np.ndarray], feature_config: dict, n_utterances: int,
-               seconds: float, extra: dict | None = None, smile_feature_set: str | None = None) -> Path:
-    """Write ``PATH`` (safetensors) and ``PATH.json`` (feature config, counts), atomically.
-
-    ``smile_feature_set``: the functionals the stats' ``smile_mean``/``smile_std`` describe (if any)."""
-    import os
-    import tempfile
-
-    from safetensors.numpy import save_file
-
+               seconds: float, extra: dict | None = None, signatures: dict[str, str] | None = None) -> Path:
+    """Write ``PATH`` (safetensors) and ``PATH.json`` (feature config, counts, ``signatures``: what each
+    member's statistics describe, by kind), atomically."""
     p = Path(path)
     if p.suffix != ".safetensors":
         p = p.with_suffix(".safetensors")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
-        save_file({k: np.ascontiguousarray(stats[k], dtype=np.float32) for k in STAT_KEYS + SMILE_STAT_KEYS
-                   if k in stats}, tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in stats.items()}
+    atomic_write(p, lambda tmp: save_file(arrays, tmp))
     meta = {"format": FORMAT, "feature_config": feature_config, "n_utterances": n_utterances,
-            "seconds": round(seconds, 3), **(extra or {})}
-    if smile_feature_set is not None and all(k in stats for k in SMILE_STAT_KEYS):
-        meta["smile_feature_set"] = smile_feature_set
+            "seconds": round(seconds, 3), **(extra or {}), "signatures": dict(signatures or {})}
     atomic_write_text(p.with_suffix(".json"), json.dumps(meta, indent=1))
     return p
 
 
-def load_stats(path: str | Path, feature_config: dict,
-               smile_feature_set: str | None = None) -> dict[str, np.ndarray]:
-    """Read statistics saved by ``save_stats``; refuse them if they belong to another feature config.
+def _feature_key(values: dict) -> dict:
+    return FeatureConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()
+                            if k in FeatureConfig.__dataclass_fields__}).extraction_key()
 
-    ``smile_feature_set``: the model has a speaker-normalised smile member on these functionals, so the
-    file must hold its ``smile_mean``/``smile_std`` (``save_stats`` records the set as ``smile_feature_set``).
-    """
-    from safetensors.numpy import load_file
 
-    from .config import FeatureConfig
-
+def load_stats(path: str | Path, feature_config: dict, requirements: dict | None = None) -> dict[str, np.ndarray]:
+    """Read statistics saved by ``save_stats``; refuse them if they belong to another feature config, or lack
+    what a member needs: ``requirements`` maps each such member's kind to (its stat keys, its signature)."""
     p = Path(path)
     if p.suffix == ".json":
         p = p.with_suffix(".safetensors")
@@ -155,9 +108,10 @@ def load_stats(path: str | Path, feature_config: dict,
         raise StatsError(f"{p}: unreadable speaker statistics ({str(exc).splitlines()[0]})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise StatsError(f"{p}: not a persemo speaker statistics file")
-    theirs = FeatureConfig(**{k: (tuple(v) if isinstance(v, list) else v)
-                              for k, v in meta.get("feature_config", {}).items()}).extraction_key()
-    ours = FeatureConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in feature_config.items()}).extraction_key()
+    try:
+        theirs, ours = _feature_key(meta.get("feature_config", {})), _feature_key(feature_config)
+    except (TypeError, ValueError) as exc:
+        raise StatsError(f"{p}: bad feature_config ({exc})") from None
     if theirs != ours:
         diff = sorted(k for k in ours if ours[k] != theirs.get(k))
         raise StatsError(f"{p}: statistics were computed with another feature config (differs in {', '.join(diff)}); "
@@ -165,14 +119,15 @@ def load_stats(path: str | Path, feature_config: dict,
     missing = [k for k in STAT_KEYS if k not in arrays]
     if missing:
         raise StatsError(f"{p}: missing arrays {missing}")
-    if smile_feature_set is None:
-        return {k: arrays[k] for k in STAT_KEYS}
-    theirs = meta.get("smile_feature_set")
-    if any(k not in arrays for k in SMILE_STAT_KEYS) or theirs != smile_feature_set:
-        got = f"{theirs} functional statistics" if theirs else "no openSMILE functional statistics"
-        raise StatsError(f"{p}: the model's smile member needs {smile_feature_set} functional statistics, the file "
-                         f"has {got}; recompute them with `persemo adapt` for this model")
-    return {k: arrays[k] for k in STAT_KEYS + SMILE_STAT_KEYS}
+    out = {k: arrays[k] for k in STAT_KEYS}
+    signatures = meta.get("signatures") if isinstance(meta.get("signatures"), dict) else {}
+    for kind, (keys, signature) in (requirements or {}).items():
+        if any(k not in arrays for k in keys) or signatures.get(kind) != signature:
+            got = signatures.get(kind)
+            raise StatsError(f"{p}: the model's {kind} member needs statistics of {signature}, the file has "
+                             f"{got if got else 'none'}; recompute them with `persemo adapt` for this model")
+        out.update({k: arrays[k] for k in keys})
+    return out
 
 
 def effective_emotions(probs: np.ndarray) -> float:

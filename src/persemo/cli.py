@@ -114,7 +114,7 @@ def train(corpus: str = CorpusOpt, data: Path = DataOpt,
           strategy: Optional[str] = typer.Option(None, "--strategy", help="e.g. ddp"),
           cache: Optional[Path] = typer.Option(None, "--cache", help="feature cache folder (default ~/.cache/persemo)"),
           no_progress: bool = typer.Option(False, "--no-progress", help="hide the per-epoch progress bar")):
-    """Train the ensemble of the config's model.members (cnn, lstm, smile); speaker-independent split by default."""
+    """Train the ensemble of the config's model.members; speaker-independent split by default."""
     from .cache import default_cache_dir
     from .config import load_config
     from .pipeline import run_train
@@ -196,7 +196,7 @@ def predict(files: List[Path] = typer.Argument(..., help="audio files (WAV, FLAC
         from .adaptation import load_stats
 
         rec.check_stats({})
-        stats = load_stats(speaker_stats, rec.meta["config"]["features"], rec.smile_feature_set)
+        stats = load_stats(speaker_stats, rec.meta["config"]["features"], rec.stats_requirements)
     waves: dict = {}
     for f in files:
         try:
@@ -236,7 +236,7 @@ def adapt(files: List[Path] = typer.Argument(..., help="recordings of ONE speake
     stats = rec.speaker_stats(waves, shrink_k)
     seconds = sum(len(w) for w in waves) / SAMPLE_RATE
     p = save_stats(out, stats, rec.meta["config"]["features"], len(waves), seconds,
-                   {"model_version": rec.version, "files": [str(f) for f in files]}, rec.smile_feature_set)
+                   {"model_version": rec.version, "files": [str(f) for f in files]}, rec.stats_signatures)
     typer.echo(f"speaker statistics from {len(waves)} files ({seconds:.1f} s) written to {p}")
     enrol = rec.meta.get("adaptation", {}).get("enrolment")
     if enrol:
@@ -330,14 +330,36 @@ def serve(model: Path = typer.Option(..., "--model", help="run directory of a tr
                                                                         "recently used dropped first)"),
           speaker_ttl: float = typer.Option(3600.0, "--speaker-ttl", help="speaker adaptation: forget a speaker's "
                                                                           "statistics this long after their last "
-                                                                          "request (s)")):
+                                                                          "request (s)"),
+          header_timeout: float = typer.Option(10.0, "--header-timeout", help="a request's head must arrive "
+                                                                              "within this (s), else 408 and close"),
+          body_timeout: float = typer.Option(30.0, "--body-timeout", help="a request's body must arrive within "
+                                                                          "this (s) of its head, else 408 and close"),
+          keep_alive_timeout: float = typer.Option(5.0, "--keep-alive-timeout", help="close an idle keep-alive "
+                                                                                      "connection after this (s)"),
+          stream_idle_timeout: float = typer.Option(30.0, "--stream-idle-timeout", help="close a stream that sends "
+                                                                                        "nothing for this long (s; "
+                                                                                        "code 1008)"),
+          max_connections: int = typer.Option(500, "--max-connections", help="open connections per process "
+                                                                             "(HTTP and WebSocket); beyond: 503"),
+          max_streams: int = typer.Option(64, "--max-streams", help="live streams per process; beyond: close 1013"),
+          queue_timeout: float = typer.Option(10.0, "--queue-timeout", help="longest wait for an inference slot "
+                                                                            "(s); then 503 with Retry-After"),
+          max_queue: int = typer.Option(64, "--max-queue", help="inference jobs waiting per process; beyond: 503 "
+                                                                "at once"),
+          stream_slots: int = typer.Option(0, "--stream-slots", help="inference slots streams may hold at once; 0: "
+                                                                     "all but one, so /v1/predict keeps one")):
     """Web service and page: POST /v1/predict, WebSocket /v1/stream (live), GET /v1/model, /health, /docs."""
     try:
         from .serve import Settings, run
     except ImportError as exc:
         fail(f"serve needs the serve extra ({exc}); pip install 'persemo[serve]'")
     run(model, Settings(host=host, port=port, workers=workers, backend=backend, max_seconds=max_seconds,
-                        max_bytes=max_bytes, vad=vad, max_speakers=max_speakers, speaker_ttl_seconds=speaker_ttl))
+                        max_bytes=max_bytes, vad=vad, max_speakers=max_speakers, speaker_ttl_seconds=speaker_ttl,
+                        header_timeout=header_timeout, body_timeout=body_timeout,
+                        keep_alive_timeout=keep_alive_timeout, stream_idle_timeout=stream_idle_timeout,
+                        max_connections=max_connections, max_streams=max_streams, queue_timeout=queue_timeout,
+                        max_queue=max_queue, stream_slots=stream_slots))
 
 
 @app.command()

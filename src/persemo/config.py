@@ -12,19 +12,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .smile import DEFAULT_KIND as SMILE_DEFAULT_KIND
-from .smile import FEATURE_SETS as _SMILE_FEATURE_SETS
-from .smile import MEMBER_KINDS as SMILE_KINDS
+import yaml
 
-MEMBERS = ("cnn", "lstm", "smile")  # every member a model can have; cnn and lstm are torch modules
-SMILE_FEATURE_SETS = tuple(_SMILE_FEATURE_SETS)
+from . import members as registry
+from .errors import ConfigError
 
 
-class ConfigError(ValueError):
-    """A configuration file or value is wrong; the message names the field."""
-
-
-def _check_speeds(name: str, speeds) -> None:
+def check_speeds(name: str, speeds) -> None:
     if not (isinstance(speeds, (list, tuple)) and len(speeds) <= 8 and all(
             isinstance(f, (int, float)) and not isinstance(f, bool) and 0.5 <= f <= 2.0 and f != 1.0
             for f in speeds)) or len(set(speeds)) != len(speeds):
@@ -64,19 +58,6 @@ class FeatureConfig:
                           "coefficient standardised by the training split's statistics saved with the model; "
                           "gain-invariant, keeps envelope and dynamics)"})
     amin: float = field(default=1e-10, metadata={"help": "power floor before the logarithm"})
-    speaker_shrink: float = field(
-        default=10.0,
-        metadata={"help": "speaker normalisation: a new speaker's statistics (evaluation, predict, adapt, the "
-                          "service) are moved toward the model's training statistics by n / (n + k), n = the "
-                          "speaker's utterances (windows of speech in a stream); 0 = none. Guards against a "
-                          "speaker heard in one emotion only (see benchmarks/results/adaptation_emodb.md)"})
-    single_companion: bool = field(
-        default=True,
-        metadata={"help": "with normalisation speaker: `persemo train` also trains the same ensemble with "
-                          "per-utterance normalisation and saves it beside the model (single/); with speaker "
-                          "statistics the two votes are averaged, without them the companion answers alone. "
-                          "Costs a second training; keeps adaptation near the single-utterance result when a "
-                          "speaker's audio misleads the statistics"})
     enrolment: str | None = field(
         default=None,
         metadata={"help": "speaker normalisation from enrolment: an emotion label (e.g. neutral). Each training "
@@ -90,8 +71,6 @@ class FeatureConfig:
             raise ConfigError("features.enrolment must be an emotion label (e.g. neutral) or null")
         if self.enrolment is not None and self.normalisation != "speaker":
             raise ConfigError("features.enrolment needs features.normalisation: speaker")
-        if not self.speaker_shrink >= 0:
-            raise ConfigError("features.speaker_shrink must be >= 0")
         if self.logmel_utterance_scope not in ("feature", "whole"):
             raise ConfigError("features.logmel_utterance_scope must be 'feature' or 'whole', "
                               f"not {self.logmel_utterance_scope!r}")
@@ -124,21 +103,10 @@ class FeatureConfig:
 class ModelConfig:
     members: tuple[str, ...] = field(
         default=("cnn", "lstm"),
-        metadata={"help": "ensemble members, in vote order: cnn (log-mel CNN), lstm (MFCC BiLSTM), smile (a "
-                          "classifier on openSMILE functionals; needs the opensmile extra)"})
-    cnn_channels: tuple[int, ...] = field(default=(32, 64, 128), metadata={"help": "filters per conv block"})
-    cnn_hidden: int = field(default=0, metadata={"help": "extra fully connected layer before the classifier "
-                                                          "(0 = none: pooled channels -> emotions, as described)"})
-    cnn_pooling: str = field(default="gap", metadata={"help": "gap: global average over frequency and time (as "
-                                                             "described); time: average over time only, keeping "
-                                                             "the frequency axis (pitch and formant positions); "
-                                                             "timestats: time with the standard deviation over "
-                                                             "time beside the mean"})
-    cnn_dropout: float = field(default=0.25, metadata={"help": "dropout before the CNN's classifier"})
-    lstm_hidden: int = field(default=128, metadata={"help": "LSTM hidden size per direction"})
-    lstm_layers: int = field(default=2, metadata={"help": "stacked BiLSTM layers"})
-    lstm_dropout: float = field(default=0.25, metadata={"help": "dropout between LSTM layers and before the head"})
-    lstm_pooling: str = field(default="meanmax", metadata={"help": "meanmax or attention pooling over frames"})
+        metadata={"help": "ensemble members, in vote order, by kind: cnn (log-mel CNN), lstm (MFCC BiLSTM), smile "
+                          "(a classifier on openSMILE functionals; the opensmile extra), whisper (a pretrained "
+                          "Whisper encoder's embeddings; the encoder extra). Each kind's settings are its own "
+                          "section, e.g. model: {members: [cnn, smile], cnn: {pooling: time}}"})
     temperatures: tuple[float, ...] = field(
         default=(),
         metadata={"help": "one softmax temperature per member of `members`, in its order (empty = 1 each): a "
@@ -154,63 +122,99 @@ class ModelConfig:
         default="none",
         metadata={"help": "none (use `temperatures`) or validation: fit each member's temperature on the "
                           "validation split (least log-loss) before the vote weights are chosen"})
-    smile_feature_set: str = field(
-        default="ComParE_2016",
-        metadata={"help": "the smile member's openSMILE functionals: ComParE_2016 (6373) or eGeMAPSv02 (88)"})
-    smile_kind: str = field(
-        default=SMILE_DEFAULT_KIND,
-        metadata={"help": "the smile member's classifier: logreg (multinomial logistic regression), svm (RBF) "
-                          "or mlp (one hidden layer); each calibrated on inner cross-validation"})
-    smile_noise_copies: int = field(
-        default=1,
-        metadata={"help": "noisy copies of each training utterance the smile member also learns from (white "
-                          "noise at an SNR drawn from train.noise_snr_db, as the torch members' injection); "
-                          "0 = clean only, which collapsed to chance at 10 dB SNR on EmoDB"})
-    smile_quantiles: int = field(
-        default=0,
-        metadata={"help": "0 = off; n >= 2: the smile member first Gaussianises each functional through n of "
-                          "its training quantiles (monotone, label-free; kept in the model), then standardises"})
-    smile_speeds: list[float] = field(
-        default_factory=list,
-        metadata={"help": "speed-perturbed copies of each training utterance the smile member also learns "
-                          "from, one per factor (f plays f times faster: tempo, pitch and formants x f, like "
-                          "another speaker); [] = none, [0.9, 1.1] = Kaldi's recipe"})
+    sections: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "each member kind's settings (its `Settings` dataclass), by kind; written as "
+                          "model.<kind> in a config file"})
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.members if m not in MEMBERS]
-        if bad or not self.members or len(set(self.members)) != len(self.members):
-            raise ConfigError(f"model.members must be a non-empty subset of {', '.join(MEMBERS)} without repeats; "
-                              f"got {list(self.members)}")
-        if self.smile_feature_set not in SMILE_FEATURE_SETS:
-            raise ConfigError(f"model.smile_feature_set must be one of {', '.join(SMILE_FEATURE_SETS)}, "
-                              f"not {self.smile_feature_set!r}")
-        if self.smile_kind not in SMILE_KINDS:
-            raise ConfigError(f"model.smile_kind must be one of {', '.join(SMILE_KINDS)}, not {self.smile_kind!r}")
-        if not (isinstance(self.smile_noise_copies, int) and 0 <= self.smile_noise_copies <= 10):
-            raise ConfigError("model.smile_noise_copies must be an integer from 0 to 10")
-        if not (self.smile_quantiles == 0 or 2 <= self.smile_quantiles <= 1000):
-            raise ConfigError("model.smile_quantiles must be 0 (off) or an integer from 2 to 1000")
-        _check_speeds("model.smile_speeds", self.smile_speeds)
-        if self.cnn_pooling not in ("gap", "time", "timestats"):
-            raise ConfigError(f"model.cnn_pooling must be 'gap', 'time' or 'timestats', not {self.cnn_pooling!r}")
-        if self.lstm_pooling not in ("meanmax", "attention"):
-            raise ConfigError(f"model.lstm_pooling must be 'meanmax' or 'attention', not {self.lstm_pooling!r}")
+        if not self.members or len(set(self.members)) != len(self.members) or not all(
+                isinstance(m, str) for m in self.members):
+            raise ConfigError(f"model.members must be a non-empty list of member kinds without repeats "
+                              f"({', '.join(registry.known())}); got {list(self.members)}")
+        sections = dict(self.sections)
+        for kind in self.members:
+            cls = _member_class(kind)
+            if kind not in sections:
+                sections[kind] = cls.Settings()
+        for kind, settings in sections.items():
+            cls = _member_class(kind)
+            if not isinstance(settings, cls.Settings):
+                raise ConfigError(f"model.{kind} must be {cls.__name__}'s settings")
+        object.__setattr__(self, "sections", sections)
         if self.temperatures and (len(self.temperatures) != len(self.members) or not all(
                 isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 100 for t in self.temperatures)):
             raise ConfigError(f"model.temperatures must give one number in (0, 100] per member of "
                               f"{list(self.members)} (or be empty); got {list(self.temperatures)}")
         if self.weights and (len(self.weights) != len(self.members) or not all(
-                isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in self.weights)
+                isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w < float("inf") for w in self.weights)
                 or sum(self.weights) <= 0):
             raise ConfigError(f"model.weights must give one non-negative number per member of {list(self.members)}, "
                               f"not all zero (or be empty); got {list(self.weights)}")
         if self.calibration not in ("none", "validation"):
             raise ConfigError(f"model.calibration must be 'none' or 'validation', not {self.calibration!r}")
 
+    def section(self, kind: str) -> Any:
+        """The settings of member kind ``kind`` (its defaults when the config gives none)."""
+        if kind not in self.sections:
+            return _member_class(kind).Settings()
+        return self.sections[kind]
+
     @property
     def member_temperatures(self) -> tuple[float, ...]:
         """``temperatures``, or 1 per member when it is empty."""
         return tuple(float(t) for t in self.temperatures) or (1.0,) * len(self.members)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"members": list(self.members), "temperatures": list(self.temperatures),
+                               "weights": list(self.weights), "calibration": self.calibration}
+        for kind, settings in self.sections.items():
+            out[kind] = dataclasses.asdict(settings)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        own = {f.name for f in fields(cls)} - {"sections"}
+        plain = {k: v for k, v in values.items() if k in own}
+        sections: dict[str, dict] = {}
+        unknown = []
+        for key, value in values.items():
+            if key in own:
+                continue
+            if key in registry.known() or _is_registered(key):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"model.{key} must be a mapping of that member's settings")
+                sections.setdefault(key, {}).update(value)
+                continue
+            # before member sections (persemo 0.1 configs and model.json files): model.<kind>_<field>
+            kind, _, name = key.partition("_")
+            if name and kind in registry.known():
+                sections.setdefault(kind, {})[name] = value
+                continue
+            unknown.append(key)
+        if unknown:
+            raise ConfigError(f"unknown field(s) in model: {', '.join(sorted(unknown))} (member kinds: "
+                              f"{', '.join(registry.known())})")
+        built = {kind: _build(_member_class(kind).Settings, vals, f"model.{kind}") for kind, vals in sections.items()}
+        return _build(cls, plain, "model", sections=built)
+
+
+def _member_class(kind: str) -> type:
+    try:
+        return registry.get(kind)
+    except registry.UnknownMember as exc:
+        raise ConfigError(f"model.members: {exc}") from None
+    except ImportError as exc:  # an optional extra is missing
+        raise ConfigError(f"model.members: member kind {kind!r} needs a package that is not installed "
+                          f"({exc.name or exc}); see README, Configuration") from None
+
+
+def _is_registered(kind: str) -> bool:
+    try:
+        registry.get(kind)
+    except (registry.UnknownMember, ImportError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -256,7 +260,7 @@ class TrainConfig:
             raise ConfigError(f"train.monitor must be 'uar' or 'macro_f1', not {self.monitor!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("train.epochs and train.batch_size must be at least 1")
-        _check_speeds("train.speeds", self.speeds)
+        check_speeds("train.speeds", self.speeds)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError("train.label_smoothing must be in [0, 1)")
         if not 0.0 <= self.mixup <= 10.0:
@@ -266,6 +270,29 @@ class TrainConfig:
             raise ConfigError("train.noise_snr_db must be (low, high) with low <= high")
         if self.noise_stats not in ("clean", "heard"):
             raise ConfigError(f"train.noise_stats must be 'clean' or 'heard', not {self.noise_stats!r}")
+
+
+@dataclass(frozen=True)
+class AdaptationConfig:
+    """Speaker adaptation (models trained with ``features.normalisation: speaker``)."""
+
+    shrink: float = field(
+        default=10.0,
+        metadata={"help": "speaker normalisation: a new speaker's statistics (evaluation, predict, adapt, the "
+                          "service) are moved toward the model's training statistics by n / (n + k), n = the "
+                          "speaker's utterances (windows of speech in a stream); 0 = none. Guards against a "
+                          "speaker heard in one emotion only (see benchmarks/results/adaptation_emodb.md)"})
+    single_companion: bool = field(
+        default=True,
+        metadata={"help": "with normalisation speaker: `persemo train` also trains the same ensemble with "
+                          "per-utterance normalisation and saves it beside the model (single/); with speaker "
+                          "statistics the two votes are averaged, without them the companion answers alone. "
+                          "Costs a second training; keeps adaptation near the single-utterance result when a "
+                          "speaker's audio misleads the statistics"})
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.shrink, (int, float)) and 0 <= self.shrink < float("inf")):
+            raise ConfigError("adaptation.shrink must be a number >= 0")
 
 
 @dataclass(frozen=True)
@@ -292,24 +319,30 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
 
     def __post_init__(self) -> None:
         if self.model.calibration == "validation" and self.split.val_fraction <= 0:
             raise ConfigError("model.calibration: validation needs a validation split (split.val_fraction > 0)")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {f.name: (self.model.to_dict() if f.name == "model" else dataclasses.asdict(getattr(self, f.name)))
+                for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
         if not isinstance(data, dict):
-            raise ConfigError("a config must be a mapping of sections (features, model, train, split)")
+            raise ConfigError("a config must be a mapping of sections (features, model, train, split, adaptation)")
+        data = _upgrade(data)
         parts = {}
         for f in fields(cls):
             section = data.get(f.name, {})
             if not isinstance(section, dict):
                 raise ConfigError(f"config section {f.name!r} must be a mapping")
-            parts[f.name] = _build(f.default_factory, section, f.name)  # type: ignore[misc]
+            if f.name == "model":
+                parts[f.name] = ModelConfig.from_dict(section)
+            else:
+                parts[f.name] = _build(f.default_factory, section, f.name)  # type: ignore[misc]
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
@@ -321,11 +354,32 @@ class Config:
         for name, values in sections.items():
             if name not in merged:
                 raise ConfigError(f"unknown config section {name!r}")
-            merged[name].update(values)
+            for key, value in values.items():  # a member's section merges field by field
+                if isinstance(value, dict) and isinstance(merged[name].get(key), dict):
+                    merged[name][key] = {**merged[name][key], **value}
+                else:
+                    merged[name][key] = value
         return Config.from_dict(merged)
 
 
-def _build(factory: Any, values: dict[str, Any], section: str) -> Any:
+# fields that moved to another section, by their old place: persemo 0.1 configs and model.json files load
+MOVED = {("features", "speaker_shrink"): ("adaptation", "shrink"),
+         ("features", "single_companion"): ("adaptation", "single_companion")}
+
+
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with moved fields (``MOVED``) in their new place; the new place wins where both are given."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for (sec, name), (new_sec, new_name) in MOVED.items():
+        if isinstance(out.get(sec), dict) and name in out[sec]:
+            value = out[sec].pop(name)
+            target = out.setdefault(new_sec, {})
+            if isinstance(target, dict):
+                target.setdefault(new_name, value)
+    return out
+
+
+def _build(factory: Any, values: dict[str, Any], section: str, **given: Any) -> Any:
     known = {f.name: f for f in fields(factory)}
     unknown = set(values) - set(known)
     if unknown:
@@ -344,25 +398,43 @@ def _build(factory: Any, values: dict[str, Any], section: str) -> Any:
                 raise ConfigError(f"{section}.{name} must be a whole number, not {value!r}")
             value = type(default)(value)
         kwargs[name] = value
-    return factory(**kwargs)
+    return factory(**kwargs, **given)
 
 
 def load_config(path: str | Path | None = None, **sections: dict[str, Any]) -> Config:
-    """Defaults, then the JSON/YAML file at ``path``, then ``sections`` overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        text = p.read_text(encoding="utf-8")
-        try:
-            if p.suffix.lower() in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text) or {}
-            else:
-                data = json.loads(text)
-        except Exception as exc:  # noqa: BLE001 - any parse failure is one clear error
-            raise ConfigError(f"{p}: cannot parse config: {str(exc).splitlines()[0]}") from None
+    """Defaults, then the JSON/YAML file at ``path`` (and the files it ``extends``), then ``sections``."""
+    data = read_config_file(path) if path is not None else {}
     cfg = Config.from_dict(data)
     return cfg.replace(**sections) if sections else cfg
+
+
+def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's mapping. A file may name another with ``extends: PATH`` (relative to itself): that
+    file's mapping is read first and this one laid over it (``merge``), so an overlay holds only what differs."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    if p.resolve() in _seen:
+        raise ConfigError(f"{p}: extends itself through {' -> '.join(str(s) for s in _seen)}")
+    text = p.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text) if p.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is one clear error
+        raise ConfigError(f"{p}: cannot parse config: {str(exc).splitlines()[0]}") from None
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a config must be a mapping of sections")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{p}: extends must name a config file")
+    return merge(read_config_file(p.parent / base, (*_seen, p.resolve())), data)
+
+
+def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``overlay`` on ``base``, mapping by mapping (a list or value in ``overlay`` replaces the base's)."""
+    out = dict(base)
+    for k, v in overlay.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from .corpora.base import atomic_write_bytes, atomic_write_text
+from .atomic import atomic_write_bytes, atomic_write_text
 
 METRICS = ("accuracy", "macro_f1", "weighted_f1", "uar")
 
@@ -16,8 +17,6 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) ->
     """Accuracy, macro-F1, weighted-F1, UAR (mean per-class recall), per-class P/R/F1 and the confusion
     matrix, from true class indices (N,) and probabilities (N, C). Classes absent from ``y_true`` are
     left out of UAR and macro-F1 (they would count as zero recall otherwise)."""
-    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
-
     y_true = np.asarray(y_true)
     y_pred = np.asarray(probs).argmax(1)
     all_idx = list(range(len(labels)))
@@ -46,14 +45,20 @@ def summarise_folds(per_fold: list[dict]) -> dict:
 
 
 def markdown_table(results: dict[str, dict], title: str = "") -> str:
-    """``results``: name -> metrics dict (single run) or summarise_folds output (k-fold)."""
+    """``results``: name -> metrics dict (single run) or summarise_folds output (k-fold); k-fold rows with
+    ``pooled`` metrics (all out-of-fold predictions together) get those beside the mean ± std over folds."""
     lines = [f"### {title}", ""] if title else []
-    lines += ["| model | accuracy | macro-F1 | weighted-F1 | UAR |", "|---|---|---|---|---|"]
+    pooled = any(isinstance(r.get("pooled"), dict) for r in results.values())
+    head = "| model | accuracy | macro-F1 | weighted-F1 | UAR |" + (" UAR pooled | macro-F1 pooled |" if pooled else "")
+    lines += [head, "|---|---|---|---|---|" + ("---|---|" if pooled else "")]
     for name, r in results.items():
         cells = []
         for m in METRICS:
             v = r[m]
             cells.append(f"{100 * v['mean']:.1f} ± {100 * v['std']:.1f}" if isinstance(v, dict) else f"{100 * v:.1f}")
+        if pooled:
+            pr = r.get("pooled") or {}
+            cells += [f"{100 * pr[m]:.1f}" if m in pr else "–" for m in ("uar", "macro_f1")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -61,7 +66,7 @@ def markdown_table(results: dict[str, dict], title: str = "") -> str:
 def per_class_table(results: dict[str, dict], labels: list[str]) -> str:
     lines = ["| model | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for name, r in results.items():
-        pc = r.get("per_class", {})
+        pc = r.get("per_class") or (r.get("pooled") or {}).get("per_class", {})
         lines.append(f"| {name} recall | " + " | ".join(f"{100 * pc[l]['recall']:.1f}" if l in pc else "-"
                                                      for l in labels) + " |")
     return "\n".join(lines) + "\n"
@@ -137,7 +142,7 @@ def write_report(out: str | Path, results: dict[str, dict], labels: list[str], t
     if notes:
         md.append("")
     md.append(markdown_table(results))
-    has_pc = all("per_class" in r for r in results.values())
+    has_pc = all("per_class" in r or "per_class" in (r.get("pooled") or {}) for r in results.values())
     if has_pc:
         md += ["", "Per-class recall (%):", "", per_class_table(results, labels)]
     for name, r in results.items():

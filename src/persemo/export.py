@@ -31,9 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import META, ArtifactError, read_meta
+import torch
+
+from .artifact import META, ArtifactError, load_model, read_meta
+from .atomic import atomic_write_bytes
 from .audio import SAMPLE_RATE
 from .config import Config
+from .ensemble import Ensemble, soft_vote
 from .inference import Recogniser
 
 ONNX_NAME = "model.onnx"
@@ -128,42 +132,36 @@ def session(model: str | Path | bytes, threads: int | None = None, spin: bool = 
 
 # ----------------------------------------------------------------------------------------------- export
 
-def _vote_plan(model, meta: dict) -> tuple[list[str], list[float], list[str]]:
-    """(torch members in model.json order, their raw vote weights, members left out)."""
-    names = [str(n) for n in meta["members"]]
-    kept = [n for n in names if n in model.members]
-    omitted = [n for n in names if n not in model.members]
+def _vote_plan(model: Ensemble) -> tuple[list[int], list[float], dict[str, str]]:
+    """(indices of the members with a torch graph, their raw vote weights, {left-out kind: why})."""
+    kept = [i for i, m in enumerate(model.members) if m.torch_module() is not None]
+    omitted = {m.kind: m.not_exportable for m in model.members if m.torch_module() is None}
     if not kept:
-        raise ExportError(f"none of the members {names} is a torch member; nothing to export")
-    w = meta.get("ensemble_weights")
-    if isinstance(w, list) and len(w) == len(names):
-        weights = [float(w[names.index(n)]) for n in kept]
-    else:
-        weights = [float(model.weights[model.member_names.index(n)]) for n in kept]
+        raise ExportError(f"none of the members {model.kinds} has a torch graph; nothing to export ("
+                          + "; ".join(f"{k}: {why}" for k, why in omitted.items()) + ")")
+    weights = [float(model.weights[i]) for i in kept]
     if min(weights) < 0 or sum(weights) <= 0:
-        raise ExportError(f"soft-vote weights over {kept} must be non-negative and not all zero: {weights}")
+        raise ExportError(f"soft-vote weights over {[model.kinds[i] for i in kept]} must be non-negative and not "
+                          f"all zero: {weights}")
     return kept, weights, omitted
 
 
-def _graph_module(model, members: list[str], weights: list[float]):
-    import torch
+class Graph(torch.nn.Module):
+    """forward(wave (B, S), lengths (B,)) -> (len(members) + 1, B, C): the front end, each exported
+    member's logits softened by its temperature, then their weighted soft vote."""
 
-    from .models.ensemble import soft_vote
+    def __init__(self, model: Ensemble, kept: list[int], weights: list[float]):
+        super().__init__()
+        self.front = model.front
+        self.nets = torch.nn.ModuleList([model.members[i].torch_module() for i in kept])
+        self.register_buffer("temperatures", torch.tensor([float(model.temperatures[i]) for i in kept]))
+        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
 
-    class Graph(torch.nn.Module):
-        """forward(wave (B, S), lengths (B,)) -> (len(members) + 1, B, C)."""
-
-        def __init__(self):
-            super().__init__()
-            self.model = model
-            self.pick = [model.member_names.index(n) for n in members]
-
-        def forward(self, wave, lengths):
-            probs = self.model.member_probs(wave, lengths)
-            probs = [probs[i] for i in self.pick]
-            return torch.stack(probs + [soft_vote(probs, weights)])
-
-    return Graph().eval()
+    def forward(self, wave, lengths):
+        logmel, mfcc, valid = self.front(wave, lengths)
+        probs = [torch.softmax(net(logmel, mfcc, valid) / self.temperatures[i], dim=-1)
+                 for i, net in enumerate(self.nets)]
+        return torch.stack(probs + [soft_vote(probs, self.weights)])
 
 
 @contextlib.contextmanager
@@ -186,8 +184,6 @@ def _quiet_output():
 
 
 def _trace(graph, opset: int) -> bytes:
-    import torch
-
     example = [synthetic_clip(int(2.5 * SAMPLE_RATE), 1), synthetic_clip(int(1.3 * SAMPLE_RATE), 2)]
     wave, lengths = (torch.from_numpy(a) for a in pad_waves(example))
     buf = io.BytesIO()
@@ -202,8 +198,6 @@ def _trace(graph, opset: int) -> bytes:
 
 def compare(reference: Callable, sess, cases: list[tuple[str, list[np.ndarray]]]) -> dict[str, float]:
     """Max |onnxruntime - torch| per case; ``reference(wave, lengths)`` is the torch model (tensors)."""
-    import torch
-
     diffs = {}
     for name, waves in cases:
         wave, lengths = pad_waves(waves)
@@ -214,12 +208,6 @@ def compare(reference: Callable, sess, cases: list[tuple[str, list[np.ndarray]]]
             raise ExportError(f"check '{name}': onnxruntime gave shape {got.shape}, torch {ref.shape}")
         diffs[name] = float(np.max(np.abs(got - ref)))
     return diffs
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    from .corpora.base import atomic_write_bytes
-
-    atomic_write_bytes(path, data)
 
 
 def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, opset: int = DEFAULT_OPSET,
@@ -233,26 +221,25 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, opset: 
     """
     try:
         import onnx
-        import torch
 
         if check:
             import onnxruntime  # noqa: F401
     except ImportError as exc:
         raise ExportError(f"ONNX export needs onnx and onnxruntime ({exc}); pip install 'persemo[export]'") from None
-    from .artifact import load_torch_model
-
     log = log or (lambda _m: None)
     t0 = time.perf_counter()
     where, _ = read_meta(model_dir)
     out = Path(out) if out is not None else where / ONNX_NAME
     if out.is_dir():
         out = out / ONNX_NAME
-    model, meta, _extra = load_torch_model(model_dir)  # torch members only: a smile member is not in the graph
-    members, weights, omitted = _vote_plan(model, meta)
+    model, meta, _extra = load_model(model_dir)
+    kept, weights, omitted = _vote_plan(model)
+    members = [model.kinds[i] for i in kept]
     notes = []
     if omitted:
-        notes.append(f"members {', '.join(omitted)} are not torch members and are not in the graph; the soft vote "
-                     f"covers only {', '.join(members)} (weights renormalised over them)")
+        notes.append(f"members {', '.join(omitted)} have no torch graph and are not in it ("
+                     + "; ".join(f"{k}: {why}" for k, why in omitted.items())
+                     + f"); the soft vote covers only {', '.join(members)} (weights renormalised over them)")
     if model.cfg.features.normalisation == "speaker":
         notes.append("speaker normalisation: exported with the model's global statistics (single-utterance mode); "
                      "speaker-adapted inference needs the torch backend")
@@ -260,8 +247,8 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, opset: 
         notes.append(f"this model has a single-utterance companion ({where / meta['companion']['dir']}), which is "
                      "not in this graph; for single clips export the companion instead: persemo export --model "
                      f"{where / meta['companion']['dir']}")
-    graph = _graph_module(model, members, weights)
-    spectra = model.features.spectra
+    graph = Graph(model, kept, weights).eval()
+    spectra = model.front.spectra
     log(f"exporting {', '.join(members)} (opset {opset}, torchscript exporter) ...")
     spectra.conv_stft = True
     try:
@@ -275,7 +262,7 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, opset: 
     total = sum(weights)
     info = {"format_version": ONNX_FORMAT_VERSION, "opset": opset, "exporter": "torchscript",
             "torch_version": torch.__version__.split("+")[0], "inputs": INPUTS, "outputs": OUTPUTS,
-            "source_members": list(meta["members"]), "omitted_members": omitted,
+            "source_members": list(meta["members"]), "omitted_members": list(omitted),
             "vote_covers": members, "mode": "single-utterance", "notes": notes, "check": None}
     exported = {**meta, "members": members, "ensemble_weights": [w / total for w in weights],
                 "supported_modes": ["single-utterance"], "onnx": info}
@@ -283,8 +270,7 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, opset: 
     diffs: dict[str, float] = {}
     if check:
         sess = session(data, spin=False)
-        own = (model.weights / model.weights.sum()).tolist()
-        same = members == model.member_names and np.allclose([w / total for w in weights], own, atol=1e-7)
+        same = not omitted and model.companion is None
         # the model itself when the graph's vote is its vote, else the same graph on torch's STFT
         diffs = compare(model if same else graph, sess, check_cases(window_samples(model.cfg)))
         worst = max(diffs, key=diffs.get)
@@ -300,8 +286,8 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, opset: 
                         f"classes); labels {', '.join(meta['labels'])}")
     onnx.checker.check_model(proto)
     blob = proto.SerializeToString()
-    _write_atomic(out, blob)
-    return ExportReport(path=out, members=members, omitted=omitted, weights=[w / total for w in weights],
+    atomic_write_bytes(out, blob)
+    return ExportReport(path=out, members=members, omitted=list(omitted), weights=[w / total for w in weights],
                         opset=opset, seconds=time.perf_counter() - t0, size_bytes=len(blob),
                         tolerance=tolerance, diffs=diffs, notes=notes)
 
@@ -398,7 +384,6 @@ def load_recogniser(path: str | Path, backend: str = "torch", threads: int | Non
     if backend != "torch":
         raise ValueError(f"backend must be 'torch' or 'onnx', not {backend!r}")
     if threads:
-        import torch
 
         torch.set_num_threads(int(threads))
     return Recogniser.load(path)

@@ -21,6 +21,8 @@ from torch import nn
 from .config import FeatureConfig
 
 DELTA_WIDTH = 9  # frames in the delta regression window (librosa's default)
+# the front end's speaker statistics: per-band mean and std of a speaker's log-mel and MFCC frames
+STAT_KEYS = ("logmel_mean", "logmel_std", "mfcc_mean", "mfcc_std")
 
 
 def frames_for(samples: torch.Tensor | int, hop: int) -> torch.Tensor | int:
@@ -31,6 +33,19 @@ def frames_for(samples: torch.Tensor | int, hop: int) -> torch.Tensor | int:
 def samples_for_frames(frames: int, hop: int) -> int:
     """The waveform length whose centred STFT has exactly ``frames`` frames (126 -> 64000 at hop 512)."""
     return (frames - 1) * hop
+
+
+def window_samples(cfg) -> int:
+    """Samples in one model window: 126 frames of hop 512 -> 64,000 samples (4 s at 16 kHz)."""
+    return samples_for_frames(cfg.features.frames, cfg.features.hop_length)
+
+
+def crop_wave(wave: np.ndarray, n: int, mode: str = "centre") -> np.ndarray:
+    """The evaluation window of a clip: the centre (or start) ``n`` samples; shorter clips unchanged."""
+    if len(wave) <= n:
+        return wave
+    start = (len(wave) - n) // 2 if mode == "centre" else 0
+    return wave[start: start + n]
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
@@ -252,6 +267,17 @@ class FeaturePipeline(nn.Module):
         mode = "utterance" if cfg.normalisation == "utterance" else "global"
         self.norm_mel = Normaliser(cfg.n_mels, mode, whole=cfg.logmel_utterance_scope == "whole")
         self.norm_mfcc = Normaliser(cfg.mfcc_dim, mode, level=cfg.mfcc_utterance_scope == "level")
+
+    def set_stats(self, stats: dict[str, np.ndarray], mfcc_only: bool = False) -> None:
+        """Set the saved (training) statistics from ``STAT_KEYS`` arrays (only the MFCCs' with ``mfcc_only``)."""
+        if not mfcc_only:
+            self.norm_mel.set_stats(torch.as_tensor(stats["logmel_mean"]), torch.as_tensor(stats["logmel_std"]))
+        self.norm_mfcc.set_stats(torch.as_tensor(stats["mfcc_mean"]), torch.as_tensor(stats["mfcc_std"]))
+
+    def global_stats(self) -> dict[str, np.ndarray]:
+        """The saved statistics as ``STAT_KEYS`` arrays (a speaker's fallback in speaker mode)."""
+        return {"logmel_mean": self.norm_mel.mean.numpy().copy(), "logmel_std": self.norm_mel.std.numpy().copy(),
+                "mfcc_mean": self.norm_mfcc.mean.numpy().copy(), "mfcc_std": self.norm_mfcc.std.numpy().copy()}
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None,
                 speaker_stats: dict[str, torch.Tensor] | None = None):

@@ -11,8 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+import torch
+
+from .adaptation import StatsError, compute_speaker_stats
+from .artifact import load_model
 from .audio import SAMPLE_RATE, check_signal, load_audio
 from .corpora.base import PERSIAN_NAMES
+from .ensemble import Ensemble
+from .features import pad_batch, window_samples
 
 
 def label_name(label: str, lang: str = "en") -> str:
@@ -20,30 +26,21 @@ def label_name(label: str, lang: str = "en") -> str:
 
 
 class Recogniser:
-    """A loaded model ready for inference (torch backend, plus openSMILE for a smile member)."""
+    """A loaded model ready for inference (the torch backend: every member, in its own way)."""
 
-    def __init__(self, model, meta: dict, extra: dict | None = None):
-        import torch
-
-        from .models.ensemble import as_full
-
-        self.model = as_full(model).eval()  # every member in config order, and their soft vote
+    def __init__(self, model: Ensemble, meta: dict, extra: dict | None = None):
+        self.model = model.eval()  # every member in config order, and their soft vote
         self.meta = meta
         self.extra = extra or {}
         self.cfg = model.cfg
         self.labels: list[str] = list(meta["labels"])
-        self.members: list[str] = list(self.model.member_names)  # a paired model: also single/<member>
+        self.members: list[str] = list(self.model.member_names)  # with a companion: also single/<kind>
         self.version: str = str(meta.get("persemo_version"))
-        from .training import window_samples
-
         self.window = window_samples(self.cfg)
         self.hop = self.window // 2
-        self._torch = torch
 
     @classmethod
     def load(cls, path: str | Path) -> "Recogniser":
-        from .artifact import load_model
-
         model, meta, extra = load_model(path)
         return cls(model, meta, extra)
 
@@ -71,39 +68,39 @@ class Recogniser:
 
     def check_stats(self, speaker_stats: dict | None) -> None:
         if speaker_stats is not None and not self.adaptable:
-            from .adaptation import StatsError
-
             raise StatsError("this model was trained with per-utterance or global normalisation and does not use "
                              "speaker statistics; train with --normalisation speaker for speaker adaptation")
 
     def speaker_stats(self, waves: list[np.ndarray], shrink_k: float | None = None) -> dict:
         """A speaker's statistics from their unlabelled waveforms, for ``predict_wave(speaker_stats=...)``."""
-        from .adaptation import compute_speaker_stats
-
         self.check_stats({})
         k = self.meta.get("adaptation", {}).get("shrink_k", 0.0) if shrink_k is None else shrink_k
         return compute_speaker_stats(self.model, waves, k)
 
     @property
-    def smile_feature_set(self) -> str | None:
-        """The feature set of a speaker-normalised smile member (its speaker statistics), else None."""
-        m = self.model
-        return m.smile.feature_set if m is not None and m.smile is not None and m.smile_norm is not None else None
+    def vector_members(self) -> list:
+        """The members with speaker statistics of their own (per-clip vectors), in speaker mode."""
+        return [m for m in self.model.members if m.stat_keys] if self.model is not None else []
+
+    @property
+    def stats_signatures(self) -> dict[str, str]:
+        """What each such member's statistics describe (``Member.stats_signature``), by kind."""
+        return {m.kind: m.stats_signature for m in self.vector_members}
+
+    @property
+    def stats_requirements(self) -> dict[str, tuple[tuple[str, ...], str]]:
+        """What a statistics file must hold for this model beyond the front end's: kind -> (keys, signature)."""
+        return {m.kind: (m.stat_keys, m.stats_signature) for m in self.vector_members}
 
     def probabilities(self, waves: list[np.ndarray], speaker_stats: dict | None = None) -> np.ndarray:
         """Raw model output for clips of at most one window each: (members + 1, B, C)."""
         self.check_stats(speaker_stats)
-        torch = self._torch
-        lengths = torch.tensor([len(w) for w in waves])
-        batch = torch.zeros(len(waves), int(lengths.max()))
-        for i, w in enumerate(waves):
-            batch[i, : len(w)] = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+        batch, lengths = pad_batch([np.ascontiguousarray(w, dtype=np.float32) for w in waves])
         st = None
         if speaker_stats is not None:
             st = {k: torch.from_numpy(np.asarray(v, np.float32)).reshape(1, -1).expand(len(waves), -1)
                   for k, v in speaker_stats.items()}
-        with torch.inference_mode():
-            return self.model(batch, lengths, st).numpy()
+        return self.model.predict(batch, lengths, st)
 
     def _dist(self, probs: np.ndarray, lang: str) -> dict[str, float]:
         return {label_name(l, lang): round(float(p), 6) for l, p in zip(self.labels, probs)}

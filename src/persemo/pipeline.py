@@ -1,27 +1,41 @@
 """End-to-end jobs on top of the library: train (one split or k folds) and evaluate a saved model.
 
-The CLI, ``make demo`` and the benchmarks call these functions.
+The CLI, ``make demo`` and the benchmarks call these functions. A run directory is written as one unit:
+it is built in a hidden folder beside ``--out`` and swapped into place when everything is written, so a
+run that fails or is killed leaves the previous run directory as it was (and never a new split beside
+an old model). The model records the digest of the split it was trained on; ``evaluate`` refuses a
+``splits.json`` that is not that split.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 
 from .artifact import load_model, read_meta, save_model
+from .atomic import atomic_write_text
+from .calibration import cross_fold_calibration
 from .config import Config
 from .corpora import scan_corpus
-from .corpora.base import CorpusError, atomic_write_text
-from .evaluation import compute_metrics, plot_curves, summarise_folds, write_report
+from .corpora.base import EMOTIONS, EXTRA_EMOTIONS, CorpusError
+from .crossval import SINGLE_TAG, SPEAKER_TAG, cross_validate, fold_items, pool, summarise, test_statistics
+from .ensemble import COMPANION_PREFIX, Ensemble, at_unit_temperature
+from .evaluation import compute_metrics, plot_curves, write_report
 from .prepare import Item, prepare
-from .splits import Split, check_speaker_independent, load_splits, make_folds, make_split, save_splits
-from .training import fold_statistics, predict_items, speaker_statistics, train_ensemble, write_history
+from .splits import Split, load_splits, make_folds, make_split, save_splits
+from .statistics import speaker_statistics
+from .training import predict_items, train_ensemble, write_history
 
-PROTOCOL_SINGLE = "single utterance"
+PROTOCOL_SINGLE = SINGLE_TAG
+RUN_MARKERS = ("model.json", "config.json", "splits.json", "splits_all.json")  # what makes a folder a run
 
 
 def load_items(corpus: str, data: str | Path, cfg: Config, cache_dir=None, log=print) -> tuple[list[Item], list]:
@@ -46,220 +60,217 @@ def load_items(corpus: str, data: str | Path, cfg: Config, cache_dir=None, log=p
 
 
 def labels_of(items: list[Item]) -> list[str]:
-    from .corpora.base import EMOTIONS, EXTRA_EMOTIONS
-
     present = {it.utt.emotion for it in items}
     order = [e for e in EMOTIONS + EXTRA_EMOTIONS if e in present]
     return order + sorted(present - set(order))
 
 
-SPEAKER_TAG = "speaker-adapted"
-SINGLE_TAG = "single utterance"
-
-
-def _evaluate(model, items: list[Item], cfg: Config, labels: list[str], noise_snr=None, noise="white",
-              stats=None, keep: list | None = None) -> dict[str, dict]:
-    """Metrics for each member, the equal-weight soft vote and the weighted soft vote (``model``: a
-    ``FullEnsemble``, every member in config order, or a torch ``Ensemble``). ``keep``, a list, gets
-    (labels, member probabilities (M, N, C) at temperature 1) appended, for calibration across folds."""
-    from .models.ensemble import PairedEnsemble, as_full, at_unit_temperature
-
-    model = as_full(model)
-    index = {l: i for i, l in enumerate(labels)}
-    y = np.array([index[it.utt.emotion] for it in items])
-    probs = predict_items(model, items, cfg, stats, noise_snr=noise_snr, noise=noise)
-    paired = isinstance(model, PairedEnsemble)
-    if keep is not None and not paired:
-        keep.append((y, at_unit_temperature(probs[:-1], model.temperatures)))
-    out = {}
-    for i, name in enumerate(model.member_names):
-        out[name] = compute_metrics(y, probs[i], labels)
-    if paired:  # each model's own vote, then the pair's (the companion's alone without speaker statistics)
-        n_a = len(model.adapted.member_names)
-        for tag, part, rows in (("speaker model", model.adapted, probs[:n_a]),
-                                ("single-utterance model", model.single, probs[n_a:-1])):
-            w = part.weights.numpy().astype(np.float64)
-            out[f"ensemble ({tag})"] = compute_metrics(y, np.tensordot(w / w.sum(), rows, axes=1), labels)
-        out["ensemble (paired)"] = compute_metrics(y, probs[-1], labels)
-        return out
-    if len(model.member_names) > 1:
-        out["ensemble (equal)"] = compute_metrics(y, probs[:-1].mean(0), labels)
-        w = model.weights.numpy()
-        out["ensemble (weighted " + "/".join(f"{x:.1f}" for x in w) + ")"] = compute_metrics(y, probs[-1], labels)
-    return out
-
-
-def cross_fold_calibration(oof: dict[str, list], members, labels: list[str]) -> dict:
-    """Member temperatures from k folds' test predictions (``train_once``'s ``oof``: protocol -> [(y, (M, N, C)
-    probabilities at T = 1)] per fold).
-
-    Per protocol: the temperatures fitted on every fold's predictions pooled, then the vote weights that
-    maximise UAR on the calibrated pooled predictions (for a final model's ``model.temperatures`` and
-    ``model.weights``), and per fold the metrics of the equal and the weighted vote with temperatures
-    and weights fitted on the *other* folds only ("cross-fitted": no fold's labels calibrate or weigh
-    its own predictions). ``fitted_on`` names the protocol the model is meant for (speaker-adapted when present).
-    """
-    from .models.ensemble import soften
-    from .training import fit_vote
-
-    members = list(members)
-    out: dict = {"members": members, "protocols": {},
-                 "fitted_on": SPEAKER_TAG if SPEAKER_TAG in oof else SINGLE_TAG,
-                 "how": "least log-loss softmax temperature per member on out-of-fold test predictions"}
-    def fit(folds):  # temperatures, then vote weights on the calibrated probabilities (max UAR)
-        return fit_vote(np.concatenate([f[1] for f in folds], axis=1), np.concatenate([f[0] for f in folds]), labels)
-
-    for tag, folds in oof.items():
-        temps, weights = fit(folds)
-        per_fold: dict[str, list] = {}
-        if len(folds) > 1 and len(members) > 1:
-            for k, (y, probs) in enumerate(folds):
-                ts, ws = fit([f for j, f in enumerate(folds) if j != k])
-                cal = np.stack([soften(probs[m], t) for m, t in enumerate(ts)])
-                per_fold.setdefault("ensemble (equal, calibrated)", []).append(compute_metrics(y, cal.mean(0), labels))
-                per_fold.setdefault("ensemble (weighted, calibrated)", []).append(
-                    compute_metrics(y, np.tensordot(np.array(ws), cal, axes=1), labels))
-        out["protocols"][tag] = {"temperatures": temps, "weights": weights, "per_fold": per_fold}
-    return out
-
-
-def _by_ids(items: list[Item], ids: list[str]) -> list[Item]:
-    keep = set(ids)
-    return [it for it in items if it.utt.id in keep]
-
-
-def train_once(cfg: Config, items: list[Item], split: Split, out: Path, corpus: str, data: str,
-               progress: bool = True, log=print, cache_dir=None, oof: dict | None = None) -> dict:
-    """Train on one split, save the model into ``out`` and its test report into ``out/report``.
-    ``oof`` (a dict) collects the test labels and member probabilities per protocol (``_evaluate``'s keep)."""
-    labels = labels_of(items)
-    train, val, test = (_by_ids(items, split.train), _by_ids(items, split.val), _by_ids(items, split.test))
-    if not train or not test or (not val and cfg.split.val_fraction > 0):
-        raise CorpusError(f"split leaves an empty part (train {len(train)}, val {len(val)}, test {len(test)}); "
-                          "the corpus is too small for it")
-    out.mkdir(parents=True, exist_ok=True)
+def fit_model(cfg: Config, labels: list[str], train: list[Item], val: list[Item], out: Path | None = None,
+              progress: bool = True, log=print, cache_dir=None) -> tuple[Ensemble, dict]:
+    """``train_ensemble``, and for a speaker-normalised model with ``adaptation.single_companion`` the
+    single-utterance companion trained on the same data: (model, info with the history of both)."""
     model, info = train_ensemble(cfg, labels, train, val, out, progress, log, cache_dir=cache_dir)
-    history = dict(info["history"])
-    if cfg.features.normalisation == "speaker" and cfg.features.single_companion:
-        from .models.ensemble import SINGLE_PREFIX, PairedEnsemble
-
-        log("training the single-utterance companion (features.single_companion)")
+    if model.adaptable and cfg.adaptation.single_companion:
+        log("training the single-utterance companion (adaptation.single_companion)")
         cfg_u = cfg.replace(features={"normalisation": "utterance", "enrolment": None})
-        single, info_u = train_ensemble(cfg_u, labels, train, val, out / "single_training", progress, log,
-                                        cache_dir=cache_dir)
-        model = PairedEnsemble(model, single)
-        info = {**info, "companion": {k: v for k, v in info_u.items() if k != "history"}}
-        history.update({SINGLE_PREFIX + k: v for k, v in info_u["history"].items()})
-    stats = None
-    if cfg.features.normalisation == "speaker":
-        # test speakers' own (smile too, if any), shrunk as predict does
-        stats = fold_statistics(cfg, train, val, test, model, cache_dir, cfg.features.speaker_shrink)
-    from .models.ensemble import PairedEnsemble
+        single, info_u = train_ensemble(cfg_u, labels, train, val, out / "single_training" if out else None,
+                                        progress, log, cache_dir=cache_dir)
+        model.set_companion(single)
+        info = {**info, "companion": {k: v for k, v in info_u.items() if k != "history"},
+                "history": {**info["history"], **{COMPANION_PREFIX + k: v for k, v in info_u["history"].items()}}}
+    return model, info
 
-    collect = oof is not None and not isinstance(model, PairedEnsemble)  # paired models are not calibrated
-    keep = (lambda tag: oof.setdefault(tag, [])) if collect else (lambda tag: None)
-    results = _evaluate(model, test, cfg, labels, stats=stats, keep=keep(SPEAKER_TAG if stats is not None else
-                                                                          SINGLE_TAG))
-    if stats is not None:  # both protocols, the same test utterances, side by side
-        single = _evaluate(model, test, cfg, labels, keep=keep(SINGLE_TAG))  # the model's training statistics
-        results = {**{f"{k} [{SPEAKER_TAG}]": v for k, v in results.items()},
-                   **{f"{k} [{SINGLE_TAG}]": v for k, v in single.items()}}
-    meta = {"trained_on": {"corpus": corpus, "data": str(Path(data).resolve()), "split": split.kind,
-                           "split_description": split.description, "n_train": len(train), "n_val": len(val),
-                           "n_test": len(test)},
-            "training": {k: v for k, v in info.items() if k != "history"}}
-    save_model(out, model, extra_meta=meta)
-    save_splits(split, out / "splits.json")
-    write_history(history, out / "history.csv")
-    plot_curves(history, out / "curves.png")
+
+def result_rows(model: Ensemble, probs: np.ndarray) -> dict[str, np.ndarray]:
+    """Name -> (N, C) for each row of ``probs`` (rows + 1, N, C): each member, and the votes."""
+    rows = {name: probs[i] for i, name in enumerate(model.member_names)}
+    if model.companion is not None:  # each model's own vote, then the pair's
+        n_a = len(model.members)
+        rows["ensemble (speaker model)"] = model.vote(probs[:n_a])
+        rows["ensemble (single-utterance model)"] = model.companion.vote(probs[n_a:-1])
+        rows["ensemble (paired)"] = probs[-1]
+    elif len(model.members) > 1:
+        rows["ensemble (equal)"] = probs[:-1].mean(0)
+        rows["ensemble (weighted " + "/".join(f"{x:.1f}" for x in model.weights) + ")"] = probs[-1]
+    return rows
+
+
+def _metrics(rows: dict[str, np.ndarray], y: np.ndarray, labels: list[str]) -> dict[str, dict]:
+    return {name: compute_metrics(y, p, labels) for name, p in rows.items()}
+
+
+def _tagged(per_protocol: dict[str, dict], speaker_mode: bool) -> dict:
+    """Rows named with their protocol (``name [tag]``) when a model reports two protocols."""
+    if not speaker_mode:
+        return dict(per_protocol.get(SINGLE_TAG, {}))
+    return {f"{k} [{tag}]": v for tag in (SPEAKER_TAG, SINGLE_TAG) for k, v in per_protocol.get(tag, {}).items()}
+
+
+def _notes(cfg: Config, split: Split, test: list[Item]) -> tuple[list[str], str]:
+    speaker_mode = cfg.features.normalisation == "speaker"
     protocol = "both, side by side: speaker-adapted (all of the speaker's test utterances, no labels) and " \
-        "single utterance" if cfg.features.normalisation == "speaker" else PROTOCOL_SINGLE
+        "single utterance" if speaker_mode else PROTOCOL_SINGLE
     notes = [f"split: {split.description}, seed {split.seed}; test: {len(test)} utterances of "
              f"{len({it.utt.speaker for it in test})} speakers", f"protocol: {protocol}"]
-    if cfg.features.normalisation == "speaker":
+    if speaker_mode:
         n_min = min(sum(it.utt.speaker == s for it in test) for s in {it.utt.speaker for it in test})
         enrol = cfg.features.enrolment
         source = (f"their own test utterances (at least {n_min} per speaker), no labels" if enrol is None else
                   f"their own {enrol} test utterances only (enrolment; all of theirs where they have none)")
         notes.append(f"[{SPEAKER_TAG}]: each test speaker's statistics from {source}, shrunk toward the "
-                     f"training statistics by n/(n+{cfg.features.speaker_shrink:g}); transductive over the "
+                     f"training statistics by n/(n+{cfg.adaptation.shrink:g}); transductive over the "
                      f"speaker's audio. [{SINGLE_TAG}]: the same model and utterances with its training statistics")
-        if cfg.features.single_companion:
-            notes.append("paired model (features.single_companion): 'single/' rows are the single-utterance "
+        if cfg.adaptation.single_companion:
+            notes.append("paired model (adaptation.single_companion): 'single/' rows are the single-utterance "
                          f"companion; 'ensemble (paired)' is the mean of both models' votes in [{SPEAKER_TAG}] and "
                          f"the companion's vote alone in [{SINGLE_TAG}]")
-    write_report(out / "report", results, labels, f"{corpus} test set", notes=notes,
+    return notes, protocol
+
+
+def save_run(out: Path, model: Ensemble, info: dict, split: Split, fold_results: dict, corpus: str, data: str,
+             train: list[Item], val: list[Item], test: list[Item]) -> None:
+    """One trained split's files: the model (with the split's digest), splits.json, history, curves, report."""
+    cfg = model.cfg
+    meta = {"trained_on": {"corpus": corpus, "data": str(Path(data).resolve()), "split": split.kind,
+                           "split_description": split.description, "split_sha256": split.digest(),
+                           "n_train": len(train), "n_val": len(val), "n_test": len(test)},
+            "training": {k: v for k, v in info.items() if k != "history"}}
+    save_model(out, model, extra_meta=meta)
+    save_splits(split, out / "splits.json")
+    write_history(info["history"], out / "history.csv")
+    plot_curves(info["history"], out / "curves.png")
+    notes, protocol = _notes(cfg, split, test)
+    write_report(out / "report", fold_results, model.labels, f"{corpus} test set", notes=notes,
                  extra={"split": split.kind, "protocol": protocol})
-    return results
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise CorpusError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not any((out / m).exists() for m in RUN_MARKERS):
+        raise CorpusError(f"--out {out}: a folder with other files in it, not a persemo run directory; "
+                          "choose a new or empty folder")
+
+
+def _swap_in(stage: Path, out: Path) -> None:
+    """Put the finished run directory ``stage`` at ``out``, replacing an earlier run there."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+        os.replace(stage, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(stage, out)
 
 
 def run_train(corpus: str, data: str | Path, out: str | Path, cfg: Config, folds: int = 0,
               cache_dir=None, progress: bool = True, log=print) -> dict:
-    """``persemo train``: one split (folds 0) or speaker-grouped k-fold cross-validation."""
+    """``persemo train``: one split (folds 0) or speaker-grouped k-fold cross-validation (folds >= 2)."""
+    if folds is None or folds == 1 or folds < 0:
+        raise CorpusError(f"--folds must be 0 (one split) or at least 2, not {folds}")
     out = Path(out)
+    _check_out(out)
     items, _ = load_items(corpus, data, cfg, cache_dir, log)
-    utts = [it.utt for it in items]
-    s = cfg.split
-    if folds and folds > 1:
-        splits = make_folds(utts, folds, s.kind, s.val_fraction, s.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        res = _train_into(stage, corpus, data, cfg, folds, items, cache_dir, progress, log)
+        _swap_in(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if folds:
+        log(f"{folds}-fold report: {out / 'report' / 'report.md'}")
     else:
-        splits = [make_split(utts, s.kind, s.val_fraction, s.test_fraction, s.seed)]
-    for sp in splits:
-        check_speaker_independent(sp, utts)
-    out.mkdir(parents=True, exist_ok=True)
-    save_splits(splits, out / "splits_all.json" if len(splits) > 1 else out / "splits.json")
-    atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=1))
-    if len(splits) == 1:
-        res = train_once(cfg, items, splits[0], out, corpus, str(data), progress, log, cache_dir)
         log(f"model: {out} (model.safetensors + model.json)")
         log(f"test report: {out / 'report' / 'report.md'} (JSON beside it, confusion matrices "
             f"{out / 'report' / 'confusion_*.png'})")
         log(f"training curves: {out / 'curves.png'}, per-epoch log: {out / 'history.csv'}")
-        return {"results": res, "out": str(out)}
-    per_fold: dict[str, list[dict]] = {}
-    oof: dict[str, list] = {}
+    return {**res, "out": str(out)}
+
+
+def _train_into(out: Path, corpus: str, data, cfg: Config, folds: int, items: list[Item], cache_dir, progress,
+                log) -> dict:
+    utts = [it.utt for it in items]
+    s = cfg.split
+    splits = (make_folds(utts, folds, s.kind, s.val_fraction, s.seed) if folds else
+              [make_split(utts, s.kind, s.val_fraction, s.test_fraction, s.seed)])
+    save_splits(splits, out / "splits_all.json" if folds else out / "splits.json")
+    atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=1))
+    labels = labels_of(items)
     for sp in splits:
-        log(f"fold {sp.fold + 1}/{len(splits)}")
-        res = train_once(cfg, items, sp, out / f"fold{sp.fold}", corpus, str(data), progress, log, cache_dir, oof)
-        for name, r in res.items():
+        train, val, test = fold_items(items, sp)
+        if not train or not test or (not val and cfg.split.val_fraction > 0):
+            raise CorpusError(f"split leaves an empty part (train {len(train)}, val {len(val)}, test {len(test)}); "
+                              "the corpus is too small for it")
+    speaker_mode = cfg.features.normalisation == "speaker"
+    run_dir = (lambda sp: out / f"fold{sp.fold}") if folds else (lambda sp: out)
+
+    def fit(cfg_, labels_, train, val, sp):
+        return fit_model(cfg_, labels_, train, val, run_dir(sp), progress, log, cache_dir)
+
+    per_fold: dict[str, list[dict]] = {}
+    pooled_rows: dict[str, tuple[list, list]] = {}
+    oof: dict[str, list] = {}
+    last = None
+    for fold in cross_validate(cfg, items, splits, labels, fit=fit, cache_dir=cache_dir,
+                               shrink_k=cfg.adaptation.shrink if speaker_mode else 0.0, log=log):
+        per_protocol = {}
+        for tag, probs in fold.probs.items():
+            rows = result_rows(fold.model, probs)
+            per_protocol[tag] = _metrics(rows, fold.y, labels)
+            for name, p in rows.items():
+                key = re.sub(r"^ensemble \(weighted [^)]*\)", "ensemble (weighted)", name)
+                key = f"{key} [{tag}]" if speaker_mode else key
+                ys, ps = pooled_rows.setdefault(key, ([], []))
+                ys.append(fold.y)
+                ps.append(p)
+            if fold.model.companion is None:  # calibration across folds: members at temperature 1
+                oof.setdefault(tag, []).append(
+                    (fold.y, at_unit_temperature(probs[:-1], fold.model.temperatures)))
+        results = _tagged(per_protocol, speaker_mode)
+        save_run(run_dir(fold.split), fold.model, fold.info, fold.split, results, corpus, str(data),
+                 fold.train, fold.val, fold.test)
+        for name, r in results.items():
             key = re.sub(r"^ensemble \(weighted [^)]*\)", "ensemble (weighted)", name)
             per_fold.setdefault(key, []).append(r)
-    labels = labels_of(items)
-    notes = [f"split: {splits[0].description}, seed {s.seed}; mean ± std over folds"]
-    if not oof:  # paired models (a speaker model with its companion): not calibrated across folds
-        summary = {name: summarise_folds(rs) for name, rs in per_fold.items()}
-        write_report(out / "report", summary, labels, f"{corpus}: {len(splits)}-fold cross-validation",
-                     notes=notes, extra={"folds": len(splits)})
-        log(f"{len(splits)}-fold report: {out / 'report' / 'report.md'}")
-        return {"results": summary, "out": str(out)}
-    calibration = cross_fold_calibration(oof, cfg.model.members, labels)
-    for tag, c in calibration["protocols"].items():
-        suffix = f" [{tag}]" if len(calibration["protocols"]) > 1 else ""
-        for name, rs in c["per_fold"].items():
-            per_fold[name + suffix] = rs
-    summary = {name: summarise_folds(rs) for name, rs in per_fold.items()}
-    tag = calibration["fitted_on"]
-    temps = calibration["protocols"][tag]["temperatures"]
-    weights = calibration["protocols"][tag]["weights"]
-    notes.append("calibrated: each member's softmax temperature fitted (least log-loss) on the other folds' test "
-                 "predictions, never on the fold it is applied to (cross-fitted). On all folds' predictions"
-                 + (f" ({tag})" if len(calibration["protocols"]) > 1 else "") + ": "
-                 + ", ".join(f"{n} {t:.2f}" for n, t in zip(cfg.model.members, temps))
-                 + f"; calibration.json; to use them: model.temperatures: [{', '.join(f'{t:.2f}' for t in temps)}]"
-                 + (f", and the weights chosen on them (max UAR): model.weights: [{', '.join(f'{w:.2f}' for w in weights)}]"
-                    if len(weights) > 1 else ""))
-    atomic_write_text(out / "calibration.json", json.dumps(
-        {"members": calibration["members"], "temperatures": temps, "weights": weights, "fitted_on": tag,
-         "how": calibration["how"] + "; then the vote weights that maximise UAR on them (grid step 0.1)",
-         "per_protocol": {t: {"temperatures": c["temperatures"], "weights": c["weights"]}
-                          for t, c in calibration["protocols"].items()}}, indent=1))
+        last = results
+    if not folds:
+        return {"results": last}
+    notes = [f"split: {splits[0].description}, seed {s.seed}; mean ± std over folds, and pooled over all "
+             "out-of-fold predictions"]
+    extra: dict = {"folds": len(splits)}
+    if oof:
+        tag = SPEAKER_TAG if SPEAKER_TAG in oof else SINGLE_TAG
+        calibration = cross_fold_calibration(oof, cfg.model.members, labels, tag)
+        for t, c in calibration["protocols"].items():
+            for name, rs in c["per_fold"].items():
+                key = f"{name} [{t}]" if speaker_mode else name
+                per_fold[key] = rs
+                pooled_rows[key] = (c["y"], c["probs"][name])
+        temps = calibration["protocols"][tag]["temperatures"]
+        weights = calibration["protocols"][tag]["weights"]
+        notes.append("calibrated: each member's softmax temperature fitted (least log-loss) on the other folds' "
+                     "test predictions, never on the fold it is applied to (cross-fitted). On all folds' predictions"
+                     + (f" ({tag})" if len(calibration["protocols"]) > 1 else "") + ": "
+                     + ", ".join(f"{n} {t:.2f}" for n, t in zip(cfg.model.members, temps))
+                     + f"; calibration.json; to use them: model.temperatures: [{', '.join(f'{t:.2f}' for t in temps)}]"
+                     + (f", and the weights chosen on them (max UAR): model.weights: "
+                        f"[{', '.join(f'{w:.2f}' for w in weights)}]" if len(weights) > 1 else ""))
+        atomic_write_text(out / "calibration.json", json.dumps(
+            {"members": calibration["members"], "temperatures": temps, "weights": weights, "fitted_on": tag,
+             "how": calibration["how"] + "; then the vote weights that maximise UAR on them (grid step 0.1)",
+             "per_protocol": {t: {"temperatures": c["temperatures"], "weights": c["weights"]}
+                              for t, c in calibration["protocols"].items()}}, indent=1))
+        extra["calibration"] = {"temperatures": temps, "weights": weights}
+        log(f"member temperatures ({', '.join(cfg.model.members)}) fitted on the out-of-fold predictions: "
+            f"{', '.join(f'{t:.2f}' for t in temps)}; vote weights on them: {', '.join(f'{w:.2f}' for w in weights)} "
+            f"({out / 'calibration.json'})")
+    pooled = {k: pool(ys, ps, labels) for k, (ys, ps) in pooled_rows.items()}
+    summary = summarise(per_fold, pooled)
     write_report(out / "report", summary, labels, f"{corpus}: {len(splits)}-fold cross-validation",
-                 notes=notes, extra={"folds": len(splits), "calibration": {"temperatures": temps, "weights": weights}})
-    log(f"{len(splits)}-fold report: {out / 'report' / 'report.md'}")
-    log(f"member temperatures ({', '.join(cfg.model.members)}) fitted on the out-of-fold predictions: "
-        f"{', '.join(f'{t:.2f}' for t in temps)}; vote weights on them: {', '.join(f'{w:.2f}' for w in weights)} "
-        f"({out / 'calibration.json'})")
-    return {"results": summary, "out": str(out)}
+                 notes=notes, extra=extra)
+    return {"results": summary}
 
 
 def run_evaluate(model_dir: str | Path, corpus: str, data: str | Path, out: str | Path | None = None,
@@ -268,17 +279,28 @@ def run_evaluate(model_dir: str | Path, corpus: str, data: str | Path, out: str 
     """``persemo evaluate``: a saved model on a corpus (its held-out test part when it was trained on it)."""
     model, meta, _ = load_model(model_dir)
     cfg = model.cfg
-    items, _ = load_items(corpus, data, cfg, cache_dir, log)
     p, _ = read_meta(model_dir)
-    trained = meta.get("trained_on", {})
+    trained = meta.get("trained_on", {}) if isinstance(meta.get("trained_on"), dict) else {}
     same = trained.get("corpus") == corpus and trained.get("data") == str(Path(data).resolve())
     if part == "auto":
         part = "test" if same else "all"
+    split = None
     if part == "test":
         split_file = p / "splits.json"
         if not split_file.is_file():
             raise CorpusError(f"{p}: no splits.json, so the held-out test part is unknown; use --part all")
-        items = _by_ids(items, load_splits(split_file)[0].test)
+        split = load_splits(split_file)[0]
+        want = trained.get("split_sha256")
+        if want is None:
+            log("warning: this model does not record the split it was trained on (saved before persemo "
+                "recorded it); the test part is taken from splits.json unchecked")
+        elif split.digest() != want:
+            raise CorpusError(f"{split_file}: not the split this model was trained on (its digest differs); "
+                              "the run directory mixes two runs: retrain, or use --part all")
+    items, _ = load_items(corpus, data, cfg, cache_dir, log)
+    if split is not None:
+        keep = set(split.test)
+        items = [it for it in items if it.utt.id in keep]
         if not items:
             raise CorpusError("none of the model's test utterances are in this corpus")
     elif same:
@@ -292,11 +314,17 @@ def run_evaluate(model_dir: str | Path, corpus: str, data: str | Path, out: str 
     if not items:
         raise CorpusError("no utterances left to evaluate")
     shrink_k = float(meta.get("adaptation", {}).get("shrink_k", 0.0) or 0.0)  # as predict does
-    stats = (speaker_statistics(items, model, cache_dir, shrink_k, cfg.features.enrolment)
-             if cfg.features.normalisation == "speaker" else None)
-    results = _evaluate(model, items, cfg, labels, noise_snr, noise, stats)
+    stats = test_statistics(cfg, model, items, cache_dir, shrink_k) if model.adaptable else None
+    index = {l: i for i, l in enumerate(labels)}
+    y = np.array([index[it.utt.emotion] for it in items])
+    probs = predict_items(model, items, cfg, stats, noise_snr=noise_snr, noise=noise)
+    results = _metrics(result_rows(model, probs), y, labels)
     cond = "clean" if noise_snr is None else f"{noise} noise at {noise_snr:g} dB SNR"
     title = f"{corpus} ({part} part, {cond})"
     if out is not None:
         write_report(out, results, labels, title, extra={"part": part, "noise_snr": noise_snr, "noise": noise})
     return {"title": title, "results": results, "labels": labels}
+
+
+__all__ = ["fit_model", "labels_of", "load_items", "result_rows", "run_evaluate", "run_train", "save_run",
+           "speaker_statistics"]

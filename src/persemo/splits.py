@@ -7,6 +7,7 @@ numbers use; it exists to compare with them and is named as speaker-dependent wh
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,11 @@ class Split:
                        test=list(d["test"]), fold=d.get("fold"), meta=d.get("meta", {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise CorpusError(f"split file is malformed: missing or bad field {exc}") from None
+
+    def digest(self) -> str:
+        """sha256 of the parts' ids: what a model records about the split it was trained on."""
+        blob = json.dumps({"train": sorted(self.train), "val": sorted(self.val), "test": sorted(self.test)})
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     def select(self, utterances: list[Utterance], part: str) -> list[Utterance]:
         ids = set(getattr(self, part))

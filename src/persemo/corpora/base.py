@@ -10,10 +10,11 @@ import csv
 import io
 import json
 import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from ..atomic import atomic_write_bytes, atomic_write_text  # noqa: F401 - re-exported
 
 # The shared vocabulary. The first six are ShEMO's; the rest are corpus-specific extras.
 EMOTIONS = ("anger", "fear", "happiness", "neutral", "sadness", "surprise")
@@ -87,27 +88,6 @@ class Scan:
             "total_duration_s": round(sum(durations), 3) if durations else None,
             "problems": [asdict(p) for p in self.problems],
         }
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` so that readers see the old file or the whole new one, never a part."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 MANIFEST_FIELDS = ("id", "path", "emotion", "speaker", "gender", "corpus", "duration")

@@ -1,9 +1,60 @@
-"""CNN on log-mel spectrograms: conv blocks (BatchNorm, ReLU, MaxPool), pooling, dropout, linear."""
+"""Member kind ``cnn``: a CNN on log-mel spectrograms (conv blocks of BatchNorm, ReLU and MaxPool,
+pooling, dropout, linear), trained with SpecAugment."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
+
+from ..augment import spec_augment
+from ..errors import ConfigError
+from . import register
+from .base import TorchMember
+
+
+@dataclass(frozen=True)
+class CNNSettings:
+    channels: tuple[int, ...] = field(default=(32, 64, 128), metadata={"help": "filters per conv block"})
+    hidden: int = field(default=0, metadata={"help": "extra fully connected layer before the classifier "
+                                                     "(0 = none: pooled channels -> emotions, as described)"})
+    pooling: str = field(default="gap", metadata={"help": "gap: global average over frequency and time (as "
+                                                          "described); time: average over time only, keeping the "
+                                                          "frequency axis (pitch and formant positions); "
+                                                          "timestats: time with the standard deviation over time "
+                                                          "beside the mean"})
+    dropout: float = field(default=0.25, metadata={"help": "dropout before the classifier"})
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.channels, tuple) and 1 <= len(self.channels) <= 8 and all(
+                isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= 1024 for c in self.channels)):
+            raise ConfigError(f"model.cnn.channels must be a list of 1 to 8 whole numbers from 1 to 1024, "
+                              f"not {self.channels!r}")
+        if not 0 <= self.hidden <= 8192:
+            raise ConfigError("model.cnn.hidden must be from 0 to 8192")
+        if self.pooling not in ("gap", "time", "timestats"):
+            raise ConfigError(f"model.cnn.pooling must be 'gap', 'time' or 'timestats', not {self.pooling!r}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError("model.cnn.dropout must be in [0, 1)")
+
+
+@register
+class CNNMember(TorchMember):
+    """The CNN on the front end's log-mel frames, SpecAugment in training (``train.specaug_*``)."""
+
+    kind = "cnn"
+    Settings = CNNSettings
+    uses = "logmel"
+
+    def build(self) -> nn.Module:
+        s = self.settings
+        return CNN(len(self.labels), s.channels, s.hidden, s.dropout, s.pooling, self.cfg.features.n_mels)
+
+    def augment(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        t = self.cfg.train
+        return spec_augment(x, t.specaug_freq_masks, t.specaug_freq_width, t.specaug_time_masks,
+                            t.specaug_time_width, valid)
 
 
 class CNN(nn.Module):

@@ -1,9 +1,45 @@
-"""Bidirectional LSTM on MFCC frames with masked pooling over all frames' hidden states."""
+"""Member kind ``lstm``: a bidirectional LSTM on MFCC frames with masked pooling over all frames'
+hidden states."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
+
+from ..errors import ConfigError
+from . import register
+from .base import TorchMember
+
+
+@dataclass(frozen=True)
+class LSTMSettings:
+    hidden: int = field(default=128, metadata={"help": "LSTM hidden size per direction"})
+    layers: int = field(default=2, metadata={"help": "stacked BiLSTM layers"})
+    dropout: float = field(default=0.25, metadata={"help": "dropout between LSTM layers and before the head"})
+    pooling: str = field(default="meanmax", metadata={"help": "meanmax or attention pooling over frames"})
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.hidden <= 4096 and 1 <= self.layers <= 8):
+            raise ConfigError("model.lstm.hidden must be from 1 to 4096 and model.lstm.layers from 1 to 8")
+        if self.pooling not in ("meanmax", "attention"):
+            raise ConfigError(f"model.lstm.pooling must be 'meanmax' or 'attention', not {self.pooling!r}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError("model.lstm.dropout must be in [0, 1)")
+
+
+@register
+class LSTMMember(TorchMember):
+    """The BiLSTM on the front end's MFCC frames."""
+
+    kind = "lstm"
+    Settings = LSTMSettings
+    uses = "mfcc"
+
+    def build(self) -> nn.Module:
+        s = self.settings
+        return BiLSTM(self.cfg.features.mfcc_dim, len(self.labels), s.hidden, s.layers, s.dropout, s.pooling)
 
 
 class BiLSTM(nn.Module):

@@ -4,10 +4,10 @@ A speaker-normalised model (``Recogniser.adaptable``) standardises its features 
 mean and standard deviation. The service learns them from the speaker's speech as it arrives:
 
 - ``SpeakerMoments``: cumulative first and second moments (count, sum, sum of squares, float64) of the
-  un-normalised log-mel and MFCC frames, computed with the model's own ``model.features.spectra``, plus
-  the moments of the openSMILE functionals (one vector per utterance or stream window) when the model
-  has a speaker-normalised smile member. Statistics are mean and population std of what was added,
-  as ``adaptation.stats_from_features``/``smile.functional_stats`` compute them from the audio itself.
+  un-normalised log-mel and MFCC frames, computed with the model's own front end, plus, for each member
+  with speaker statistics of its own (``Member.stat_keys``), the moments of its per-clip vectors (one
+  per utterance or stream window). Statistics are mean and population std of what was added, as
+  ``adaptation.compute_speaker_stats`` computes them from the audio itself.
 - ``SpeakerAdapter``: measures audio into moments and turns moments into the statistics
   ``Recogniser.predict_wave(speaker_stats=...)`` takes, shrunk toward the model's global statistics with
   the model's ``adaptation.shrink_k`` (by n / (n + k), n the utterances heard).
@@ -23,12 +23,16 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
+from ..adaptation import global_stats
 from ..audio import SAMPLE_RATE
+from ..statistics import shrink
 
 SPEAKER_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 STD_EPS = 1e-5  # added to frame stds, as adaptation.stats_from_features does
-SMILE_STD_FLOOR = 1e-8  # functional stds at most this are replaced by 1, as smile.functional_stats does
+VECTOR_STD_FLOOR = 1e-8  # vector stds at most this are replaced by 1, as statistics.vector_stats does
+FRAME_PARTS = ("logmel", "mfcc")  # the front end's frames; every other part is a member's vectors
 
 
 class Moments:
@@ -69,7 +73,7 @@ class Moments:
 class SpeakerMoments:
     """One speaker's accumulated statistics: moments per feature kind, utterances and seconds heard."""
 
-    parts: dict[str, Moments] = field(default_factory=dict)  # logmel, mfcc and maybe smile
+    parts: dict[str, Moments] = field(default_factory=dict)  # logmel, mfcc, then members' by stat key prefix
     utterances: int = 0
     seconds: float = 0.0
 
@@ -90,16 +94,15 @@ class SpeakerMoments:
         return [a for m in self.parts.values() for a in (m.s1, m.s2)]
 
     def stats(self) -> dict[str, np.ndarray]:
-        """Mean and std per feature, the keys of ``adaptation.STAT_KEYS`` (+ smile's), float32."""
+        """Mean and std per feature, the front end's ``STAT_KEYS`` and each member's, float32."""
         out = {}
-        for part in ("logmel", "mfcc"):
-            mean, std = self.parts[part].mean_std()
+        for part, m in self.parts.items():
+            if part not in FRAME_PARTS and not m.n:
+                continue
+            mean, std = m.mean_std()
             out[f"{part}_mean"] = mean.astype(np.float32)
-            out[f"{part}_std"] = (std + STD_EPS).astype(np.float32)
-        if "smile" in self.parts and self.parts["smile"].n:
-            mean, std = self.parts["smile"].mean_std()
-            out["smile_mean"] = mean.astype(np.float32)
-            out["smile_std"] = np.where(std > SMILE_STD_FLOOR, std, 1.0).astype(np.float32)
+            out[f"{part}_std"] = ((std + STD_EPS) if part in FRAME_PARTS else
+                                  np.where(std > VECTOR_STD_FLOOR, std, 1.0)).astype(np.float32)
         return out
 
 
@@ -112,37 +115,29 @@ class SpeakerAdapter:
     """Audio -> ``SpeakerMoments`` with the model's own front end; moments -> speaker statistics."""
 
     def __init__(self, rec):
-        from ..adaptation import global_stats
-
         if not service_adaptable(rec):
             raise ValueError("the model was not trained with speaker normalisation")
         self.rec = rec
         self.prior = global_stats(rec.model)
         self.shrink_k = float(rec.meta.get("adaptation", {}).get("shrink_k", 0.0) or 0.0)
-        self.smile_feature_set = rec.smile_feature_set
+        self.vector_members = list(rec.vector_members)
 
-    def measure(self, wave: np.ndarray, smile_wave: np.ndarray | None = None, utterances: int = 1,
+    def measure(self, wave: np.ndarray, clip_wave: np.ndarray | None = None, utterances: int = 1,
                 seconds: float | None = None) -> SpeakerMoments:
-        """The moments of ``wave``'s log-mel and MFCC frames (and of ``smile_wave``'s functionals, by
-        default ``wave``'s, for a speaker-normalised smile member). The audio itself is not kept."""
-        import torch
-
+        """The moments of ``wave``'s log-mel and MFCC frames (and of ``clip_wave``'s vectors, by default
+        ``wave``'s, for each member with statistics of its own). The audio itself is not kept."""
         wave = np.ascontiguousarray(wave, dtype=np.float32)
         with torch.inference_mode():
-            logmel, mfcc, _ = self.rec.model.features.spectra(torch.from_numpy(wave))
+            logmel, mfcc, _ = self.rec.model.front.spectra(torch.from_numpy(wave))
         parts = {"logmel": Moments.of(logmel[0].numpy().T), "mfcc": Moments.of(mfcc[0].numpy().T)}
-        if self.smile_feature_set is not None:
-            from ..smile import functionals_from_waves
-
-            sw = wave if smile_wave is None else np.ascontiguousarray(smile_wave, dtype=np.float32)
-            parts["smile"] = Moments.of(functionals_from_waves([sw], self.smile_feature_set, threads=1))
+        cw = wave if clip_wave is None else np.ascontiguousarray(clip_wave, dtype=np.float32)
+        for member in self.vector_members:
+            parts[member.stat_keys[0].removesuffix("_mean")] = Moments.of(member.clip_vectors([cw]))
         return SpeakerMoments(parts, utterances, len(wave) / SAMPLE_RATE if seconds is None else seconds)
 
     def stats(self, moments: SpeakerMoments, n: float | None = None) -> dict[str, np.ndarray]:
         """The speaker's statistics, shrunk toward the global ones by n / (n + shrink_k); ``n`` defaults
         to the utterances heard."""
-        from ..adaptation import shrink
-
         return shrink(moments.stats(), self.prior, moments.utterances if n is None else n, self.shrink_k)
 
 

@@ -1,0 +1,5 @@
+"""Errors that cross layers: each carries one line for the user, naming the file or field."""
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is wrong; the message names the field."""
