@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from persemo.models.lstm import BiLSTM
+from persemo.members.lstm import BiLSTM
 
 D = 40
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from persemo.models.cnn import CNN
+from persemo.members.cnn import CNN
 
 N_MELS = 64
 
