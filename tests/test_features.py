@@ -273,7 +273,7 @@ def test_global_and_speaker_normalisation():
 def test_level_normalisation_removes_only_the_utterance_level(make_waves):
     """mfcc_utterance_scope level: c0 loses its own mean, every coefficient then the saved statistics;
     a louder copy of the clip (a constant added to the log-mel, i.e. to c0 alone) gives the same output."""
-    from persemo.training import remove_level
+    from persemo.statistics import remove_level
 
     cfg = FeatureConfig(mfcc_utterance_scope="level")
     pipe = FeaturePipeline(cfg)
