@@ -12,7 +12,7 @@ from persemo.audio import SAMPLE_RATE, AudioError
 from persemo.config import Config
 from persemo.corpora.base import PERSIAN_NAMES
 from persemo.inference import Recogniser
-from persemo.models.ensemble import Ensemble
+from persemo.ensemble import Ensemble
 
 LABELS = ["anger", "neutral", "sadness", "surprise"]
 
@@ -20,10 +20,10 @@ LABELS = ["anger", "neutral", "sadness", "surprise"]
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory) -> Recogniser:
     """A saved (untrained) model with the default 126-frame (4-s) window and narrow members."""
-    cfg = Config().replace(model={"cnn_channels": [8, 16], "cnn_hidden": 16, "lstm_hidden": 16, "lstm_layers": 1})
+    cfg = Config().replace(model={"cnn": {"channels": [8, 16], "hidden": 16}, "lstm": {"hidden": 16, "layers": 1}})
     torch.manual_seed(0)
     model = Ensemble(cfg, LABELS)
-    model.weights.copy_(torch.tensor([0.4, 0.6]))
+    model.set_weights([0.4, 0.6])
     return Recogniser.load(save_model(tmp_path_factory.mktemp("model"), model))
 
 
