@@ -15,7 +15,7 @@ from persemo.artifact import save_model
 from persemo.cli import app
 from persemo.config import load_config
 from persemo.inference import Recogniser
-from persemo.models.ensemble import Ensemble
+from persemo.ensemble import Ensemble
 
 LABELS = ["anger", "neutral", "sadness"]
 
@@ -35,8 +35,8 @@ def speaker_model(tmp_path_factory):
     cfg = load_config(features={"normalisation": "speaker"})
     m = Ensemble(cfg, LABELS)
     torch.manual_seed(0)
-    m.features.norm_mel.set_stats(torch.randn(64) - 40, torch.rand(64) * 10 + 5)
-    m.features.norm_mfcc.set_stats(torch.randn(40), torch.rand(40) * 20 + 1)
+    m.front.norm_mel.set_stats(torch.randn(64) - 40, torch.rand(64) * 10 + 5)
+    m.front.norm_mfcc.set_stats(torch.randn(40), torch.rand(40) * 20 + 1)
     d = tmp_path_factory.mktemp("spkmodel")
     save_model(d, m)
     return d
@@ -141,7 +141,7 @@ def test_cli_adapt_and_predict(tmp_path, speaker_model):
 
 def test_speaker_model_shrinks_new_speakers_by_its_configured_k(speaker_model):
     rec = Recogniser.load(speaker_model)
-    assert rec.meta["adaptation"] == {"shrink_k": 10.0, "enrolment": None}  # features.speaker_shrink, the default
+    assert rec.meta["adaptation"] == {"shrink_k": 10.0, "enrolment": None}  # adaptation.shrink, the default
     waves = [_voice(1.5, 130 + 20 * i, i) for i in range(3)]
     raw = compute_speaker_stats(rec.model, waves)
     used = rec.speaker_stats(waves)
@@ -152,7 +152,7 @@ def test_speaker_model_shrinks_new_speakers_by_its_configured_k(speaker_model):
 
 
 def test_no_shrink_when_configured_off(tmp_path):
-    cfg = load_config(features={"normalisation": "speaker", "speaker_shrink": 0})
+    cfg = load_config(features={"normalisation": "speaker"}, adaptation={"shrink": 0})
     save_model(tmp_path / "m", Ensemble(cfg, LABELS))
     assert Recogniser.load(tmp_path / "m").meta["adaptation"] == {"shrink_k": 0.0, "enrolment": None}
 
