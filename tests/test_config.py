@@ -1,4 +1,5 @@
-"""Config: defaults, JSON/YAML files, overrides, and errors that name the offending field."""
+"""Config: defaults, JSON/YAML files (and the files they extend), overrides, member sections, moved fields,
+and errors that name the offending field."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from persemo.config import Config, ConfigError, FeatureConfig, ModelConfig, SplitConfig, TrainConfig, load_config
+from persemo import members as registry
+from persemo.config import AdaptationConfig, Config, ConfigError, FeatureConfig, ModelConfig, SplitConfig, \
+    TrainConfig, load_config, read_config_file
 from persemo.features import frames_for, samples_for_frames
 
 
@@ -28,7 +31,8 @@ def test_defaults_describe_the_system():
 
 
 def test_every_field_has_help_text():
-    for section in (FeatureConfig, ModelConfig, TrainConfig, SplitConfig):
+    member_settings = [registry.get(k).Settings for k in ("cnn", "lstm", "smile")]
+    for section in (FeatureConfig, ModelConfig, TrainConfig, SplitConfig, AdaptationConfig, *member_settings):
         for f in dataclasses.fields(section):
             assert f.metadata.get("help"), f"{section.__name__}.{f.name} has no help text"
 
@@ -110,6 +114,18 @@ def test_unknown_field_is_named(tmp_path, data, names):
     ({"train": {"noise_snr_db": [30, 5]}}, "noise_snr_db"),
     ({"train": {"noise_stats": "noisy"}}, "noise_stats"),
     ({"model": {"members": ["cnn", "transformer"]}}, "members"),
+    ({"model": {"members": ["cnn", "cnn"]}}, "members"),
+    ({"model": {"cnn": {"pooling": "max"}}}, "model.cnn.pooling"),
+    ({"model": {"cnn": {"channels": [8, 0]}}}, "model.cnn.channels"),
+    ({"model": {"cnn": {"poolin": "time"}}}, "poolin"),
+    ({"model": {"cnn": "time"}}, "model.cnn"),
+    ({"model": {"lstm": {"layers": 0}}}, "model.lstm"),
+    ({"model": {"lstm_pooling": "max"}}, "model.lstm.pooling"),  # a legacy flat key is checked as its section's
+    ({"model": {"smile": {"quantiles": 1}}}, "model.smile.quantiles"),
+    ({"model": {"transformer_depth": 3}}, "transformer_depth"),
+    ({"adaptation": {"shrink": -1}}, "adaptation.shrink"),
+    ({"adaptation": {"single_companion": "yes"}}, "single_companion"),
+    ({"adaptation": {"shrinkage": 3}}, "shrinkage"),
     ({"split": {"kind": "gender"}}, "kind"),
     ({"split": {"val_fraction": 0.6, "test_fraction": 0.5}}, "fraction"),
     ({"split": {"val_fraction": -0.1}}, "val_fraction"),
@@ -135,9 +151,13 @@ def test_replace_returns_a_new_config():
 
 
 def test_dict_round_trip_through_json():
-    cfg = Config().replace(model={"cnn_channels": (16, 32)}, train={"noise_snr_db": (0.0, 10.0)})
+    cfg = Config().replace(model={"members": ["cnn", "lstm", "smile"], "cnn": {"channels": (16, 32)},
+                                  "smile": {"quantiles": 20, "speeds": [0.9, 1.1]}},
+                           train={"noise_snr_db": (0.0, 10.0)}, adaptation={"shrink": 4.0})
     again = Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
+    assert again.model.section("cnn").channels == (16, 32)
+    assert again.model.section("smile").speeds == [0.9, 1.1]
 
 
 def test_missing_and_unparsable_files(tmp_path):
@@ -157,8 +177,12 @@ def test_no_validation_split_is_allowed():
     assert Config.from_dict({"split": {"val_fraction": 0}}).split.val_fraction == 0
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
-                         ids=lambda p: p.name)
+_REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted([*(_REPO / "configs").glob("*.yaml"),
+                                         *(_REPO / "benchmarks" / "configs").glob("*.yaml")]),
+                         ids=lambda p: str(p.relative_to(_REPO)))
 def test_shipped_configs_load(path):
     cfg = load_config(path)
     assert cfg.model.members and cfg.train.epochs > 0
@@ -188,3 +212,137 @@ def test_fixed_vote_weights_are_checked():
     for bad in ([1.0], [0.0, 0.0], [-0.1, 1.1]):
         with pytest.raises(ConfigError, match="model.weights"):
             Config().replace(model={"weights": bad})
+
+
+# --- member sections
+
+
+def test_model_sections_parse():
+    cfg = Config.from_dict({"model": {"members": ["cnn", "lstm"], "cnn": {"pooling": "time", "channels": [16, 32]},
+                                      "lstm": {"hidden": 8, "pooling": "attention"}}})
+    cnn, lstm = cfg.model.section("cnn"), cfg.model.section("lstm")
+    assert isinstance(cnn, registry.get("cnn").Settings) and isinstance(lstm, registry.get("lstm").Settings)
+    assert cnn.pooling == "time" and cnn.channels == (16, 32) and isinstance(cnn.channels, tuple)
+    assert cnn.hidden == 0 and cnn.dropout == 0.25  # the rest of the section keeps its defaults
+    assert (lstm.hidden, lstm.pooling, lstm.layers) == (8, "attention", 2)
+    # a kind the config gives no section gets its defaults
+    assert Config().model.section("cnn") == registry.get("cnn").Settings()
+    # sections are written as model.<kind>, never as flat keys
+    d = cfg.to_dict()["model"]
+    assert d["cnn"]["pooling"] == "time" and d["lstm"]["hidden"] == 8
+    assert not any("_" in k and k.split("_")[0] in registry.known() for k in d)
+
+
+def test_a_section_for_a_kind_outside_members_is_kept():
+    cfg = Config.from_dict({"model": {"members": ["cnn"], "lstm": {"hidden": 8}}})
+    assert cfg.model.members == ("cnn",) and cfg.model.section("lstm").hidden == 8
+
+
+def test_legacy_flat_model_keys_still_map_to_sections():
+    legacy = Config.from_dict({"model": {"members": ["cnn", "lstm", "smile"], "cnn_pooling": "time",
+                                         "cnn_channels": [16, 32], "lstm_hidden": 64, "smile_quantiles": 20,
+                                         "smile_feature_set": "eGeMAPSv02"}})
+    sections = Config.from_dict({"model": {"members": ["cnn", "lstm", "smile"],
+                                           "cnn": {"pooling": "time", "channels": [16, 32]}, "lstm": {"hidden": 64},
+                                           "smile": {"quantiles": 20, "feature_set": "eGeMAPSv02"}}})
+    assert legacy == sections
+    assert legacy.model.section("cnn").pooling == "time" and legacy.model.section("smile").quantiles == 20
+    assert "cnn_pooling" not in legacy.to_dict()["model"] and legacy.to_dict()["model"]["cnn"]["pooling"] == "time"
+    # a flat key and its section's field together: both reach the section
+    mixed = Config.from_dict({"model": {"cnn": {"channels": [16, 32]}, "cnn_pooling": "time"}})
+    assert mixed.model.section("cnn") == sections.model.section("cnn")
+
+
+def test_replace_merges_a_member_section_field_by_field():
+    cfg = Config.from_dict({"model": {"cnn": {"pooling": "time", "channels": [16, 32]}}})
+    new = cfg.replace(model={"cnn": {"hidden": 8}})
+    assert new.model.section("cnn") == registry.get("cnn").Settings(channels=(16, 32), hidden=8, pooling="time")
+    assert cfg.model.section("cnn").hidden == 0
+
+
+def test_members_and_its_sections_are_checked_together():
+    with pytest.raises(ConfigError, match="transformer"):
+        Config.from_dict({"model": {"transformer": {"depth": 2}}})
+    with pytest.raises(ConfigError, match="model.members"):
+        Config.from_dict({"model": {"members": []}})
+
+
+# --- extends: overlays
+
+
+def test_extends_lays_a_file_over_its_base(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "model:\n  members: [cnn, lstm]\n  cnn: {channels: [8, 16], pooling: time}\n"
+        "train:\n  epochs: 7\n  lr: 0.01\n  speeds: [0.9, 1.1]\n")
+    (tmp_path / "sub").mkdir()
+    overlay = tmp_path / "sub" / "overlay.yaml"
+    overlay.write_text("extends: ../base.yaml\nmodel:\n  cnn: {hidden: 16}\ntrain:\n  epochs: 3\n  speeds: [0.8]\n")
+    cfg = load_config(overlay)
+    # mappings merge key by key, values and lists replace the base's; the path is relative to the overlay
+    assert cfg.model.members == ("cnn", "lstm")
+    assert cfg.model.section("cnn").channels == (8, 16) and cfg.model.section("cnn").pooling == "time"
+    assert cfg.model.section("cnn").hidden == 16
+    assert (cfg.train.epochs, cfg.train.lr, cfg.train.speeds) == (3, 0.01, [0.8])
+    assert "extends" not in read_config_file(overlay)
+    # overrides still come last
+    assert load_config(overlay, train={"epochs": 5}).train.epochs == 5
+
+
+def test_extends_chains_and_mixes_json_and_yaml(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps({"features": {"n_mels": 32}, "train": {"epochs": 2}}))
+    (tmp_path / "b.yaml").write_text("extends: a.json\ntrain: {epochs: 4, seed: 3}\n")
+    (tmp_path / "c.yaml").write_text("extends: b.yaml\ntrain: {seed: 9}\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert (cfg.features.n_mels, cfg.train.epochs, cfg.train.seed) == (32, 4, 9)
+
+
+def test_an_extends_cycle_is_an_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\ntrain: {epochs: 2}\n")
+    (tmp_path / "b.yaml").write_text("extends: c.yaml\n")
+    (tmp_path / "c.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "self.yaml").write_text("extends: ./self.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(tmp_path / "self.yaml")
+
+
+def test_bad_extends(tmp_path):
+    (tmp_path / "missing.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "number.yaml").write_text("extends: 3\n")
+    with pytest.raises(ConfigError, match="extends"):
+        load_config(tmp_path / "number.yaml")
+
+
+# --- adaptation section and moved fields
+
+
+def test_adaptation_section():
+    cfg = Config()
+    assert cfg.adaptation == AdaptationConfig() and cfg.adaptation.shrink == 10.0
+    assert cfg.adaptation.single_companion is True
+    cfg = Config.from_dict({"adaptation": {"shrink": 4, "single_companion": False}})
+    assert cfg.adaptation.shrink == 4.0 and isinstance(cfg.adaptation.shrink, float)
+    assert cfg.adaptation.single_companion is False
+    assert cfg.to_dict()["adaptation"] == {"shrink": 4.0, "single_companion": False}
+
+
+def test_legacy_feature_fields_move_to_adaptation(tmp_path):
+    old = {"features": {"normalisation": "speaker", "speaker_shrink": 3, "single_companion": False}}
+    cfg = Config.from_dict(old)
+    assert cfg.adaptation.shrink == 3.0 and cfg.adaptation.single_companion is False
+    assert cfg.features.normalisation == "speaker"
+    assert old["features"]["speaker_shrink"] == 3  # the caller's mapping is not changed
+    assert "speaker_shrink" not in cfg.to_dict()["features"]
+    assert Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    # where both places are given, the new one wins
+    both = Config.from_dict({"features": {"speaker_shrink": 3}, "adaptation": {"shrink": 7}})
+    assert both.adaptation.shrink == 7.0
+    # a file in the old shape loads too
+    p = tmp_path / "old.yaml"
+    p.write_text("features:\n  normalisation: speaker\n  speaker_shrink: 5\n")
+    assert load_config(p).adaptation.shrink == 5.0
+    with pytest.raises(ConfigError, match="adaptation.shrink"):
+        Config.from_dict({"features": {"speaker_shrink": -2}})
