@@ -24,22 +24,24 @@ from persemo.config import load_config  # noqa: E402
 from persemo.export import (TOLERANCE, ExportError, OnnxRecogniser, export_onnx, load_recogniser,  # noqa: E402
                             pad_waves, session, synthetic_clip)
 from persemo.inference import Recogniser  # noqa: E402
-from persemo.models.ensemble import Ensemble  # noqa: E402
+from persemo.members.base import TorchMember  # noqa: E402
+from persemo.ensemble import Ensemble  # noqa: E402
 
 LABELS = ["anger", "neutral", "sadness", "happiness", "surprise", "fear"]
 SR = 16000
 TINY = {"features": {"mfcc_deltas": True, "n_mfcc": 13, "mfcc_n_mels": 40, "n_mels": 32, "frames": 63,
                      "crop": "start", "mfcc_utterance_scope": "level"},
-        "model": {"cnn_channels": [8, 16], "cnn_hidden": 0, "lstm_hidden": 16, "lstm_layers": 1,
-                  "lstm_pooling": "attention", "cnn_pooling": "time"}}
+        "model": {"cnn": {"channels": [8, 16], "hidden": 0, "pooling": "time"},
+                  "lstm": {"hidden": 16, "layers": 1, "pooling": "attention"}}}
 
 
 def _model(cfg, seed: int = 0) -> Ensemble:
     torch.manual_seed(seed)
     m = Ensemble(cfg, LABELS).eval()
     with torch.no_grad():
-        for member in m.members.values():
-            member.head[-1].weight.mul_(25.0)
+        for member in m.members:
+            if isinstance(member, TorchMember):
+                member.net.head[-1].weight.mul_(25.0)
     return m
 
 
@@ -161,14 +163,26 @@ def test_cli_missing_model_is_one_line_exit_2(runner, tmp_path):
 
 
 def test_speaker_model_with_a_non_torch_member(tmp_path):
-    """A speaker-normalised model whose model.json lists a 'smile' member: the graph holds the torch
+    """A speaker-normalised model with a 'smile' member (no torch graph): the graph holds the torch
     members with global statistics, the vote is renormalised over them, and the file says so."""
-    cfg = load_config(**{**TINY, "features": {**TINY["features"], "normalisation": "speaker"}})
+    pytest.importorskip("opensmile")
+    from persemo.smile import FEATURE_SETS, SmileMember
+    from persemo.statistics import vector_stats
+
+    cfg = load_config(**{**TINY, "features": {**TINY["features"], "normalisation": "speaker"},
+                         "model": {**TINY["model"], "members": ["cnn", "lstm", "smile"],
+                                   "smile": {"feature_set": "eGeMAPSv02"}}})
     m = _model(cfg, seed=1)
-    m.features.norm_mel.set_stats(torch.full((32,), -40.0), torch.full((32,), 15.0))
-    m.features.norm_mfcc.set_stats(torch.linspace(-100, 10, 39), torch.linspace(60, 5, 39))
-    d = save_model(tmp_path, m, extra_arrays={"smile.mean": np.zeros(88, np.float32)},
-                   extra_meta={"members": ["cnn", "lstm", "smile"], "ensemble_weights": [0.5, 0.3, 0.2]})
+    m.front.norm_mel.set_stats(torch.full((32,), -40.0), torch.full((32,), 15.0))
+    m.front.norm_mfcc.set_stats(torch.linspace(-100, 10, 39), torch.linspace(60, 5, 39))
+    smile = m.members[m.kinds.index("smile")]  # fitted on made-up functionals: only its presence matters here
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(36, FEATURE_SETS["eGeMAPSv02"]))
+    y = np.arange(36) % len(LABELS)
+    smile.head = SmileMember("logreg", "eGeMAPSv02").fit(X, y, len(LABELS), groups=np.arange(36) // 12)
+    smile.norm = vector_stats(X)
+    m.set_weights([0.5, 0.3, 0.2])
+    d = save_model(tmp_path, m)
     rep = export_onnx(d)
     assert rep.members == ["cnn", "lstm"] and rep.omitted == ["smile"] and rep.max_diff < TOLERANCE
     assert rep.weights == pytest.approx([0.625, 0.375])
@@ -176,6 +190,7 @@ def test_speaker_model_with_a_non_torch_member(tmp_path):
     assert any("global statistics" in n for n in rep.notes)
     rec = OnnxRecogniser.load(rep.path)
     assert rec.members == ["cnn", "lstm"] and rec.meta["onnx"]["omitted_members"] == ["smile"]
+    assert Recogniser.load(d).members == ["cnn", "lstm", "smile"]  # the torch backend keeps all three
     probs = rec.probabilities([synthetic_clip(SR), synthetic_clip(3 * SR, 2)])
     np.testing.assert_allclose(probs[2], 0.625 * probs[0] + 0.375 * probs[1], atol=1e-6)
     # the torch members in single-utterance mode (global statistics), as Recogniser runs them
