@@ -119,7 +119,7 @@ def model_dir(tmp_path_factory):
 
     from persemo.artifact import save_model
     from persemo.config import load_config
-    from persemo.models.ensemble import Ensemble
+    from persemo.ensemble import Ensemble
 
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("serve_model")

@@ -14,13 +14,13 @@ def speaker_model_dir(tmp_path_factory):
 
     from persemo.artifact import save_model
     from persemo.config import load_config
-    from persemo.models.ensemble import Ensemble
+    from persemo.ensemble import Ensemble
 
     cfg = load_config(features={"normalisation": "speaker"})
     torch.manual_seed(0)
     m = Ensemble(cfg, LABELS)
-    m.features.norm_mel.set_stats(torch.randn(cfg.features.n_mels) - 40, torch.rand(cfg.features.n_mels) * 10 + 5)
-    m.features.norm_mfcc.set_stats(torch.randn(cfg.features.mfcc_dim), torch.rand(cfg.features.mfcc_dim) * 20 + 1)
+    m.front.norm_mel.set_stats(torch.randn(cfg.features.n_mels) - 40, torch.rand(cfg.features.n_mels) * 10 + 5)
+    m.front.norm_mfcc.set_stats(torch.randn(cfg.features.mfcc_dim), torch.rand(cfg.features.mfcc_dim) * 20 + 1)
     d = tmp_path_factory.mktemp("serve_speaker_model")
     save_model(d, m)
     return d
@@ -105,7 +105,7 @@ def test_store_keeps_only_feature_sized_moments(speaker_rec):
     assert {k: m.n for k, m in entry.parts.items()}["logmel"] > 0
     assert entry.utterances == 2 and entry.seconds == pytest.approx(5.0)
     assert not any(isinstance(v, np.ndarray) and v.size >= SR for v in vars(entry).values())
-    assert adapter.shrink_k == 10.0  # the model's features.speaker_shrink (default), n = utterances
+    assert adapter.shrink_k == 10.0  # the model's adaptation.shrink (default), n = utterances
     direct = compute_speaker_stats(speaker_rec.model, waves, adapter.shrink_k)
     acc = adapter.stats(entry)
     for k in direct:
