@@ -12,10 +12,14 @@ import torch
 from persemo.config import Config
 from persemo.corpora.base import Utterance
 from persemo.prepare import Item
+from persemo.artifact import model_arrays
 from persemo.calibration import choose_weights, fit_temperature
+from persemo import crossval  # not `import test_statistics`: pytest would collect it as a test
+from persemo.ensemble import soften
 from persemo.features import crop_wave
-from persemo.statistics import feature_statistics, speaker_statistics
-from persemo.torch_training import class_weights
+from persemo.statistics import Perturbation, Voice, feature_statistics, heard_noise, noise_levels, \
+    speaker_statistics, training_statistics, voice_statistics
+from persemo.torch_training import WaveSet, class_weights
 from persemo.training import predict_items, train_ensemble
 
 SR = 16000
@@ -63,7 +67,7 @@ def tiny_config(**train) -> Config:
     """Narrow members on 1-s windows; global normalisation (training-split statistics in the model)."""
     return Config().replace(
         features={"frames": 32, "normalisation": "global"},  # 31 x 512 samples, about 1 s
-        model={"cnn_channels": [8, 16], "cnn_hidden": 16, "lstm_hidden": 16, "lstm_layers": 1},
+        model={"cnn": {"channels": [8, 16], "hidden": 16}, "lstm": {"hidden": 16, "layers": 1}},
         train={"epochs": 2, "batch_size": 6, "lr": 3e-3, "specaug_time_width": 4, "seed": 0, **train})
 
 
@@ -151,16 +155,22 @@ def test_enrolment_statistics_come_from_the_enrolment_utterances_only():
 
 
 def test_fold_statistics_follow_the_enrolment_setting():
-    from persemo.training import fold_statistics
-
+    # the training voices' statistics (training_statistics) and the test speakers' (crossval.test_statistics)
+    # both come from each speaker's features.enrolment utterances
     rng = np.random.default_rng(2)
     items = [_item(spk, emo, rng.normal(k, 1, (64, 20)), rng.normal(-k, 2, (40, 20)), k)
              for k, (spk, emo) in enumerate([("a", "anger"), ("a", "neutral"), ("b", "neutral"), ("b", "fear"),
                                              ("c", "sadness"), ("c", "neutral")])]
-    cfg = Config().replace(features={"normalisation": "speaker", "enrolment": "neutral"})
-    st = fold_statistics(cfg, items[:2], items[2:4], items[4:])
+    cfg = Config().replace(features={"normalisation": "speaker", "enrolment": "neutral"},
+                           train={"noise_prob": 0.0})
     want = speaker_statistics(items, enrolment="neutral")
-    assert st.keys() == want.keys() and all(np.array_equal(st[s][k], want[s][k]) for s in st for k in st[s])
+    book = training_statistics(cfg, items[:2], items[2:4])
+    assert set(book) == {Voice("a"), Voice("b")}
+    test = crossval.test_statistics(cfg, None, items[4:])
+    assert set(test) == {"c"}
+    got = {v.speaker: st for v, st in book.items()} | test
+    assert got.keys() == want.keys() and all(np.array_equal(got[s][k], want[s][k]) for s in got for k in got[s])
+    assert not np.allclose(got["a"]["logmel_mean"], speaker_statistics(items)["a"]["logmel_mean"])
 
 
 def test_enrolment_label_must_be_an_emotion_of_the_corpus(data):
@@ -251,22 +261,24 @@ def test_two_epochs_lower_the_training_loss(two_runs, data):
         assert info["members"][name]["epochs_run"] == 2
     w = info["ensemble_weights"]
     assert len(w) == 2 and sum(w) == pytest.approx(1.0) and min(w) >= 0
-    torch.testing.assert_close(model.weights, torch.tensor(w, dtype=torch.float32))
+    np.testing.assert_allclose(model.weights, w)
+    assert model.kinds == ["cnn", "lstm"]
     assert probs.shape == (3, 8, 2)
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
-    assert not model.training
+    assert not model.front.training and not any(m.net.training for m in model.members)
     # global normalisation: the training split's statistics went into the model
     st = feature_statistics(data[1])
-    np.testing.assert_allclose(model.features.norm_mel.mean.numpy(), st["logmel_mean"], rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(model.features.norm_mfcc.std.numpy(), np.maximum(st["mfcc_std"], 1e-3), rtol=1e-5)
+    np.testing.assert_allclose(model.front.norm_mel.mean.numpy(), st["logmel_mean"], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(model.front.norm_mfcc.std.numpy(), np.maximum(st["mfcc_std"], 1e-3), rtol=1e-5)
 
 
 def test_same_seed_same_model(two_runs):
     (m1, i1, p1), (m2, i2, p2) = two_runs
     np.testing.assert_array_equal(p1, p2)
     assert i1["ensemble_weights"] == i2["ensemble_weights"]
-    s1, s2 = m1.state_dict(), m2.state_dict()
-    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    s1, s2 = model_arrays(m1), model_arrays(m2)
+    assert s1.keys() == s2.keys() and any(k.startswith("members.cnn.") for k in s1)
+    assert all(np.array_equal(s1[k], s2[k]) for k in s1)
     for name in i1["history"]:
         assert [r["train_loss"] for r in i1["history"][name]] == [r["train_loss"] for r in i2["history"][name]]
 
@@ -301,7 +313,7 @@ def test_mfcc_level_scope_keeps_training_statistics_and_ignores_gain(data):
     cfg = cfg.replace(features={"normalisation": "utterance", "mfcc_utterance_scope": "level"},
                       model={"members": ["lstm"]}, split={"val_fraction": 0})
     model, _ = train_ensemble(cfg, LABELS, train, [], out=None, progress=False, log=lambda m: None)
-    norm = model.features.norm_mfcc
+    norm = model.front.norm_mfcc
     want = feature_statistics(train, mfcc_level=True)
     np.testing.assert_allclose(norm.mean.numpy(), want["mfcc_mean"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(norm.std.numpy(), np.maximum(want["mfcc_std"], 1e-3), rtol=1e-5)
@@ -321,8 +333,6 @@ def test_label_smoothing_reaches_the_loss(data):
 
 
 def test_validation_calibration_fits_each_members_temperature(data):
-    from persemo.models.ensemble import soften
-
     cfg, train, val = data
     index = {l: i for i, l in enumerate(LABELS)}
     y = np.array([index[it.utt.emotion] for it in val])
@@ -340,8 +350,6 @@ def test_validation_calibration_fits_each_members_temperature(data):
 
 
 def test_config_temperatures_reach_the_members(data):
-    from persemo.models.ensemble import soften
-
     cfg, train, val = data
     cfg = cfg.replace(split={"val_fraction": 0}, train={"epochs": 1})
     model, _ = train_ensemble(cfg, LABELS, train, [], out=None, progress=False, log=lambda m: None)
@@ -368,16 +376,15 @@ def test_mixup_reaches_the_loss_and_is_seeded(data):
 # -- speed perturbation ------------------------------------------------------------------------------------
 
 def test_speed_perturbed_clips_carry_their_own_voices_statistics(data):
-    from persemo.training import WaveSet, speed_key, speed_statistics
-
     cfg, train, _ = data
     st = speaker_statistics(train)
-    fast = speed_statistics(train, [0.9, 1.1], cfg.features)
-    assert set(fast) == {speed_key(s, f) for s in st for f in (0.9, 1.1)}
-    assert speed_key("s1", 1.0) == "s1"
-    assert not np.allclose(fast[speed_key("s1", 1.1)]["logmel_mean"], st["s1"]["logmel_mean"])
+    fast = voice_statistics(train, [Perturbation(0.9), Perturbation(1.1)], cfg.features)
+    assert set(fast) == {Voice(s, Perturbation(f)) for s in st for f in (0.9, 1.1)}
+    assert Voice("s1", Perturbation(1.0)) == Voice("s1")
+    assert not np.allclose(fast[Voice("s1", Perturbation(1.1))]["logmel_mean"], st["s1"]["logmel_mean"])
+    clean = {Voice(s): v for s, v in st.items()}
     index = {l: i for i, l in enumerate(LABELS)}
-    ws = WaveSet(train, index, 10**6, True, "centre", {**st, **fast}, speeds=[0.9, 1.1])
+    ws = WaveSet(train, index, 10**6, True, "centre", {**clean, **fast}, speeds=[0.9, 1.1])
     torch.manual_seed(0)
     seen = {}
     for _ in range(30):
@@ -385,35 +392,33 @@ def test_speed_perturbed_clips_carry_their_own_voices_statistics(data):
         seen[len(w)] = s
     n = len(train[0].wave)
     assert set(seen) == {n, round(n / 0.9), round(n / 1.1)}  # each factor drawn, duration / factor
-    assert seen[n] is st["s1"] and seen[round(n / 1.1)] is fast[speed_key("s1", 1.1)]
-    plain = WaveSet(train, index, 10**6, False, "centre", st, speeds=[0.9, 1.1])  # evaluation: never perturbed
+    assert seen[n] is st["s1"] and seen[round(n / 1.1)] is fast[Voice("s1", Perturbation(1.1))]
+    plain = WaveSet(train, index, 10**6, False, "centre", clean, speeds=[0.9, 1.1])  # evaluation: never perturbed
     assert {len(plain[0][0]) for _ in range(10)} == {n}
 
 
 # -- noise with heard statistics ----------------------------------------------------------------------------
 
 def test_noise_levels_span_the_range_on_a_grid():
-    from persemo.training import noise_levels
-
     assert noise_levels((5.0, 30.0)) == [5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0, 22.5, 25.0, 27.5, 30.0]
     assert noise_levels((0.0, 6.0)) == [0.0, 2.5, 5.0, 6.0]
     assert noise_levels((10.0, 10.0)) == [10.0]
 
 
 def test_noisy_training_clips_carry_their_noisy_voices_statistics(data):
-    from persemo.training import WaveSet, noise_key, noise_statistics, speed_key
-
     cfg, train, _ = data
     st = speaker_statistics(train)
-    noisy = noise_statistics(train, [0.0, 20.0], cfg.features, speeds=[1.1])
-    assert set(noisy) == {noise_key(speed_key(s, f), snr) for s in st for f in (1.0, 1.1) for snr in (0.0, 20.0)}
-    quiet, loud = noisy[noise_key("s1", 20.0)], noisy[noise_key("s1", 0.0)]
+    perts = [Perturbation(f, snr) for f in (1.0, 1.1) for snr in (0.0, 20.0)]
+    noisy = voice_statistics(train, perts, cfg.features)
+    assert set(noisy) == {Voice(s, p) for s in st for p in perts}
+    quiet, loud = noisy[Voice("s1", Perturbation(1.0, 20.0))], noisy[Voice("s1", Perturbation(1.0, 0.0))]
     # white noise fills the quiet bands: the mean log-mel rises and the spread shrinks with the noise level
     rise = {k: (v["logmel_mean"] - st["s1"]["logmel_mean"]).mean() for k, v in (("0 dB", loud), ("20 dB", quiet))}
     assert rise["0 dB"] > rise["20 dB"] > 0
     assert loud["logmel_std"].mean() < st["s1"]["logmel_std"].mean()
     index = {l: i for i, l in enumerate(LABELS)}
-    ws = WaveSet(train, index, 10**6, True, "centre", {**st, **noisy}, noise=(0.5, [0.0, 20.0]))
+    clean = {Voice(s): v for s, v in st.items()}
+    ws = WaveSet(train, index, 10**6, True, "centre", {**clean, **noisy}, noise=(0.5, [0.0, 20.0]), heard=True)
     torch.manual_seed(0)
     seen = {}
     for _ in range(40):
@@ -423,15 +428,17 @@ def test_noisy_training_clips_carry_their_noisy_voices_statistics(data):
         seen.setdefault(round(snr) if np.any(err) else None, []).append(s)
     assert set(seen) == {None, 0, 20}  # clean, and noise at each level, at the drawn SNR
     assert all(s is st["s1"] for s in seen[None])
-    assert all(s is noisy[noise_key("s1", 0.0)] for s in seen[0])
-    assert all(s is noisy[noise_key("s1", 20.0)] for s in seen[20])
-    plain = WaveSet(train, index, 10**6, False, "centre", st, noise=(1.0, [0.0]))  # evaluation: never noisy
+    assert all(s is noisy[Voice("s1", Perturbation(1.0, 0.0))] for s in seen[0])
+    assert all(s is noisy[Voice("s1", Perturbation(1.0, 20.0))] for s in seen[20])
+    # noise_stats: clean: a noisy clip keeps its speaker's clean statistics
+    ws_clean = WaveSet(train, index, 10**6, True, "centre", clean, noise=(1.0, [0.0]), heard=False)
+    w, _, s = ws_clean[0]
+    assert not np.array_equal(w.numpy(), train[0].wave) and s is st["s1"]
+    plain = WaveSet(train, index, 10**6, False, "centre", clean, noise=(1.0, [0.0]))  # evaluation: never noisy
     assert np.array_equal(plain[0][0].numpy(), train[0].wave)
 
 
 def test_heard_noise_statistics_are_the_speaker_default_reach_training_and_are_seeded(data):
-    from persemo.training import heard_noise
-
     cfg, train, _ = data
     cfg = cfg.replace(model={"members": ["cnn"]}, split={"val_fraction": 0}, train={"epochs": 1})
 
