@@ -7,6 +7,7 @@ Decoding is soundfile (libsndfile: WAV, FLAC, OGG, MP3 where libsndfile has it);
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -90,10 +91,15 @@ def load_audio(source: str | Path | bytes | io.IOBase, sr: int = SAMPLE_RATE, *,
         source = io.BytesIO(source)
     elif isinstance(source, (str, Path)):
         p = Path(source)
+        if p.is_dir():
+            raise AudioError(label, "a folder, not an audio file")
         if not p.is_file():
             raise AudioError(label, "no such file")
         if p.stat().st_size == 0:
             raise AudioError(label, "empty file (0 bytes)")
+    reason = _truncation(source)
+    if reason is not None:
+        raise AudioError(label, reason)
     try:
         audio, orig_sr = sf.read(source, dtype="float32", always_2d=False)
     except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
@@ -102,6 +108,41 @@ def load_audio(source: str | Path | bytes | io.IOBase, sr: int = SAMPLE_RATE, *,
     audio = to_mono(audio)
     audio = check_signal(audio, label, orig_sr, min_duration)
     return check_signal(resample(audio, orig_sr, sr), label, sr, min_duration)
+
+
+def wav_truncation(data: bytes, total: int | None = None) -> str | None:
+    """A reason if ``data`` (the start of a file of ``total`` bytes; all of it by default) is a WAV whose
+    data chunk is shorter than its header says, else None.
+
+    libsndfile quietly reads what is there; a cut-off file should be refused, not half-analysed. Sizes
+    of 0 and near 4 GiB are what streaming writers put when they do not know the length."""
+    total = len(data) if total is None else total
+    if len(data) < 12 or data[:4] not in (b"RIFF", b"RIFX") or data[8:12] != b"WAVE":
+        return None
+    order = "little" if data[:4] == b"RIFF" else "big"
+    pos = 12
+    while pos + 8 <= len(data):
+        cid, size = data[pos: pos + 4], int.from_bytes(data[pos + 4: pos + 8], order)
+        if cid == b"data":
+            avail = total - pos - 8
+            if 0 < size < 0x7FFF0000 and avail < size:
+                return f"truncated WAV: the header declares {size} bytes of audio, only {avail} are present"
+            return None
+        pos += 8 + size + (size & 1)
+    return None
+
+
+HEADER_BYTES = 1 << 16  # enough for a WAV's chunks before its data
+
+
+def _truncation(source) -> str | None:
+    """``wav_truncation`` of a path or a file object (read from its start, position restored)."""
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as fh:
+            return wav_truncation(fh.read(HEADER_BYTES), os.fstat(fh.fileno()).st_size)
+    if isinstance(source, io.BytesIO):
+        return wav_truncation(source.getbuffer()[:HEADER_BYTES].tobytes(), source.getbuffer().nbytes)
+    return None
 
 
 def audio_info(path: str | Path) -> tuple[int, int, float]:

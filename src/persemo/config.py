@@ -25,6 +25,13 @@ def check_speeds(name: str, speeds) -> None:
         raise ConfigError(f"{name} must be a list of up to 8 distinct speed factors in [0.5, 2], none of them 1")
 
 
+# upper bounds of the sizes a model is built from: a tampered or mistyped config fails with a line, not
+# with an attempt to allocate gigabytes
+FEATURE_BOUNDS = {"sample_rate": 192_000, "n_fft": 16_384, "hop_length": 16_384, "n_mels": 512, "n_mfcc": 256,
+                  "mfcc_n_mels": 512, "frames": 20_000}
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     sample_rate: int = field(default=16000, metadata={"help": "audio is resampled to this rate (Hz)"})
@@ -82,9 +89,11 @@ class FeatureConfig:
         if self.normalisation not in ("utterance", "global", "speaker"):
             raise ConfigError(
                 f"features.normalisation must be 'utterance', 'global' or 'speaker', not {self.normalisation!r}")
-        for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "n_mfcc", "mfcc_n_mels", "frames"):
-            if int(getattr(self, name)) <= 0:
-                raise ConfigError(f"features.{name} must be positive")
+        for name, top in FEATURE_BOUNDS.items():
+            if not 0 < int(getattr(self, name)) <= top:
+                raise ConfigError(f"features.{name} must be from 1 to {top}")
+        if self.hop_length > self.n_fft:
+            raise ConfigError("features.hop_length must not exceed features.n_fft")
         if self.n_mfcc > self.mfcc_n_mels:
             raise ConfigError("features.n_mfcc must not exceed features.mfcc_n_mels")
 
@@ -206,7 +215,7 @@ def _member_class(kind: str) -> type:
         raise ConfigError(f"model.members: {exc}") from None
     except ImportError as exc:  # an optional extra is missing
         raise ConfigError(f"model.members: member kind {kind!r} needs a package that is not installed "
-                          f"({exc.name or exc}); see README, Configuration") from None
+                          f"({exc}); see README, Configuration") from None
 
 
 def _is_registered(kind: str) -> bool:
@@ -260,6 +269,12 @@ class TrainConfig:
             raise ConfigError(f"train.monitor must be 'uar' or 'macro_f1', not {self.monitor!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("train.epochs and train.batch_size must be at least 1")
+        if self.epochs > 100_000 or self.batch_size > 65_536:
+            raise ConfigError("train.epochs must be at most 100000 and train.batch_size at most 65536")
+        if self.accelerator not in ACCELERATORS:
+            raise ConfigError(f"train.accelerator must be one of {', '.join(ACCELERATORS)}, not {self.accelerator!r}")
+        if not 0 <= self.num_threads <= 1024:
+            raise ConfigError("train.num_threads must be from 0 (torch's default) to 1024")
         check_speeds("train.speeds", self.speeds)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError("train.label_smoothing must be in [0, 1)")
@@ -351,7 +366,7 @@ class Config:
     def replace(self, **sections: dict[str, Any]) -> "Config":
         """A copy with some fields of some sections replaced: ``cfg.replace(train={"epochs": 5})``."""
         merged = self.to_dict()
-        for name, values in sections.items():
+        for name, values in _upgrade(sections).items():  # a moved field given at its old place too
             if name not in merged:
                 raise ConfigError(f"unknown config section {name!r}")
             for key, value in values.items():  # a member's section merges field by field
