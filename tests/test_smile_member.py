@@ -14,12 +14,15 @@ pytest.importorskip("opensmile")
 
 from test_training import LABELS, synth_items, tiny_config  # noqa: E402
 
+from persemo import members  # noqa: E402
 from persemo.artifact import META, WEIGHTS, ArtifactError, load_model, save_model  # noqa: E402
 from persemo.config import Config, ConfigError, load_config  # noqa: E402
+from persemo.ensemble import Ensemble  # noqa: E402
 from persemo.inference import Recogniser  # noqa: E402
-from persemo.models.ensemble import Ensemble, FullEnsemble  # noqa: E402
+from persemo.members.base import FitJob  # noqa: E402
 from persemo.smile import FEATURE_SETS, functionals_from_waves, item_functionals  # noqa: E402
-from persemo.training import predict_items, speaker_statistics, train_ensemble  # noqa: E402
+from persemo.statistics import speaker_statistics, vector_stats  # noqa: E402
+from persemo.training import predict_items, train_ensemble  # noqa: E402
 
 MEMBERS = ["cnn", "lstm", "smile"]
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec")
@@ -38,8 +41,19 @@ def _one_thread():
 
 
 def _cfg(normalisation: str = "global") -> Config:
-    return tiny_config(epochs=1).replace(model={"members": MEMBERS, "smile_feature_set": "eGeMAPSv02"},
+    return tiny_config(epochs=1).replace(model={"members": MEMBERS, "smile": {"feature_set": "eGeMAPSv02"}},
                                          features={"normalisation": normalisation})
+
+
+def _fit(cfg: Config, train, cache_dir=None):
+    """A smile member of ``cfg`` fitted on ``train`` by itself (``Member.fit``): (member, info)."""
+    member = members.get("smile")(cfg, LABELS)
+    info = member.fit(FitJob(cfg, LABELS, train, cache_dir=cache_dir, log=lambda m: None))
+    return member, info
+
+
+def _smile(model: Ensemble):
+    return model.members[model.kinds.index("smile")]
 
 
 @pytest.fixture(scope="module")
@@ -60,26 +74,37 @@ def saved(trained, tmp_path_factory):
 
 def test_config_fields_and_validation():
     m = Config().model
-    assert m.members == ("cnn", "lstm") and m.smile_feature_set == "ComParE_2016" and m.smile_kind == "logreg"
-    cfg = load_config(model={"members": ["cnn", "lstm", "smile"], "smile_feature_set": "eGeMAPSv02",
-                             "smile_kind": "svm"})
-    assert cfg.model.members == ("cnn", "lstm", "smile") and cfg.model.smile_kind == "svm"
+    assert m.members == ("cnn", "lstm") and "smile" not in m.sections
+    assert m.section("smile").feature_set == "ComParE_2016" and m.section("smile").kind == "logreg"  # defaults
+    cfg = load_config(model={"members": ["cnn", "lstm", "smile"], "smile": {"feature_set": "eGeMAPSv02",
+                                                                            "kind": "svm"}})
+    assert cfg.model.members == ("cnn", "lstm", "smile") and cfg.model.section("smile").kind == "svm"
+    assert cfg.model.section("smile").feature_set == "eGeMAPSv02"
+    assert cfg.to_dict()["model"]["smile"]["kind"] == "svm"  # written as its own section
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    # persemo 0.1's flat keys still parse, into the section
+    old = Config.from_dict({"model": {"members": ["cnn", "smile"], "smile_kind": "svm", "smile_quantiles": 5}})
+    assert old.model.section("smile").kind == "svm" and old.model.section("smile").quantiles == 5
     assert load_config(model={"members": ["smile"]}).model.members == ("smile",)
     for bad, name in [({"members": ["cnn", "opensmile"]}, "members"), ({"members": ["cnn", "cnn"]}, "members"),
-                      ({"members": []}, "members"), ({"smile_feature_set": "IS09"}, "smile_feature_set"),
-                      ({"smile_kind": "forest"}, "smile_kind"), ({"smile_quantiles": 1}, "smile_quantiles"),
-                      ({"smile_quantiles": -3}, "smile_quantiles"), ({"smile_quantiles": 2.5}, "smile_quantiles")]:
+                      ({"members": []}, "members"), ({"smile": {"feature_set": "IS09"}}, "smile.feature_set"),
+                      ({"smile": {"kind": "forest"}}, "smile.kind"), ({"smile": {"quantiles": 1}}, "smile.quantiles"),
+                      ({"smile": {"quantiles": -3}}, "smile.quantiles"),
+                      ({"smile": {"quantiles": 2.5}}, "smile.quantiles"), ({"smile_kind": "forest"}, "smile.kind"),
+                      ({"smile": {"colour": "red"}}, "smile"), ({"smile": "svm"}, "smile")]:
         with pytest.raises(ConfigError, match=name):
             Config.from_dict({"model": bad})
 
 
-def test_torch_ensemble_keeps_torch_members_only():
+def test_every_member_is_built_and_an_unfitted_smile_member_is_not_saved():
     cfg = _cfg()
     ens = Ensemble(cfg, LABELS)
-    assert ens.member_names == ["cnn", "lstm"] and set(ens.members) == {"cnn", "lstm"}
-    assert ens.weights.shape == (2,)
+    assert ens.kinds == MEMBERS and ens.member_names == MEMBERS and ens.weights.shape == (3,)
+    assert [m.torch_module() is not None for m in ens.members] == [True, True, False]
     with pytest.raises(ValueError, match="smile"):
-        FullEnsemble(ens)  # the config lists smile: a SmileMember is required
+        Ensemble(cfg, LABELS, members=ens.members[:2])  # the config lists smile: the member is required
+    with pytest.raises(RuntimeError, match="smile member is not fitted"):
+        ens.member_probs(torch.zeros(1, 16000))
     with pytest.raises(ValueError, match="smile"):
         save_model("/nonexistent", ens)
 
@@ -96,16 +121,22 @@ def test_functionals_from_waves_match_whole_file_functionals():
 # -- a tiny run --------------------------------------------------------------------------------------------
 
 def test_weights_cover_all_three_members(trained):
+    from persemo.export import _vote_plan
+
     cfg, model, info, val = trained
-    assert isinstance(model, FullEnsemble) and model.member_names == MEMBERS
+    assert isinstance(model, Ensemble) and model.member_names == MEMBERS
     w = info["ensemble_weights"]
     assert len(w) == 3 and sum(w) == pytest.approx(1.0) and min(w) >= 0
-    torch.testing.assert_close(model.weights, torch.tensor(w, dtype=torch.float32))
-    # the torch Ensemble's buffer holds the torch members' share, renormalised (what ONNX export votes)
-    tw = torch.tensor(w[:2]) / sum(w[:2]) if sum(w[:2]) > 0 else torch.full((2,), 0.5)
-    torch.testing.assert_close(model.ensemble.weights, tw.float())
-    assert set(info["members"]) == set(MEMBERS) and set(info["history"]) == {"cnn", "lstm"}
-    assert info["members"]["smile"]["feature_set"] == "eGeMAPSv02" and info["members"]["smile"]["kind"] == "logreg"
+    np.testing.assert_allclose(model.weights, w)
+    # what ONNX export votes: the torch members' share, renormalised over them
+    kept, kept_w, omitted = _vote_plan(model)
+    assert kept == [0, 1] and kept_w == pytest.approx(w[:2]) and list(omitted) == ["smile"]
+    assert set(info["members"]) == set(MEMBERS) and set(info["history"]) == set(MEMBERS)
+    assert info["history"]["cnn"] and info["history"]["lstm"] and info["history"]["smile"] == []
+    assert info["members"]["smile"]["dimensions"] == FEATURE_SETS["eGeMAPSv02"]
+    assert 0 <= info["members"]["smile"]["inner_cv_uar"] <= 1
+    head = _smile(model).head
+    assert head.feature_set == "eGeMAPSv02" and head.kind == "logreg"
     probs = predict_items(model, val, cfg)
     assert probs.shape == (4, len(val), 2)
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
@@ -116,14 +147,17 @@ def test_save_load_identical_probabilities(trained, saved):
     cfg, model, info, val = trained
     meta = json.loads((saved / META).read_text(encoding="utf-8"))
     assert meta["members"] == MEMBERS and meta["ensemble_weights"] == pytest.approx(info["ensemble_weights"])
-    assert meta["smile"]["state"]["kind"] == "logreg" and meta["smile"]["state"]["feature_set"] == "eGeMAPSv02"
+    state = meta["member_state"]["smile"]["state"]
+    assert state["kind"] == "logreg" and state["feature_set"] == "eGeMAPSv02"
+    assert meta["member_state"]["cnn"] == {} and meta["member_state"]["lstm"] == {}
     from safetensors.numpy import load_file
 
     keys = load_file(str(saved / WEIGHTS)).keys()
-    assert any(k.startswith("smile.") for k in keys) and "smile.coef" in keys
+    assert "members.smile.coef" in keys and any(k.startswith("members.cnn.") for k in keys)
+    assert {k.split(".")[0] for k in keys} == {"features", "members"}
     assert not any(p.suffix in (".pkl", ".pickle", ".joblib") for p in saved.iterdir())
     loaded, meta2, extra = load_model(saved)
-    assert isinstance(loaded, FullEnsemble) and loaded.member_names == MEMBERS and extra == {}
+    assert isinstance(loaded, Ensemble) and loaded.member_names == MEMBERS and extra == {}
     np.testing.assert_array_equal(predict_items(loaded, val, cfg), predict_items(model, val, cfg))
 
 
@@ -143,7 +177,12 @@ def test_recogniser_reports_every_member(saved):
 def test_missing_opensmile_is_one_clear_error(saved, monkeypatch):
     import sys
 
+    from persemo import members as registry
+
     monkeypatch.setitem(sys.modules, "opensmile", None)  # import opensmile -> ImportError
+    # as in a fresh process: the smile member's module not imported yet, its kind not registered
+    monkeypatch.delitem(sys.modules, "persemo.members.smile")
+    monkeypatch.delitem(registry._REGISTRY, "smile")
     with pytest.raises(ArtifactError) as exc:
         load_model(saved)
     msg = str(exc.value)
@@ -160,11 +199,11 @@ def test_export_writes_the_torch_members(saved, tmp_path):
 
     rep = export_onnx(saved, tmp_path / "m.onnx")
     assert rep.members == ["cnn", "lstm"] and rep.omitted == ["smile"] and rep.max_diff < 1e-4
-    assert any("smile" in n and "not in the graph" in n for n in rep.notes)
+    assert any("smile" in n and "no torch graph" in n for n in rep.notes)
     assert OnnxRecogniser.load(rep.path).members == ["cnn", "lstm"]
     res = CliRunner().invoke(app, ["export", "--model", str(saved), "--out", str(tmp_path / "cli.onnx")])
     assert res.exit_code == 0, res.output
-    assert "members cnn, lstm" in res.stdout and "note: members smile are not torch members" in res.stdout
+    assert "members cnn, lstm" in res.stdout and "note: members smile have no torch graph" in res.stdout
 
 
 def test_smile_alone(tmp_path):
@@ -173,7 +212,8 @@ def test_smile_alone(tmp_path):
     train = synth_items(cfg, per_class=4, speakers=("s1", "s2", "s3"))
     val = synth_items(cfg, per_class=2, speakers=("s4",), seed=1)
     model, info = train_ensemble(cfg, LABELS, train, val, out=None, progress=False, log=lambda m: None)
-    assert info["ensemble_weights"] == [1.0] and model.ensemble.member_names == []
+    assert info["ensemble_weights"] == [1.0] and model.kinds == ["smile"]
+    assert all(m.torch_module() is None for m in model.members)
     probs = predict_items(model, val, cfg)
     assert probs.shape == (2, len(val), 2)
     np.testing.assert_allclose(probs[0], probs[1], atol=1e-6)
@@ -182,7 +222,7 @@ def test_smile_alone(tmp_path):
     pytest.importorskip("onnx")
     from persemo.export import ExportError, export_onnx
 
-    with pytest.raises(ExportError, match="torch member"):
+    with pytest.raises(ExportError, match="torch graph"):
         export_onnx(d, check=False)
 
 
@@ -193,7 +233,8 @@ def test_speaker_mode_uses_the_speakers_functional_statistics(tmp_path):
     train = synth_items(cfg, per_class=4, speakers=("s1", "s2", "s3"))
     val = synth_items(cfg, per_class=3, speakers=("s4",), seed=1)
     model, info = train_ensemble(cfg, LABELS, train, val, out=None, progress=False, log=lambda m: None)
-    assert model.member_names == ["lstm", "smile"] and model.smile_norm is not None
+    assert model.member_names == ["lstm", "smile"] and _smile(model).norm is not None
+    assert model.stat_keys()[-2:] == ("smile_mean", "smile_std")
     stats = speaker_statistics(val, model)
     assert {"smile_mean", "smile_std"} <= set(stats["s4"]) and stats["s4"]["smile_mean"].shape == (88,)
     adapted, plain = predict_items(model, val, cfg, stats), predict_items(model, val, cfg)
@@ -201,7 +242,7 @@ def test_speaker_mode_uses_the_speakers_functional_statistics(tmp_path):
     # round trip, and Recogniser's speaker statistics carry the functional statistics too
     d = save_model(tmp_path / "spk", model)
     loaded, meta, _ = load_model(d)
-    assert meta["smile"]["normalisation"] == "speaker"
+    assert meta["member_state"]["smile"]["normalisation"] == "speaker"
     np.testing.assert_array_equal(predict_items(loaded, val, cfg, stats), adapted)
     rec = Recogniser.load(d)
     st = rec.speaker_stats([it.wave for it in val], shrink_k=0)
@@ -211,37 +252,38 @@ def test_speaker_mode_uses_the_speakers_functional_statistics(tmp_path):
     from persemo.adaptation import StatsError, load_stats, save_stats
 
     fc = rec.meta["config"]["features"]
-    p = save_stats(tmp_path / "spk_stats", st, fc, len(val), 1.0, smile_feature_set=rec.smile_feature_set)
-    back = load_stats(p, fc, rec.smile_feature_set)
+    assert rec.stats_signatures == {"smile": "eGeMAPSv02"}
+    assert rec.stats_requirements == {"smile": (("smile_mean", "smile_std"), "eGeMAPSv02")}
+    p = save_stats(tmp_path / "spk_stats", st, fc, len(val), 1.0, signatures=rec.stats_signatures)
+    back = load_stats(p, fc, rec.stats_requirements)
     assert all(np.array_equal(back[k], st[k]) for k in st)
     torch_only = save_stats(tmp_path / "old", {k: v for k, v in st.items() if not k.startswith("smile")}, fc, 3, 1.0)
     with pytest.raises(StatsError, match="smile member"):
-        load_stats(torch_only, fc, rec.smile_feature_set)
+        load_stats(torch_only, fc, rec.stats_requirements)
+    other = save_stats(tmp_path / "other", st, fc, 3, 1.0, signatures={"smile": "ComParE_2016"})
+    with pytest.raises(StatsError, match="ComParE_2016"):  # statistics of another feature set
+        load_stats(other, fc, rec.stats_requirements)
 
 
 # -- noisy copies ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("normalisation", ["global", "speaker"])
 def test_noisy_copies_change_the_fit_and_are_seeded(normalisation):
-    from persemo.training import fit_smile
-
-    cfg = _cfg(normalisation).replace(model={"members": ["smile"], "smile_noise_copies": 0})
+    cfg = _cfg(normalisation).replace(model={"members": ["smile"], "smile": {"noise_copies": 0}})
     train = synth_items(cfg, per_class=4, speakers=("s1", "s2", "s3"))
     probe = synth_items(cfg, per_class=2, speakers=("s4",), seed=1)
-    from persemo.smile import functionals_from_waves
-
     X = functionals_from_waves([it.wave for it in probe], "eGeMAPSv02")
     if normalisation == "speaker":  # the member sees speaker-standardised functionals
         from persemo.smile import normalise_by_group
 
         X = normalise_by_group(X, ["s4"] * len(X))
-    clean, _, info0 = fit_smile(cfg, LABELS, train, log=lambda m: None)
-    noisy_cfg = cfg.replace(model={"smile_noise_copies": 1})
-    a, _, info1 = fit_smile(noisy_cfg, LABELS, train, log=lambda m: None)
-    b, _, _ = fit_smile(noisy_cfg, LABELS, train, log=lambda m: None)
-    assert info0["noise_copies"] == 0 and info1["noise_copies"] == 1
-    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
-    assert not np.allclose(a.predict_proba(X), clean.predict_proba(X))
+    clean, _ = _fit(cfg, train)
+    noisy_cfg = cfg.replace(model={"smile": {"noise_copies": 1}})
+    a, _ = _fit(noisy_cfg, train)
+    b, _ = _fit(noisy_cfg, train)
+    assert clean.settings.noise_copies == 0 and a.settings.noise_copies == 1
+    np.testing.assert_array_equal(a.head.predict_proba(X), b.head.predict_proba(X))
+    assert not np.allclose(a.head.predict_proba(X), clean.head.predict_proba(X))
 
 
 # -- speed-perturbed copies -------------------------------------------------------------------------------
@@ -271,9 +313,7 @@ def test_speed_functionals_are_those_of_the_perturbed_wave_and_cached(tmp_path):
 
 @pytest.mark.parametrize("normalisation", ["global", "speaker"])
 def test_speed_copies_enter_the_fit(normalisation, tmp_path):
-    from persemo.training import fit_smile
-
-    cfg = _cfg(normalisation).replace(model={"members": ["smile"], "smile_noise_copies": 0})
+    cfg = _cfg(normalisation).replace(model={"members": ["smile"], "smile": {"noise_copies": 0}})
     train = synth_items(cfg, per_class=4, speakers=("s1", "s2", "s3"))
     probe = functionals_from_waves([it.wave for it in synth_items(cfg, per_class=2, speakers=("s4",), seed=1)],
                                    "eGeMAPSv02")
@@ -281,38 +321,35 @@ def test_speed_copies_enter_the_fit(normalisation, tmp_path):
         from persemo.smile import normalise_by_group
 
         probe = normalise_by_group(probe, ["s4"] * len(probe))
-    plain, _, info0 = fit_smile(cfg, LABELS, train, log=lambda m: None)
-    fast_cfg = cfg.replace(model={"smile_speeds": [0.9, 1.1]})
-    fast, norm, info1 = fit_smile(fast_cfg, LABELS, train, cache_dir=tmp_path, log=lambda m: None)
-    assert info0["speeds"] == [] and info1["speeds"] == [0.9, 1.1]
-    assert info1["chosen"]["C"] == fast.meta["C"]
-    assert not np.allclose(fast.predict_proba(probe), plain.predict_proba(probe))
+    plain, info0 = _fit(cfg, train)
+    fast_cfg = cfg.replace(model={"smile": {"speeds": [0.9, 1.1]}})
+    fast, info1 = _fit(fast_cfg, train, cache_dir=tmp_path)
+    assert plain.settings.speeds == [] and fast.settings.speeds == [0.9, 1.1]
+    assert info1["chosen"]["C"] == fast.head.meta["C"]
+    assert list(tmp_path.rglob("*.safetensors"))  # the speed copies' functionals were cached
+    assert not np.allclose(fast.head.predict_proba(probe), plain.head.predict_proba(probe))
     if normalisation == "speaker":
         # the fallback statistics are the clean training functionals', copies left out
-        from persemo.smile import functional_stats
-
-        np.testing.assert_allclose(norm[0], functional_stats(item_functionals(train, "eGeMAPSv02"))[0], rtol=1e-6)
+        np.testing.assert_allclose(fast.norm[0], vector_stats(item_functionals(train, "eGeMAPSv02"))[0], rtol=1e-6)
+    else:
+        assert fast.norm is None
 
 
 def test_smile_speeds_are_validated():
-    with pytest.raises(ConfigError, match="smile_speeds"):
-        Config().replace(model={"smile_speeds": [1.0]})
-    with pytest.raises(ConfigError, match="smile_speeds"):
-        Config().replace(model={"smile_speeds": [0.9, 0.9]})
-    with pytest.raises(ConfigError, match="smile_speeds"):
-        Config().replace(model={"smile_speeds": [3]})
-    assert Config().replace(model={"smile_speeds": [0.9, 1.1]}).model.smile_speeds == [0.9, 1.1]
+    for bad in ({"smile": {"speeds": [1.0]}}, {"smile": {"speeds": [0.9, 0.9]}}, {"smile": {"speeds": [3]}},
+                {"smile_speeds": [1.0]}):
+        with pytest.raises(ConfigError, match="smile.speeds"):
+            Config().replace(model=bad)
+    assert Config().replace(model={"smile": {"speeds": [0.9, 1.1]}}).model.section("smile").speeds == [0.9, 1.1]
 
 
 def test_enrolment_standardises_each_speaker_by_their_enrolment_functionals():
-    from persemo.training import fit_smile
-
-    cfg = _cfg("speaker").replace(model={"members": ["smile"], "smile_noise_copies": 0})
+    cfg = _cfg("speaker").replace(model={"members": ["smile"], "smile": {"noise_copies": 0}})
     train = synth_items(cfg, per_class=4, speakers=("s1", "s2", "s3"))
-    every, _, _ = fit_smile(cfg, LABELS, train, log=lambda m: None)
-    enrolled, _, _ = fit_smile(cfg.replace(features={"enrolment": "sadness"}), LABELS, train, log=lambda m: None)
+    every, _ = _fit(cfg, train)
+    enrolled, _ = _fit(cfg.replace(features={"enrolment": "sadness"}), train)
     # each training speaker standardised by their sadness clips: sadness sits at 0, anger far from it
-    a, b = every.state()[0], enrolled.state()[0]
+    a, b = every.head.state()[0], enrolled.head.state()[0]
     assert a.keys() == b.keys() and not all(np.allclose(a[k], b[k]) for k in a)
     from persemo.smile import functional_stats
 
@@ -322,14 +359,14 @@ def test_enrolment_standardises_each_speaker_by_their_enrolment_functionals():
     mean, std = functional_stats(X[(spk == "s1") & calm])
     Z = (X[spk == "s1"] - mean) / std
     assert np.abs(Z[calm[spk == "s1"]].mean(0)).max() < 1e-6  # s1's sadness clips centred on 0
-    p_calm = enrolled.predict_proba(Z[calm[spk == "s1"]])[:, LABELS.index("sadness")]
+    p_calm = enrolled.head.predict_proba(Z[calm[spk == "s1"]])[:, LABELS.index("sadness")]
     assert p_calm.mean() > 0.5
 
 
 # -- temperatures ------------------------------------------------------------------------------------------
 
 def test_member_temperatures_round_trip_with_a_smile_member(trained, tmp_path):
-    from persemo.models.ensemble import soften
+    from persemo.ensemble import soften
 
     cfg, model, _, val = trained
     base = predict_items(model, val, cfg)
@@ -369,9 +406,8 @@ def test_row_basis_gives_the_same_logistic_regression():
 
 def test_speaker_mode_standardises_each_noisy_copy_set_by_its_own_statistics(monkeypatch):
     from persemo import smile
-    from persemo.training import fit_smile
 
-    cfg = _cfg("speaker").replace(model={"members": ["smile"], "smile_noise_copies": 1, "smile_quantiles": 5})
+    cfg = _cfg("speaker").replace(model={"members": ["smile"], "smile": {"noise_copies": 1, "quantiles": 5}})
     train = synth_items(cfg, per_class=3, speakers=("s1", "s2", "s3"))
     seen = {}
     real_fit = smile.SmileMember.fit
@@ -381,11 +417,12 @@ def test_speaker_mode_standardises_each_noisy_copy_set_by_its_own_statistics(mon
         return real_fit(self, X, y, n_classes, groups=groups, seed=seed, origin=origin)
 
     monkeypatch.setattr(smile.SmileMember, "fit", spy)
-    member, _, info = fit_smile(cfg, LABELS, train, log=lambda m: None)
+    member, info = _fit(cfg, train)
     X, groups, origin = seen["X"], seen["groups"], seen["origin"]
     copy = origin != np.arange(len(origin))
     assert copy.sum() == len(train)
     for s in ("s1", "s2", "s3"):  # originals and copies alike: mean 0 per speaker, by their own statistics
         for rows in (copy & (groups == s), ~copy & (groups == s)):
             np.testing.assert_allclose(X[rows].mean(0), 0.0, atol=1e-5)
-    assert info["quantiles"] == 5 and member.state()[0]["quantiles"].shape == (5, X.shape[1])
+    assert member.head.quantiles == 5 and member.head.state()[0]["quantiles"].shape == (5, X.shape[1])
+    assert info["dimensions"] == X.shape[1]

@@ -329,6 +329,8 @@ class VectorMember(Member):
         return self.head.predict_proba(self.normalise(X, batch))
 
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        if self.head is None:
+            raise ValueError(f"{self.kind} member is not fitted: nothing to save")
         arrays, meta = self.head.state()
         if self.norm is not None:
             if {"train_mean", "train_std"} & set(arrays):

@@ -88,5 +88,7 @@ class SmileFunctionals(VectorMember):
         return speed_functionals(items, factor, self.settings.feature_set, cache_dir)
 
     def probabilities(self, batch: Batch) -> np.ndarray:
+        if self.head is None:
+            raise RuntimeError(f"{self.kind} member is not fitted")
         X = np.asarray(self.clip_vectors(batch.rows(), batch.memo), np.float64)
         return self.head.predict_proba(self.normalise(X, batch))
