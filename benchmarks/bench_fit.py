@@ -4,7 +4,7 @@
 
 1. The CNN's training step (forward, backward, AdamW; batch 32 of 64 x 126 log-mel, time pooling) with
    the weights and input in PyTorch's default (NCHW) layout and in channels-last (NHWC), as
-   ``persemo.models.cnn.CNN`` now runs it. One torch thread.
+   ``persemo.members.cnn.CNN`` now runs it. One torch thread.
 2. The ``smile`` member's logistic regression over its C grid on EmoDB's ComParE functionals (535
    clips, 6,373 features, 7 classes; ``../shared``): fitted on the features as they are, and in the span
    of their rows (``persemo.smile.row_basis``), with how far the two models' probabilities differ.
@@ -39,7 +39,7 @@ def _median_pair(a, b, repeats: int) -> tuple[float, float]:
 def cnn_step(repeats: int) -> dict:
     import torch
 
-    from persemo.models.cnn import CNN
+    from persemo.members.cnn import CNN
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -73,7 +73,7 @@ def run(model: Path | None = None, reps: int = 30, batch_reps: int = 5, log=prin
     if model is None:
         from persemo.artifact import save_model
         from persemo.config import load_config
-        from persemo.models.ensemble import Ensemble
+        from persemo.ensemble import Ensemble
 
         torch.manual_seed(0)
         model = save_model(Path(tmp.name) / "model",
@@ -81,6 +81,9 @@ def run(model: Path | None = None, reps: int = 30, batch_reps: int = 5, log=prin
         source = "untrained model, default config"
     else:
         source = str(model)
+    from persemo.artifact import read_meta
+
+    members = read_meta(model)[1]["members"]
     log(f"exporting {source} ...")
     rep = export_onnx(model, Path(tmp.name) / "model.onnx")
     log(f"  max |onnx - torch| on the check clips: {rep.max_diff:.2e}")
@@ -106,7 +109,7 @@ def run(model: Path | None = None, reps: int = 30, batch_reps: int = 5, log=prin
                   batch_reps, warmup=1)
     tmp.cleanup()
 
-    res: dict = {"model": source, "clip_seconds": CLIP_S, "batch": BATCH, "target_rtf": TARGET_RTF,
+    res: dict = {"model": source, "members": members, "clip_seconds": CLIP_S, "batch": BATCH, "target_rtf": TARGET_RTF,
                  "export": {"opset": rep.opset, "seconds": round(rep.seconds, 2), "size_mb": round(rep.size_bytes / 1e6, 2),
                             "check_max_abs_diff": rep.max_diff},
                  "agreement": {"single_clip_max_abs_diff": agree, "batch_max_abs_diff": diff},
@@ -136,7 +139,7 @@ def markdown(res: dict) -> str:
     lines = [
         "## Inference speed: torch vs onnxruntime",
         "",
-        f"Model: {res['model']} (CNN + BiLSTM ensemble, features included), exported to ONNX opset "
+        f"Model: {res['model']} ({' + '.join(res.get('members', []))} ensemble, features included), exported to ONNX opset "
         f"{res['export']['opset']} ({res['export']['size_mb']} MB). Repetitions alternate between the backends; "
         "medians.",
         "",

@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.model is None:
             from persemo.artifact import save_model
             from persemo.config import load_config
-            from persemo.models.ensemble import Ensemble
+            from persemo.ensemble import Ensemble
 
             args.model = save_model(Path(tmp) / "untrained", Ensemble(load_config(), ["anger", "fear", "happiness",
                                                                                     "neutral", "sadness", "surprise"]))

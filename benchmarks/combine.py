@@ -24,12 +24,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 
-from persemo.evaluation import compute_metrics, markdown_table, summarise_folds
+from persemo.calibration import fit_vote
+from persemo.ensemble import soften
+from persemo.evaluation import markdown_table
 
-from .common import RESULTS, machine_info, write_results
+from .common import POOLED_NOTE, RESULTS, Rows, machine_info, write_results
 
 SMILE = "ComParE_2016 + SmileMember (logreg)"
 DEFAULT = [("cnn", "emodb_described", "cnn"), ("lstm", "emodb_described", "lstm"),
@@ -71,16 +74,14 @@ def _mean_of(name: str, runs: list[dict[int, dict[str, np.ndarray]]]) -> dict[in
 
 
 def combine(members: list[tuple[str, str, str]], results=RESULTS, calibrate: bool = False) -> tuple[list[str], dict]:
-    """(labels, {team: per-fold metrics summary}) for every team of ``members``.
+    """(labels, {team: per-fold metrics summary, with "pooled" over all folds}) for every team of ``members``.
 
     ``calibrate``: also every team of two or more with each member's softmax temperature fitted (least
-    log-loss, ``persemo.training.fit_temperature``) on the *other* folds' test predictions, never on the
+    log-loss, ``persemo.calibration.fit_temperature``) on the *other* folds' test predictions, never on the
     fold it is applied to: "(calibrated)" rows, equal votes, and "(calibrated, weighted)" rows, the vote
     weights chosen on those other folds too (max UAR, ``choose_weights``): the cross-fitted votes
     ``persemo train --folds`` reports.
     """
-    from persemo.models.ensemble import soften
-    from persemo.training import fit_vote
 
     files = {f: json.loads((results / f"{f}.json").read_text()) for _, f, _ in members}
     labels = next(iter(files.values()))["labels"]
@@ -105,46 +106,46 @@ def combine(members: list[tuple[str, str, str]], results=RESULTS, calibrate: boo
                 raise SystemExit(f"fold {f['fold']}: {n}'s test utterances differ (splits changed?)")
             got[n] = np.stack([p[i] for i in ids])
         folds.append((y, got))
-    per: dict[str, list[dict]] = {}
+    table = Rows(labels)
     for k, (y, got) in enumerate(folds):
         rest = [f for j, f in enumerate(folds) if j != k]
         for r in range(1, len(names) + 1):
             for team in itertools.combinations(names, r):
                 name = " + ".join(team) + (" (equal weights)" if r > 1 else "")
-                per.setdefault(name, []).append(compute_metrics(y, np.mean([got[m] for m in team], 0), labels))
+                table.add(name, y, np.mean([got[m] for m in team], 0))
                 if calibrate and r > 1:  # temperatures and weights from the other folds only
                     temps, w = fit_vote(np.stack([np.concatenate([f[1][m] for f in rest]) for m in team]),
                                         np.concatenate([f[0] for f in rest]), labels)
                     cal = np.stack([soften(got[m], t) for m, t in zip(team, temps)])
-                    per.setdefault(" + ".join(team) + " (calibrated)", []).append(
-                        compute_metrics(y, cal.mean(0), labels))
-                    per.setdefault(" + ".join(team) + " (calibrated, weighted)", []).append(
-                        compute_metrics(y, np.tensordot(np.array(w), cal, axes=1), labels))
-    return labels, {k: summarise_folds(v) for k, v in per.items()}
+                    table.add(" + ".join(team) + " (calibrated)", y, cal.mean(0))
+                    table.add(" + ".join(team) + " (calibrated, weighted)", y, np.tensordot(np.array(w), cal, axes=1))
+    return labels, table.summary()
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--member", action="append", default=None, metavar="NAME=FILE:KEY")
     ap.add_argument("--tag", default=None)
+    ap.add_argument("--results", type=Path, default=RESULTS,
+                    help="where the result files are read and written (default: benchmarks/results)")
     ap.add_argument("--calibrate", action="store_true",
                     help="also each team with cross-fitted member temperatures: '(calibrated)' rows")
     a = ap.parse_args(argv)
     members = [parse_member(s) for s in a.member] if a.member else DEFAULT
-    labels, summary = combine(members, calibrate=a.calibrate)
+    labels, summary = combine(members, a.results, calibrate=a.calibrate)
     cmd = "python -m benchmarks combine" + "".join(f" --member '{n}={f}:{k}'" for n, f, k in members
                                                   if a.member) + (" --calibrate" if a.calibrate else "") \
         + (f" --tag {a.tag}" if a.tag else "")
     md = ["## Soft votes of separately trained members (EmoDB, speaker-independent 5-fold)", "",
           "From saved test probabilities, same folds: " + ", ".join(f"{n} = `{f}.json` {k!r}" for n, f, k in members)
-          + f". Command: `{cmd}`. Mean ± std over folds (%)."
+          + f". Command: `{cmd}`. " + POOLED_NOTE
           + (" '(calibrated)': each member's softmax temperature fitted (least log-loss) on the other four folds' "
              "test predictions, then the equal vote; '(calibrated, weighted)': the vote weights chosen on those "
              "folds too (max UAR, grid step 0.1); no fold's labels calibrate or weigh its own predictions."
              if a.calibrate else ""), "", markdown_table(summary)]
     name = "combine_emodb" + (f"_{a.tag}" if a.tag else "")
     write_results(name, {"command": cmd, "members": [list(m) for m in members], "labels": labels,
-                         "summary": summary, "machine": machine_info()}, "\n".join(md) + "\n")
+                         "summary": summary, "machine": machine_info()}, "\n".join(md) + "\n", a.results)
     print("\n".join(md))
 
 

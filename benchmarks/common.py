@@ -132,7 +132,7 @@ def _jsonable(o: Any) -> Any:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    from persemo.corpora.base import atomic_write_text
+    from persemo.atomic import atomic_write_text
 
     atomic_write_text(path, text)
 
@@ -153,29 +153,168 @@ def write_results(name: str, data: dict, markdown: str, results_dir: str | Path 
     return json_path, md_path
 
 
-def fold_model(models: Path | None, fold: int, test_ids: list[str], train, val, cfg, labels, log):
-    """A fold's model: loaded from ``models/foldK`` (saved by ``benchmarks.emodb --save-models``), checked to
-    have been tested on the same utterances, else trained here."""
-    if models is None:
-        from persemo.training import train_ensemble
+FOLD_META = "benchmark_fold"  # model.json field of a fold model saved by a benchmark: which fold it is
 
-        return train_ensemble(cfg, labels, train, val, None, progress=False, log=log)[0]
+
+def save_fold_model(models: Path, fold, folds: int) -> Path:
+    """``fold`` (a ``persemo.crossval.Fold``)'s model to ``models/foldK``, with the fold's test utterances
+    (so that ``fold_model`` can check it) and its training facts (so that a reuse knows them)."""
+    from persemo.artifact import save_model
+
+    sp = fold.split
+    return save_model(models / f"fold{sp.fold}", fold.model, extra_meta={
+        FOLD_META: {"fold": sp.fold, "folds": folds, "seed": sp.seed, "test_ids": [it.utt.id for it in fold.test]},
+        "training": {k: v for k, v in fold.info.items() if k != "history"}})
+
+
+def fold_model(models: Path, split, labels: list[str], log=print):
+    """The fold model saved in ``models/foldK`` (``benchmarks.emodb --save-models``): (model, info), checked to
+    be this ``split``'s (tested on the same utterances) and for these labels."""
     from persemo.artifact import load_model, read_meta
 
-    d = models / f"fold{fold}"
-    _, meta = read_meta(d)
-    saved = meta.get("benchmark_fold", {}).get("test_ids")
-    if saved is None or sorted(saved) != sorted(test_ids):
-        raise SystemExit(f"{d}: not trained for this fold (its test utterances differ); re-run benchmarks.emodb")
+    d = Path(models) / f"fold{split.fold}"
+    try:
+        _, meta = read_meta(d)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    saved = (meta.get(FOLD_META) or {}).get("test_ids")
+    if saved is None or sorted(saved) != sorted(split.test):
+        raise SystemExit(f"{d}: not trained for this fold (its test utterances differ); re-run benchmarks.emodb "
+                         "--save-models with the same corpus, folds and seed")
     model = load_model(d)[0]
-    if model.labels != labels:
+    if model.labels != list(labels):
         raise SystemExit(f"{d}: labels {model.labels} differ from the corpus's {labels}")
-    log(f"  loaded {d} ({model.cfg.features.normalisation} normalisation)")
-    return model
+    log(f"  loaded {d} ({'+'.join(model.kinds)}, {model.cfg.features.normalisation} normalisation)")
+    info = dict(meta.get("training") or {})
+    info["members"] = {k: {**(info.get("members") or {}).get(k, {}), "loaded": True} for k in model.kinds}
+    info.setdefault("validation", bool(split.val))
+    info["ensemble_weights"] = model.weights.tolist()
+    return model, info
+
+
+def saved_config(models: Path, fold: int = 0):
+    """The config the fold models in ``models`` were trained with (that of ``models/foldK``)."""
+    from persemo.artifact import read_meta
+    from persemo.config import Config
+
+    try:
+        return Config.from_dict(read_meta(Path(models) / f"fold{fold}")[1]["config"])
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def load_fit(models: Path, log=print):
+    """A ``cross_validate`` ``fit`` that loads each fold's saved model instead of training one."""
+
+    def fit(cfg, labels, train, val, split):
+        return fold_model(models, split, labels, log)
+
+    return fit
+
+
+def _shared(cfg) -> dict:
+    """The settings every member's fit reads: the front end and the training section (threads aside)."""
+    d = cfg.to_dict()
+    return {"features": d["features"], "train": {k: v for k, v in d["train"].items() if k != "num_threads"}}
+
+
+def reusable(saved, cfg) -> tuple[dict, list[str]]:
+    """The members of the ``saved`` model that ``cfg`` would fit the same way: ({kind: member}, reasons the
+    others are refitted). A member is kept when its own config section and the shared settings (features,
+    train) are unchanged."""
+    old, new = _shared(saved.cfg), _shared(cfg)
+    if old != new:
+        diff = sorted(f"{sec}.{k}" for sec in new for k in set(new[sec]) | set(old[sec])
+                      if new[sec].get(k) != old[sec].get(k))
+        return {}, [f"shared settings differ ({', '.join(diff)})"]
+    keep, why = {}, []
+    for kind in cfg.model.members:
+        if kind not in saved.kinds:
+            why.append(f"{kind}: not in the saved model")
+        elif saved.cfg.model.section(kind) != cfg.model.section(kind):
+            why.append(f"{kind}: its settings changed")
+        else:
+            keep[kind] = saved.members[saved.kinds.index(kind)]
+    return keep, why
+
+
+def reuse_fit(models: Path, cache_dir=None, log=print):
+    """A ``cross_validate`` ``fit`` that keeps the members of each fold's saved model whose settings are
+    unchanged (``reusable``) and fits the others; the vote is chosen anew (``train_ensemble(keep=...)``).
+    Members train independently (each reseeded), so this is the run with only the changed members changed."""
+    from persemo.training import train_ensemble
+
+    def fit(cfg, labels, train, val, split):
+        saved, _ = fold_model(models, split, labels, log)
+        keep, why = reusable(saved, cfg)
+        log(f"  keeping {', '.join(keep) or 'no member'}" + (f"; refitting: {'; '.join(why)}" if why else ""))
+        return train_ensemble(cfg, labels, train, val, None, progress=False, log=log, cache_dir=cache_dir, keep=keep)
+
+    return fit
+
+
+class Rows:
+    """Named result rows over k folds: each fold's metrics and out-of-fold predictions, summarised as the mean
+    ± std over folds with the metrics pooled over all out-of-fold predictions beside them."""
+
+    def __init__(self, labels: list[str]):
+        self.labels = list(labels)
+        self.per: dict[str, list[dict]] = {}
+        self.oof: dict[str, tuple[list, list]] = {}
+        self.groups: dict[str, dict] = {}  # averaged rows: name -> group -> (ys, ps)
+
+    def add(self, name: str, y, probs) -> dict:
+        """One fold's predictions (N, C) of row ``name``; returns their metrics."""
+        from persemo.evaluation import compute_metrics
+
+        m = compute_metrics(y, probs, self.labels)
+        self.per.setdefault(name, []).append(m)
+        ys, ps = self.oof.setdefault(name, ([], []))
+        ys.append(y)
+        ps.append(probs)
+        return m
+
+    def add_mean(self, name: str, groups: dict) -> dict:
+        """One fold's figure as the mean over ``groups`` ({group: (y, probs)}, e.g. one per emotion); pooled:
+        each group's predictions pooled over folds, then the mean over groups."""
+        import numpy as np
+
+        from persemo.evaluation import METRICS, compute_metrics
+
+        ms = [compute_metrics(y, p, self.labels) for y, p in groups.values()]
+        m = {k: float(np.mean([x[k] for x in ms])) for k in METRICS}
+        self.per.setdefault(name, []).append(m)
+        for g, (y, p) in groups.items():
+            ys, ps = self.groups.setdefault(name, {}).setdefault(g, ([], []))
+            ys.append(y)
+            ps.append(p)
+        return m
+
+    def pooled(self) -> dict[str, dict]:
+        import numpy as np
+
+        from persemo.crossval import pool
+        from persemo.evaluation import METRICS
+
+        out = {n: pool(ys, ps, self.labels) for n, (ys, ps) in self.oof.items()}
+        for n, gs in self.groups.items():
+            ms = [pool(ys, ps, self.labels) for ys, ps in gs.values()]
+            out[n] = {k: float(np.mean([x[k] for x in ms])) for k in METRICS}
+        return out
+
+    def summary(self) -> dict[str, dict]:
+        """{row: summarise_folds(...) with "pooled"}, rows in the order first added."""
+        from persemo.crossval import summarise
+
+        return summarise(self.per, self.pooled())
+
+
+POOLED_NOTE = ("Mean ± std over folds (%), and \"pooled\": the same metric over all folds' out-of-fold "
+               "predictions taken together.")
 
 
 def add_run_args(ap, epochs: bool = True) -> None:
-    """The arguments every cross-validation benchmark takes: corpus, data, config, folds, epochs, tag."""
+    """The arguments every cross-validation benchmark takes: corpus, data, config, folds, epochs, tag, results."""
     ap.add_argument("--corpus", default="emodb")
     ap.add_argument("--data", type=Path, default=EMODB)
     ap.add_argument("--config", type=Path, default=None)
@@ -183,3 +322,5 @@ def add_run_args(ap, epochs: bool = True) -> None:
     if epochs:
         ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--results", type=Path, default=RESULTS,
+                    help="where the result files go (default: benchmarks/results)")

@@ -44,15 +44,22 @@ def set_front_statistics(model: Ensemble, train_items: list[Item]) -> None:
 
 
 def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_items: list[Item],
-                   out: Path | None = None, progress: bool = True, log=print, cache_dir=None):
-    """Train every member, set the front end's statistics and the vote; returns (``Ensemble``, info)."""
+                   out: Path | None = None, progress: bool = True, log=print, cache_dir=None,
+                   keep: dict | None = None):
+    """Train every member, set the front end's statistics and the vote; returns (``Ensemble``, info).
+
+    ``keep``: members already fitted on these items, by kind, taken as they are instead of being fitted
+    (e.g. a benchmark reusing the saved members whose settings did not change); the vote is chosen anew."""
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     enrol = cfg.features.enrolment
     if enrol is not None and enrol not in labels:
         raise ConfigError(f"features.enrolment: {enrol!r} is not an emotion of this corpus ({', '.join(labels)})")
+    keep = dict(keep or {})
     model = Ensemble(cfg, labels)
+    if keep:
+        model.members = [keep.get(m.kind, m) for m in model.members]
     set_front_statistics(model, train_items)
     stats = training_statistics(cfg, train_items, val_items) if model.adaptable else None
     job = FitJob(cfg, list(labels), train_items, val_items, model.front, stats, cache_dir, log,
@@ -60,6 +67,10 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
     members: dict[str, dict] = {}
     history: dict[str, list] = {}
     for member in model.members:
+        if member.kind in keep:
+            log(f"keeping {member.kind} as given (not refitted)")
+            members[member.kind], history[member.kind] = {"kept": True}, []
+            continue
         log(f"training {member.kind} on {len(train_items)} utterances, "
             + (f"validating on {len(val_items)}" if val_items else f"no validation ({cfg.train.epochs} epochs)"))
         L.seed_everything(cfg.train.seed, workers=True, verbose=False)

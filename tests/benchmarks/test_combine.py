@@ -66,8 +66,8 @@ def test_combine_refuses_other_folds_and_bad_specs(tmp_path):
 
 
 def test_calibrated_votes_take_each_folds_temperatures_from_the_other_folds(tmp_path):
-    from persemo.models.ensemble import soften
-    from persemo.training import fit_temperature
+    from persemo.calibration import fit_temperature
+    from persemo.ensemble import soften
 
     rng = np.random.default_rng(1)
     folds, data = [], []
@@ -91,3 +91,7 @@ def test_calibrated_votes_take_each_folds_temperatures_from_the_other_folds(tmp_
     assert summary["cnn + lstm (calibrated)"]["uar"]["folds"] == pytest.approx(want)
     assert len(summary["cnn + lstm (calibrated, weighted)"]["uar"]["folds"]) == 3
     assert "cnn (calibrated)" not in summary  # a lone member's answers do not change
+    # beside the mean over folds: the metrics of all folds' out-of-fold predictions pooled
+    pooled = compute_metrics(np.concatenate([d[0] for d in data]), np.concatenate([d[1] for d in data]), LABELS)
+    assert summary["cnn"]["pooled"]["uar"] == pytest.approx(pooled["uar"])
+    assert summary["cnn"]["pooled"]["macro_f1"] == pytest.approx(pooled["macro_f1"])
