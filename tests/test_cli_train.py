@@ -70,7 +70,7 @@ def corpus(tmp_path_factory) -> tuple[Path, str]:
 def config_file(tmp_path_factory) -> Path:
     """A small model on 2-s windows (EmoDB's clips are 2.0 s); epochs come from ``--epochs``."""
     cfg = {"features": {"frames": 64},
-           "model": {"cnn_channels": [16, 32, 64], "cnn_hidden": 32, "lstm_hidden": 32, "lstm_layers": 1},
+           "model": {"cnn": {"channels": [16, 32, 64], "hidden": 32}, "lstm": {"hidden": 32, "layers": 1}},
            "train": {"epochs": 60, "batch_size": 16, "lr": 0.002, "patience": 100, "specaug_time_width": 8},
            # 8 speakers: 2 held out for test, 1 for validation, 5 for training
            "split": {"test_fraction": 0.25, "val_fraction": 0.125}}
@@ -110,6 +110,7 @@ def test_train_writes_a_speaker_independent_run(run, corpus):
     meta = json.loads((out / "model.json").read_text(encoding="utf-8"))
     assert meta["training"]["members"]["cnn"]["epochs_run"] == EPOCHS  # --epochs beats the config file
     assert meta["config"]["features"]["frames"] == 64  # and the config file beats the defaults
+    assert meta["config"]["model"]["cnn"]["channels"] == [16, 32, 64]  # member sections reach the model
     report = json.loads((out / "report" / "report.json").read_text(encoding="utf-8"))
     results = report["results"]
     assert "cnn" in results and "lstm" in results and "ensemble (equal)" in results
@@ -186,10 +187,10 @@ def test_evaluate_uses_the_held_out_part_by_default(run, runner, corpus, tmp_pat
 def tiny_model(tmp_path_factory) -> Path:
     from persemo.artifact import save_model
     from persemo.config import Config
-    from persemo.models.ensemble import Ensemble
+    from persemo.ensemble import Ensemble
 
     cfg = Config().replace(features={"frames": 32},
-                           model={"cnn_channels": [8], "cnn_hidden": 8, "lstm_hidden": 8, "lstm_layers": 1})
+                           model={"cnn": {"channels": [8], "hidden": 8}, "lstm": {"hidden": 8, "layers": 1}})
     return save_model(tmp_path_factory.mktemp("tiny") / "model", Ensemble(cfg, ["anger", "sadness"]))
 
 
@@ -224,6 +225,31 @@ def test_train_bad_config(runner, tmp_path):
     res = runner.invoke(app, ["train", "--corpus", "emodb", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
                               "--config", str(cfg)])
     _one_error_line(res, "epohcs")
+
+
+@pytest.mark.parametrize("folds", ["1", "-1"])
+def test_train_folds_must_be_zero_or_at_least_two(runner, tmp_path, folds):
+    manifest = write_synthetic_corpus(tmp_path / "c", speakers=2, per_class=1)
+    res = runner.invoke(app, ["train", "--corpus", "csv", "--data", str(manifest), "--out", str(tmp_path / "out"),
+                              "--folds", folds, "--cache", str(tmp_path / "cache")])
+    assert res.exit_code == 2, res.output
+    lines = _err_lines(res)
+    assert lines and lines[-1].startswith("persemo: error: ") and "folds" in lines[-1], lines
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_config_extends_a_base_file(runner, tmp_path):
+    # the overlay's error is found through the file it extends: the whole chain is read
+    (tmp_path / "base.yaml").write_text("model:\n  cnn: {pooling: time}\n", encoding="utf-8")
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("extends: base.yaml\nmodel:\n  cnn: {hidden: -1}\n", encoding="utf-8")
+    res = runner.invoke(app, ["train", "--corpus", "emodb", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+                              "--config", str(overlay)])
+    _one_error_line(res, "model.cnn.hidden")
+    (tmp_path / "base.yaml").write_text("extends: overlay.yaml\n", encoding="utf-8")
+    res = runner.invoke(app, ["train", "--corpus", "emodb", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+                              "--config", str(overlay)])
+    _one_error_line(res, "extends itself")
 
 
 def test_predict_non_audio_file(runner, tiny_model, tmp_path):

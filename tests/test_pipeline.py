@@ -13,9 +13,13 @@ import pytest
 import torch
 from test_training import LABELS, VOICE, tiny_config, voice
 
+from persemo.artifact import ArtifactError, load_model
 from persemo.corpora.base import CorpusError
-from persemo.pipeline import load_items, run_evaluate, run_train
+from persemo.crossval import fold_items
+from persemo.pipeline import load_items, result_rows, run_evaluate, run_train
 from persemo.splits import load_splits
+from persemo.statistics import speaker_statistics
+from persemo.training import predict_items
 
 SR = 16000
 RUN_FILES = ("model.json", "model.safetensors", "splits.json", "history.csv", "curves.png", "config.json",
@@ -179,12 +183,14 @@ def test_two_folds(corpus, tmp_path):
     for r in res["results"].values():
         assert len(r["uar"]["folds"]) == 2
         assert r["uar"]["mean"] == pytest.approx(np.mean(r["uar"]["folds"]))
+        # pooled over all out-of-fold predictions, beside the mean over folds: every utterance once
+        assert r["pooled"]["n"] == 6 * 2 * 6 and 0 <= r["pooled"]["uar"] <= 1
 
 
 @pytest.mark.slow
 def test_speaker_mode_folds_report_both_protocols_without_validation(corpus, tmp_path):
-    cfg = tiny_config(epochs=1).replace(split={"val_fraction": 0}, features={"normalisation": "speaker",
-                                                                            "single_companion": False})
+    cfg = tiny_config(epochs=1).replace(split={"val_fraction": 0}, features={"normalisation": "speaker"},
+                                        adaptation={"single_companion": False})
     res = run_train("csv", corpus, tmp_path / "cv", cfg, folds=2, cache_dir=None, progress=False, log=lambda m: None)
     folds = load_splits(tmp_path / "cv" / "splits_all.json")
     assert all(f.val == [] for f in folds)
@@ -225,11 +231,6 @@ def paired_run(corpus, tmp_path_factory):
 
 @pytest.mark.slow
 def test_speaker_mode_trains_and_saves_a_single_utterance_companion(paired_run, corpus):
-    from persemo.artifact import load_model
-    from persemo.models.ensemble import PairedEnsemble
-    from persemo.pipeline import _by_ids, load_items
-    from persemo.training import predict_items, speaker_statistics
-
     out, res, cfg = paired_run
     meta = json.loads((out / "model.json").read_text(encoding="utf-8"))
     single_meta = json.loads((out / "single" / "model.json").read_text(encoding="utf-8"))
@@ -241,23 +242,27 @@ def test_speaker_mode_trains_and_saves_a_single_utterance_companion(paired_run, 
     # without speaker statistics the pair answers with the companion's vote alone
     assert r["ensemble (paired) [single utterance]"] == r["ensemble (single-utterance model) [single utterance]"]
     model, _, _ = load_model(out)
-    assert isinstance(model, PairedEnsemble) and model.member_names == ["cnn", "lstm", "single/cnn", "single/lstm"]
+    assert model.companion is not None and not model.companion.adaptable
+    assert model.member_names == ["cnn", "lstm", "single/cnn", "single/lstm"]
     items, _ = load_items("csv", corpus, cfg, None, log=lambda m: None)
-    test = _by_ids(items, load_splits(out / "splits.json")[0].test)
+    _, _, test = fold_items(items, load_splits(out / "splits.json")[0])
     stats = speaker_statistics(test, model)
     with_stats, alone = predict_items(model, test, cfg, stats), predict_items(model, test, cfg)
-    single_votes = predict_items(model.single, test, cfg)[-1]
-    adapted_votes = predict_items(model.adapted, test, cfg, stats)[-1]
+    single_votes = predict_items(model.companion, test, cfg)[-1]
+    adapted_votes = model.vote(with_stats[:2])  # the speaker model's own vote
     np.testing.assert_allclose(alone[-1], single_votes, atol=1e-6)
     np.testing.assert_allclose(with_stats[-1], (adapted_votes + single_votes) / 2, atol=1e-6)
     np.testing.assert_allclose(with_stats[2:4], alone[2:4], atol=1e-6)  # the companion ignores statistics
+    rows = result_rows(model, with_stats)
+    np.testing.assert_allclose(rows["ensemble (speaker model)"], adapted_votes, atol=1e-6)
+    np.testing.assert_allclose(rows["ensemble (single-utterance model)"], single_votes, atol=1e-6)
+    np.testing.assert_allclose(rows["ensemble (paired)"], with_stats[-1])
 
 
 @pytest.mark.slow
 def test_a_missing_or_foreign_companion_is_refused(paired_run, tmp_path):
     import shutil
 
-    from persemo.artifact import ArtifactError, load_model
     from persemo.inference import Recogniser
 
     out = paired_run[0]
@@ -281,6 +286,36 @@ def test_a_missing_or_foreign_companion_is_refused(paired_run, tmp_path):
     shutil.rmtree(copy / "single")
     with pytest.raises(ArtifactError, match="companion .* is missing"):
         load_model(copy)
+
+
+@pytest.mark.parametrize("folds", [1, -2])
+def test_folds_must_be_zero_or_at_least_two(corpus, tmp_path, folds):
+    with pytest.raises(CorpusError, match="--folds must be 0"):
+        run_train("csv", corpus, tmp_path / "cv", tiny_config(), folds=folds, progress=False, log=lambda m: None)
+    assert not (tmp_path / "cv").exists()
+
+
+def test_a_failed_run_leaves_the_earlier_run_directory_as_it_was(corpus, tmp_path, monkeypatch):
+    import persemo.pipeline as pipeline
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.json").write_text("{}", encoding="utf-8")  # an earlier run's file
+
+    def boom(*a, **k):
+        raise RuntimeError("training failed")
+
+    monkeypatch.setattr(pipeline, "fit_model", boom)
+    with pytest.raises(RuntimeError, match="training failed"):
+        run_train("csv", corpus, out, pipeline_config(), progress=False, log=lambda m: None)
+    assert [p.name for p in out.iterdir()] == ["model.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no partial folder left beside it
+    # a folder that is not a run directory is refused before anything is written
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(CorpusError, match="not a persemo run directory"):
+        run_train("csv", corpus, other, pipeline_config(), progress=False, log=lambda m: None)
 
 
 def test_empty_or_missing_corpus_is_one_clear_error(tmp_path):
