@@ -1,7 +1,7 @@
 """openSMILE peers: functionals + RBF SVM (ComParE_2016, eGeMAPSv02) and SmileMember, speaker-independent k-fold.
 
     python -m benchmarks.peers [--corpus emodb|shemo|csv --data PATH] [--folds 5] [--seed 0]
-                               [--members logreg,svm,mlp] [--cache DIR]
+                               [--members logreg,svm,mlp] [--cache DIR] [--results DIR]
 
 The folds are ``persemo.splits.make_folds(utterances, k, kind="speaker", seed)``, the same as
 ``benchmarks.emodb``'s: each fold's ``test`` part is the test set, ``train`` + ``val`` the training set.
@@ -13,7 +13,7 @@ Two protocols:
   standardised by the mean and std of their own utterances (``persemo.smile.normalise_by_group``).
 
 Writes benchmarks/results/peers_<corpus>.json and .md: accuracy, macro-F1 and UAR (mean ± std over
-folds), per-class recall, log-loss for the calibrated members, wall times, and each SmileMember's per-fold
+folds, and pooled over all folds' out-of-fold predictions), per-class recall, log-loss for the calibrated members, wall times, and each SmileMember's per-fold
 test probabilities per utterance id (to combine with the CNN/BiLSTM later without retraining).
 """
 
@@ -29,12 +29,12 @@ import numpy as np
 
 from persemo.cache import FeatureCache, default_cache_dir
 from persemo.corpora import scan_corpus
-from persemo.evaluation import compute_metrics, markdown_table, per_class_table, summarise_folds
+from persemo.evaluation import markdown_table, per_class_table
 from persemo.smile import (DEFAULT_KIND, MEMBER_KINDS, SmileMember, cache_key, extract_functionals,
                            normalise_by_group, usable)
 from persemo.splits import check_speaker_independent, make_folds
 
-from .common import EMODB, machine_info, write_results
+from .common import EMODB, POOLED_NOTE, RESULTS, Rows, machine_info, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOLS = {"standard": "standard (features standardised on the training folds)",
@@ -129,7 +129,7 @@ def run(corpus: str, data: Path, folds: int, seed: int, members: list[str], cach
     models = {**{n: f"{fs} functionals, standardised, RBF SVM (C, gamma by inner grouped CV)"
                  for n, fs in PEERS.items()},
               **{f"ComParE_2016 + SmileMember ({k})": f"persemo.smile.SmileMember('{k}')" for k in members}}
-    per = {p: {m: [] for m in models} for p in PROTOCOLS}
+    tables = {p: Rows(labels) for p in PROTOCOLS}
     extra = {p: {m: {"seconds": [], "selected": [], "calibration": []} for m in models} for p in PROTOCOLS}
     preds = {p: {m: [] for m in models if "SmileMember" in m} for p in PROTOCOLS}
     fold_records = []
@@ -162,19 +162,19 @@ def run(corpus: str, data: Path, folds: int, seed: int, members: list[str], cach
                                                                              for i, p in zip(te, probs)}})
                 extra[protocol][name]["seconds"].append(time.perf_counter() - t)
                 extra[protocol][name]["selected"].append(sel)
-                per[protocol][name].append(compute_metrics(y[te], probs, labels))
-                line.append(f"{name} {100 * per[protocol][name][-1]['uar']:.1f}")
+                line.append(f"{name} {100 * tables[protocol].add(name, y[te], probs)['uar']:.1f}")
             log(f"{protocol} fold {sp.fold + 1}/{folds} (test speakers {sorted(set(spk[te].tolist()))}): UAR "
                 + ", ".join(line))
     results = {}
     for protocol in PROTOCOLS:
         results[protocol] = {}
+        summary = tables[protocol].summary()
         for name in models:
-            rs = per[protocol][name]
+            rs = tables[protocol].per[name]
             cm = np.sum([r["confusion"] for r in rs], axis=0)
             e = extra[protocol][name]
             results[protocol][name] = {
-                "summary": summarise_folds(rs),
+                "summary": summary[name],
                 "pooled_recall": {l: float(cm[i, i] / max(1, cm[i].sum())) for i, l in enumerate(labels)},
                 "pooled_confusion": cm.tolist(),
                 "per_fold": [{k: r[k] for k in ("n", "accuracy", "macro_f1", "weighted_f1", "uar")} for r in rs],
@@ -222,7 +222,7 @@ def render(res: dict, cmd: str, wall: float) -> str:
           f"{res['n_speakers']} speakers; folds from `make_folds(kind=\"speaker\", seed={res['seed']})` (test = the "
           "fold's test part, training = its train + val parts; no speaker in both). C and gamma (or the "
           "member's hyperparameters) chosen by inner GroupKFold over the training speakers, scored by UAR. "
-          "Mean ± std over folds (%).", ""]
+          + POOLED_NOTE, ""]
     for key, desc in PROTOCOLS.items():
         summ = {n: r["summary"] for n, r in res["results"][key].items()}
         md += [markdown_table(summ, f"Protocol: {desc}"), ""]
@@ -264,19 +264,19 @@ def main(argv=None) -> None:
     ap.add_argument("--members", default=DEFAULT_KIND,
                     help=f"comma-separated SmileMember kinds to run ({', '.join(MEMBER_KINDS)})")
     ap.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: persemo's)")
+    ap.add_argument("--results", type=Path, default=RESULTS,
+                    help="where the result files go (default: benchmarks/results)")
     ap.add_argument("--render", action="store_true",
                     help="only rewrite the Markdown from the existing results JSON (no computation)")
     a = ap.parse_args(argv)
     if a.render:
-        from .common import RESULTS
-
-        path = RESULTS / f"peers_{a.corpus}.json"
+        path = a.results / f"peers_{a.corpus}.json"
         if not path.is_file():
             raise SystemExit(f"benchmarks.peers: no results to render at {path}")
         res = json.loads(path.read_text(encoding="utf-8"))
         res.setdefault("k_folds", len(res["folds"]))
         md = render(res, res["command"], res["wall_seconds"])
-        write_results(f"peers_{a.corpus}", res, md)
+        write_results(f"peers_{a.corpus}", res, md, a.results)
         print(md)
         return
     data = a.data or (EMODB if a.corpus == "emodb" else None)
@@ -306,7 +306,7 @@ def main(argv=None) -> None:
            "peer_grid": {"C": PEER_C, "gamma_x_dim": PEER_GAMMA_X_DIM}, "wall_seconds": wall,
            "machine": machine_info(), **res}
     md = render(res, cmd, wall)
-    write_results(f"peers_{a.corpus}", res, md)
+    write_results(f"peers_{a.corpus}", res, md, a.results)
     print(md)
 
 
