@@ -2,7 +2,9 @@
 
 Rewrites the block between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md with
 one row per model: UAR in the single-utterance protocol and in the speaker-adapted protocol (all of
-the test speaker's unlabelled utterances), macro-F1, and the result file each figure comes from. A
+the test speaker's unlabelled utterances), macro-F1, and the result file each figure comes from. Each
+figure is the mean ± std over folds, followed in brackets by the same metric pooled over all folds'
+out-of-fold predictions where the result file has it. A
 row whose file is missing is left out and said; nothing else in README changes. ``--check`` only
 reports whether README is up to date (exit 1 if not).
 """
@@ -121,19 +123,26 @@ def _summary(results: Path, file: str, key: str) -> dict | None:
     if "/" in key and "results" in data:
         protocol, model = key.split("/", 1)
         return data["results"].get(protocol, {}).get(model, {}).get("summary")
-    return data.get("summary", {}).get(key)
+    s = data.get("summary", {}).get(key)
+    if s is not None and "pooled" not in s and isinstance(data.get("pooled"), dict):  # files before crossval
+        s = {**s, "pooled": data["pooled"].get(key)}
+    return s
 
 
 def _cell(s: dict | None, metric: str = "uar") -> str:
     if s is None:
         return "–"
-    return f"{100 * s[metric]['mean']:.1f} ± {100 * s[metric]['std']:.1f}"
+    pooled = (s.get("pooled") or {}).get(metric)
+    return f"{100 * s[metric]['mean']:.1f} ± {100 * s[metric]['std']:.1f}" + (
+        f" ({100 * pooled:.1f})" if pooled is not None else "")
 
 
 def table(results: Path = RESULTS) -> tuple[str, list[str]]:
     """The Markdown table and the names of files that were missing."""
     lines = ["| model | UAR %, single utterance | UAR %, speaker-adapted | macro-F1 %, single utterance | "
              "source (`benchmarks/results/`) |", "|---|---|---|---|---|"]
+    # each cell: mean ± std over folds, then (in brackets, where the file has them) pooled over all folds'
+    # out-of-fold predictions
     missing = []
     for label, (f1, k1), second in ROWS:
         f2, k2 = second or (f1, None)
