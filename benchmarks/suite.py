@@ -1,26 +1,30 @@
 """The EmoDB suite: peers, members and ensembles on the same speaker-independent folds, clean and noisy.
 
     python -m benchmarks.suite [--corpus emodb --data PATH] [--folds 5] [--config FILE] [--epochs N]
-                               [--snrs 20,10,5,0] [--noises white,babble] [--jobs N] [--models DIR] [--tag NAME]
+                               [--members cnn,lstm,smile] [--snrs 20,10,5,0] [--noises white,babble]
+                               [--jobs N] [--models DIR] [--tag NAME] [--results DIR]
 
-Per fold (``persemo.splits.make_folds(kind="speaker", seed)``, the same folds as every other
-benchmark here), on the fold's training speakers:
+Per fold of ``persemo.crossval.cross_validate`` (folds from ``persemo.splits.make_folds(kind="speaker",
+seed)``, the same folds as every other benchmark here), on the fold's training speakers:
   (a) openSMILE ComParE_2016 functionals + standardisation + RBF SVM (class-balanced, C and gamma by
       inner cross-validation grouped by speaker), (b) the same with eGeMAPSv02,
-  (c) the CNN, (d) the BiLSTM, (e) their soft-voting ensemble, and (f) the ensemble with the openSMILE
-      member (``smile``) as a third member, equal and validation-chosen weights.
+  (c) the model of ``--members`` (by default the CNN, the BiLSTM and the openSMILE ``smile`` member),
+      trained here or loaded from ``--models`` (fold models saved by ``benchmarks.emodb --save-models``):
+      each member, every team of two or more with equal votes, and the validation-weighted vote.
 Every model is then evaluated on the fold's test speakers clean and with white or babble noise (made of
 other test utterances) at each SNR; the noisy waveforms are made once and given to every model.
 A speaker-normalised model (``features.normalisation: speaker``) is swept in the speaker-adapted protocol:
 each test speaker's statistics from all their test windows as heard in that condition (noisy audio gives
 noisy statistics; no labels), and the peers speaker-normalised too (``PROTOCOLS``).
-Writes results/suite_<corpus>.json and .md, and results/robustness_<corpus>.png (UAR against SNR).
+Writes results/suite_<corpus>.json and .md, and results/robustness_<corpus>.png (UAR against SNR); every
+figure as the mean ± std over folds with the metric pooled over all out-of-fold predictions beside it.
 The folds run in separate processes, ``--jobs`` at a time, one thread each (the figures do not depend on it).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,14 +34,17 @@ import numpy as np
 from persemo.audio import noisy_versions
 from persemo.cache import default_cache_dir
 from persemo.config import load_config
-from persemo.evaluation import compute_metrics, markdown_table, per_class_table, save_figure, summarise_folds
+from persemo.crossval import cross_validate
+from persemo.evaluation import compute_metrics, markdown_table, per_class_table, save_figure
+from persemo.features import crop_wave, window_samples
 from persemo.pipeline import labels_of, load_items
-from persemo.splits import check_speaker_independent, make_folds
 from persemo.smile import normalise_by_group, normalise_by_reference
-from persemo.training import (crop_wave, heard_items, predict_items, speaker_statistics, train_ensemble,
-                               window_samples)
+from persemo.splits import make_folds
+from persemo.statistics import heard_items, speaker_statistics
+from persemo.training import predict_items
 
-from .common import RESULTS, add_run_args, fold_model, machine_info, usable_cores, write_results
+from .common import (POOLED_NOTE, Rows, add_run_args, load_fit, machine_info, saved_config, usable_cores,
+                     write_results)
 from .emodb import _quiet
 from .peers import PEERS, peer_svm
 
@@ -72,36 +79,39 @@ def _prepare(corpus: str, data: Path, cfg, folds: int, log=print):
     return items, labels_of(items), splits, whole
 
 
-def run_fold(items, labels, sp, whole, cfg, conditions, models: Path | None = None, log=print, threads: int = 2,
-             quiet_stats: bool = False):
-    """One fold: fit the peers, train (or load) the model, evaluate every model in every condition.
+def model_rows(model, probs: np.ndarray, validation: bool) -> dict[str, np.ndarray]:
+    """Each member's row, every team of two or more members' equal vote, and the model's own vote when it was
+    chosen on validation (or pairs it with a companion)."""
+    kinds = model.kinds
+    rows = {m: probs[i] for i, m in enumerate(model.member_names)}
+    for r in range(2, len(kinds) + 1):
+        for team in itertools.combinations(range(len(kinds)), r):
+            rows[f"ensemble {'+'.join(kinds[i] for i in team)} (equal)"] = probs[list(team)].mean(0)
+    if len(kinds) > 1 and validation or model.companion is not None:
+        rows[f"ensemble {'+'.join(kinds)} ({'weighted on val' if validation else 'vote'})"] = probs[-1]
+    return rows
+
+
+def sweep(fold, labels, whole, conditions, log=print, threads: int = 2, quiet_stats: bool = False) -> dict:
+    """One fold of ``cross_validate``: fit the peers on its training speakers, then evaluate the fold's model
+    and the peers in every condition on its test speakers.
 
     ``quiet_stats``: a speaker-normalised model's test speakers get their statistics from their clean
     windows in every condition (enrolled in quiet, heard in noise), the peers' from their clean functionals.
-    Returns ({condition: {model: metrics}}, {model: training seconds}, protocol: PROTOCOLS' key).
+    Returns {"fold", "y", "rows": {condition: {row: (N, C)}}, "seconds": {row: training s}, "protocol"}.
     """
     from persemo.smile import functionals_from_waves
 
     index = {l: i for i, l in enumerate(labels)}
-    utts = [it.utt for it in items]
-    by_id = {it.utt.id: it for it in items}
-    check_speaker_independent(sp, utts)
-    train, val, test = ([by_id[i] for i in sp.train], [by_id[i] for i in sp.val], [by_id[i] for i in sp.test])
-    y = np.array([index[it.utt.emotion] for it in test])
-    log(f"fold {sp.fold + 1}: test speakers {sorted({it.utt.speaker for it in test})}")
-    fit_ids = [it.utt.id for it in train + val]
-    y_fit = np.array([index[by_id[i].utt.emotion] for i in fit_ids])
-    g_fit = np.array([by_id[i].utt.speaker for i in fit_ids])
-    seconds = {}
-    if models is None:
-        model, info = train_ensemble(cfg, labels, train, val, None, progress=False, log=log)
-        seconds.update({m: v["seconds"] for m, v in info["members"].items()})
-    else:  # the fold's model saved by benchmarks.emodb --save-models (same folds, checked)
-        model = fold_model(models, sp.fold, [it.utt.id for it in test], train, val, cfg, labels, log)
-        cfg = model.cfg
+    model, test, cfg = fold.model, fold.test, fold.model.cfg
+    fit_items = fold.train + fold.val
+    fit_ids = [it.utt.id for it in fit_items]
+    y_fit = np.array([index[it.utt.emotion] for it in fit_items])
+    g_fit = np.array([it.utt.speaker for it in fit_items])
+    seconds = {m: v["seconds"] for m, v in fold.info.get("members", {}).items() if "seconds" in v}
     # speaker-normalised models: the speaker-adapted protocol, the peers too (every speaker, train or test, by
     # their own statistics; a test speaker's from all their test audio as heard in each condition; no labels)
-    adapted = cfg.features.normalisation == "speaker"
+    adapted = model.adaptable
     speakers = [it.utt.speaker for it in test]
     peers = {}
     for name in PEERS:
@@ -111,45 +121,44 @@ def run_fold(items, labels, sp, whole, cfg, conditions, models: Path | None = No
         seconds[name] = time.perf_counter() - t
     n = window_samples(cfg)
     clean = [crop_wave(it.wave, n, cfg.features.crop) for it in test]
-    memo: dict = {}  # each noisy window's functionals, computed once for the smile member and the peers
+    memo: dict = {}  # each noisy window's per-clip vectors, computed once for the members and the peers
     quiet = quiet_peers = None
     if adapted and quiet_stats:
         quiet = speaker_statistics(heard_items(test, clean, cfg.features), model)
         quiet_peers = {name: np.stack([whole[name][it.utt.id] for it in test]) for name in PEERS}
-    model.functional_memo = memo
-    per: dict[str, dict[str, dict]] = {}
+    model.memo = memo
+    out: dict[str, dict[str, np.ndarray]] = {}
     for cond, snr in conditions:
         if snr is None:
             waves = clean
         else:
-            waves = noisy_waves(clean, snr, cond.split()[0], seed=1000 * sp.fold + int(snr))
+            waves = noisy_waves(clean, snr, cond.split()[0], seed=1000 * fold.split.fold + int(snr))
         noisy_items = [replace(it, wave=w) for it, w in zip(test, waves)]
         stats = None
         if adapted:
             stats = quiet or speaker_statistics(heard_items(test, waves, cfg.features), model)
-        probs = predict_items(model, noisy_items, cfg, stats)
-        rows = {m: probs[i] for i, m in enumerate(model.member_names)}
-        torch_members = [i for i, m in enumerate(model.member_names) if m in ("cnn", "lstm")]
-        if len(torch_members) == 2:
-            rows["ensemble cnn+lstm (equal)"] = probs[torch_members].mean(0)
-        if "cnn" in model.member_names and "smile" in model.member_names:
-            rows["ensemble cnn+smile (equal)"] = probs[[model.member_names.index("cnn"),
-                                                        model.member_names.index("smile")]].mean(0)
-        if len(model.member_names) > 1:
-            rows[f"ensemble {'+'.join(model.member_names)} (equal)"] = probs[:-1].mean(0)
-            if sp.val:
-                rows[f"ensemble {'+'.join(model.member_names)} (weighted on val)"] = probs[-1]
+        rows = model_rows(model, predict_items(model, noisy_items, cfg, stats), bool(fold.val))
         for name, fs in PEERS.items():
             X = np.stack([whole[name][it.utt.id] for it in test]) if snr is None else \
                 functionals_from_waves(waves, fs, threads=threads, memo=memo)
             if adapted:
                 X = normalise_by_reference(X, speakers, quiet_peers[name] if quiet_peers else X)
-            pred = peers[name].predict(X)
-            rows[name] = np.eye(len(labels))[pred]
-        per[cond] = {m: compute_metrics(y, p, labels) for m, p in rows.items()}
-    log(f"  fold {sp.fold + 1} clean: " + ", ".join(f"{m} {100 * r['uar']:.1f}" for m, r in per[CLEAN].items()))
+            rows[name] = np.eye(len(labels))[peers[name].predict(X)]  # the SVM's own decisions, one-hot
+        out[cond] = rows
+    model.memo = None
+    log(f"  fold {fold.split.fold + 1} clean: " + ", ".join(
+        f"{m} {100 * compute_metrics(fold.y, p, labels)['uar']:.1f}" for m, p in out[CLEAN].items()))
     protocol = "single utterance" if not adapted else "speaker-adapted, quiet statistics" if quiet else "speaker-adapted"
-    return per, seconds, protocol
+    return {"fold": fold.split.fold, "y": fold.y, "rows": out, "seconds": seconds, "protocol": protocol}
+
+
+def run_folds(items, labels, splits, whole, cfg, conditions, models: Path | None = None, log=print,
+              threads: int = 2, quiet_stats: bool = False) -> list[dict]:
+    """``sweep`` each fold of ``cross_validate`` (its model trained, or loaded from ``models``)."""
+    fit = load_fit(models, log) if models is not None else None
+    return [sweep(fold, labels, whole, conditions, log, threads, quiet_stats)
+            for fold in cross_validate(cfg, items, splits, labels, fit=fit, cache_dir=default_cache_dir(), log=log,
+                                       both_protocols=False)]
 
 
 def _worker_init() -> None:
@@ -169,10 +178,10 @@ def _worker_init() -> None:
 
 
 def _fold_job(corpus, data, cfg, folds, fold, conditions, models, quiet_stats):
-    """A worker process's fold: reads the (already cached) items and functionals."""
+    """A worker process's fold: reads the (already cached) items and functionals, then ``run_folds`` on one."""
     items, labels, splits, whole = _prepare(corpus, data, cfg, folds, log=lambda *a: None)
-    return run_fold(items, labels, splits[fold], whole, cfg, conditions, models, threads=1,
-                    log=lambda m: print(m, flush=True), quiet_stats=quiet_stats)
+    return run_folds(items, labels, [splits[fold]], whole, cfg, conditions, models, threads=1,
+                     log=lambda m: print(m, flush=True), quiet_stats=quiet_stats)[0]
 
 
 def auto_jobs(folds: int, cores: int | None = None) -> int:
@@ -184,8 +193,11 @@ def auto_jobs(folds: int, cores: int | None = None) -> int:
 
 def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, float | None]], log=print,
         models: Path | None = None, jobs: int = 1, quiet_stats: bool = False) -> dict:
-    """Every fold (``jobs`` at a time, each in its own process with one thread), then the summary."""
+    """Every fold (``jobs`` at a time, each in its own process with one thread), then the summary: per
+    condition and row, the mean ± std over folds with the metrics pooled over all folds beside them."""
     t0 = time.perf_counter()
+    if models is not None:  # the saved models' own config (features, crop, folds' seed)
+        cfg = saved_config(models)
     items, labels, splits, whole = _prepare(corpus, data, cfg, folds, log)
     log(f"features and openSMILE functionals ready ({time.perf_counter() - t0:.0f} s)")
     if jobs > 1:
@@ -199,26 +211,21 @@ def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, fl
                                                     quiet_stats)
                                                    for sp in splits])))
     else:
-        done = [run_fold(items, labels, sp, whole, cfg, conditions, models, log, quiet_stats=quiet_stats)
-                for sp in splits]
-    per: dict[str, dict[str, list[dict]]] = {}
-    seconds: dict[str, list[float]] = {}
-    protocols = {d[2] for d in done}
+        done = run_folds(items, labels, splits, whole, cfg, conditions, models, log, quiet_stats=quiet_stats)
+    protocols = {d["protocol"] for d in done}
     if len(protocols) > 1:
         raise SystemExit(f"the fold models mix protocols: {sorted(protocols)}")
-    for fold_per, fold_seconds, _ in done:
-        for cond, rows in fold_per.items():
-            for m, r in rows.items():
-                per.setdefault(cond, {}).setdefault(m, []).append(r)
-        for m, v in fold_seconds.items():
+    tables = {cond: Rows(labels) for cond, _ in conditions}
+    seconds: dict[str, list[float]] = {}
+    for d in sorted(done, key=lambda d: d["fold"]):
+        for cond, rows in d["rows"].items():
+            for m, p in rows.items():
+                tables[cond].add(m, d["y"], p)
+        for m, v in d["seconds"].items():
             seconds.setdefault(m, []).append(v)
-    summary = {c: {m: summarise_folds(rs) for m, rs in d.items()} for c, d in per.items()}
-    pooled_clean = {}
-    for m, rs in per[CLEAN].items():
-        cm = np.sum([np.array(r["confusion"]) for r in rs], axis=0)
-        rec = np.diag(cm) / np.clip(cm.sum(1), 1, None)
-        pooled_clean[m] = {"per_class": {l: {"recall": float(rec[i])} for i, l in enumerate(labels)}}
-    return {"labels": labels, "protocol": protocols.pop(), "summary": summary, "pooled_clean": pooled_clean,
+    summary = {c: t.summary() for c, t in tables.items()}
+    return {"labels": labels, "protocol": protocols.pop(), "summary": summary,
+            "pooled_clean": {m: s["pooled"] for m, s in summary[CLEAN].items()},
             "train_seconds": {m: {"per_fold_mean": float(np.mean(v)), "total": float(np.sum(v))}
                               for m, v in seconds.items()}}
 
@@ -257,13 +264,17 @@ def main(argv=None) -> None:
                          "instead of 3), 1 on a single core")
     ap.add_argument("--models", type=Path, default=None,
                     help="evaluate the fold models saved by benchmarks.emodb --save-models instead of training")
+    ap.add_argument("--members", default="cnn,lstm,smile",
+                    help="comma-separated member kinds of the model trained here, in vote order (default: "
+                         "%(default)s; empty: the config's own); with --models, the saved models' members")
     ap.add_argument("--quiet-stats", action="store_true",
                     help="speaker-normalised models: each test speaker's statistics from their clean audio in "
                          "every condition (enrolled in quiet, heard in noise) instead of the audio heard there")
     a = ap.parse_args(argv)
     _quiet()
-    over = {"model": {"members": ["cnn", "lstm", "smile"]}}
-    if a.config is None:  # the measured-best configuration (no validation split, three members)
+    members = [m.strip() for m in a.members.split(",") if m.strip()]
+    over = {"model": {"members": members}} if members else {}
+    if a.config is None:  # the measured-best configuration (no validation split), with --members
         a.config = Path(__file__).resolve().parents[1] / "configs" / "recommended.yaml"
     if a.epochs:
         over["train"] = {"epochs": a.epochs}
@@ -278,12 +289,12 @@ def main(argv=None) -> None:
     wall = time.perf_counter() - t0
     name = f"suite_{a.corpus}" + (f"_{a.tag}" if a.tag else "")
     png = f"robustness_{a.corpus}" + (f"_{a.tag}" if a.tag else "") + ".png"
-    plot(res["summary"], conditions, RESULTS / png, res["protocol"])
+    plot(res["summary"], conditions, a.results / png, res["protocol"])
     cmd = "python -m benchmarks suite" + "".join(f" {x}" for x in (argv or []))
     md = [f"## {a.corpus}: peers, members and ensembles, speaker-independent {a.folds}-fold", "",
           f"Command: `{cmd}` ({wall / 60:.1f} min on this machine with {a.jobs} fold worker(s), training, openSMILE "
-          "extraction and the noise sweep included). Protocol: " + PROTOCOLS[res["protocol"]] + ". Mean ± std "
-          "over folds (%); the peers' SVM gives hard decisions.", "",
+          "extraction and the noise sweep included). Protocol: " + PROTOCOLS[res["protocol"]] + ". " + POOLED_NOTE
+          + " The peers' SVM gives hard decisions.", "",
           markdown_table(res["summary"][CLEAN], "clean"), "",
           "Per-class recall, pooled over folds (%):", "", per_class_table(res["pooled_clean"], res["labels"]), ""]
     for cond in res["summary"]:
@@ -293,7 +304,7 @@ def main(argv=None) -> None:
            "Training time per fold (s): " + ", ".join(f"{m} {v['per_fold_mean']:.0f}"
                                                      for m, v in res["train_seconds"].items())]
     write_results(name, {"command": cmd, "k_folds": a.folds, "jobs": a.jobs, "config": cfg.to_dict(),
-                         "wall_seconds": wall, "machine": machine_info(), **res}, "\n".join(md) + "\n")
+                         "wall_seconds": wall, "machine": machine_info(), **res}, "\n".join(md) + "\n", a.results)
     print("\n".join(md))
 
 

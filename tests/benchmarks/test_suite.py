@@ -41,8 +41,8 @@ def corpus(tmp_path, tone_writer, monkeypatch):
 def _cfg() -> Config:
     return Config().replace(
         features={"frames": 32, "normalisation": "utterance"},
-        model={"members": ["cnn", "smile"], "cnn_channels": [8, 16], "cnn_hidden": 16,
-               "smile_noise_copies": 0},
+        model={"members": ["cnn", "smile"], "cnn": {"channels": [8, 16], "hidden": 16},
+               "smile": {"noise_copies": 0}},
         split={"val_fraction": 0.0},
         train={"epochs": 2, "batch_size": 8, "seed": 0})
 
