@@ -337,9 +337,6 @@ def test_a_version_1_torch_model_without_temperatures_loads_uncalibrated(tmp_pat
     assert torch.allclose(loaded(*batch), expect(*batch), atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: a version-1 config carries smile_* keys for every model, and "
-                                       "parsing them imports the smile member, so a cnn + lstm run directory of "
-                                       "version 1 needs the opensmile extra to load")
 def test_a_version_1_torch_model_loads_without_the_smile_extra(tmp_path, model, batch, monkeypatch):
     from safetensors.numpy import load_file, save_file
 

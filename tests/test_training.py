@@ -14,7 +14,7 @@ from persemo.corpora.base import Utterance
 from persemo.prepare import Item
 from persemo.artifact import model_arrays
 from persemo.calibration import choose_weights, fit_temperature
-from persemo import crossval  # not `import test_statistics`: pytest would collect it as a test
+from persemo import crossval
 from persemo.ensemble import soften
 from persemo.features import crop_wave
 from persemo.statistics import Perturbation, Voice, feature_statistics, heard_noise, noise_levels, \
@@ -155,7 +155,7 @@ def test_enrolment_statistics_come_from_the_enrolment_utterances_only():
 
 
 def test_fold_statistics_follow_the_enrolment_setting():
-    # the training voices' statistics (training_statistics) and the test speakers' (crossval.test_statistics)
+    # the training voices' statistics (training_statistics) and the test speakers' (crossval.held_out_statistics)
     # both come from each speaker's features.enrolment utterances
     rng = np.random.default_rng(2)
     items = [_item(spk, emo, rng.normal(k, 1, (64, 20)), rng.normal(-k, 2, (40, 20)), k)
@@ -166,7 +166,7 @@ def test_fold_statistics_follow_the_enrolment_setting():
     want = speaker_statistics(items, enrolment="neutral")
     book = training_statistics(cfg, items[:2], items[2:4])
     assert set(book) == {Voice("a"), Voice("b")}
-    test = crossval.test_statistics(cfg, None, items[4:])
+    test = crossval.held_out_statistics(cfg, None, items[4:])
     assert set(test) == {"c"}
     got = {v.speaker: st for v, st in book.items()} | test
     assert got.keys() == want.keys() and all(np.array_equal(got[s][k], want[s][k]) for s in got for k in got[s])

@@ -1,25 +1,11 @@
-"""Train-time augmentation only: Gaussian noise at a random SNR (waveform) and SpecAugment (spectrogram).
-
-Evaluation never calls these; robustness is measured by adding noise explicitly (``evaluation``).
+"""Train-time augmentation of spectrograms: SpecAugment. (Waveform perturbations, speed and noise, are
+``statistics.Perturbation``.) Evaluation never calls these; robustness is measured by adding noise
+explicitly (``predict_items(noise_snr=...)``).
 """
 
 from __future__ import annotations
 
 import torch
-
-
-def inject_noise(wave: torch.Tensor, lengths: torch.Tensor, snr_db: tuple[float, float], prob: float) -> torch.Tensor:
-    """Add white Gaussian noise to each clip of (B, S) with probability ``prob``, at an SNR drawn
-    uniformly from ``snr_db`` and measured over the clip's own valid samples. Uses torch's RNG."""
-    b, s = wave.shape
-    mask = (torch.arange(s, device=wave.device)[None, :] < lengths[:, None]).to(wave.dtype)
-    power = (wave**2 * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-    lo, hi = snr_db
-    snr = lo + (hi - lo) * torch.rand(b, device=wave.device)
-    scale = torch.sqrt(power / (10.0 ** (snr / 10.0)))
-    apply = (torch.rand(b, device=wave.device) < prob).to(wave.dtype)
-    noise = torch.randn_like(wave) * (scale * apply)[:, None]
-    return wave + noise * mask
 
 
 def spec_augment(x: torch.Tensor, freq_masks: int, freq_width: int, time_masks: int, time_width: int,

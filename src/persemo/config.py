@@ -195,11 +195,17 @@ class ModelConfig:
                     raise ConfigError(f"model.{key} must be a mapping of that member's settings")
                 sections.setdefault(key, {}).update(value)
                 continue
-            # before member sections (persemo 0.1 configs and model.json files): model.<kind>_<field>
+            # before member sections (persemo 0.1 configs and model.json files): model.<kind>_<field>; those
+            # files listed every kind's fields, so the fields of a kind the model does not use are dropped
             kind, _, name = key.partition("_")
             if name and kind in registry.known():
-                sections.setdefault(kind, {})[name] = value
+                if kind in values.get("members", cls.members):
+                    sections.setdefault(kind, {})[name] = value
                 continue
+            if isinstance(value, dict):  # a section: the settings of a member kind nobody registered
+                raise ConfigError(f"model.{key}: unknown member kind {key!r} (known: {', '.join(registry.known())}); "
+                                  f"a kind of your own must be registered (persemo.members.register) or declared "
+                                  f"under the entry-point group {registry.ENTRY_POINTS!r}")
             unknown.append(key)
         if unknown:
             raise ConfigError(f"unknown field(s) in model: {', '.join(sorted(unknown))} (member kinds: "

@@ -48,7 +48,7 @@ def fold_items(items: Sequence[Item], split: Split) -> tuple[list[Item], list[It
     return tuple([by_id[i] for i in getattr(split, part) if i in by_id] for part in ("train", "val", "test"))
 
 
-def test_statistics(cfg: Config, model: Ensemble, test: Sequence[Item], cache_dir=None,
+def held_out_statistics(cfg: Config, model: Ensemble, test: Sequence[Item], cache_dir=None,
                     shrink_k: float = 0.0) -> dict:
     """Each test speaker's own statistics (their members' vectors too), from the utterances
     ``features.enrolment`` names (all, without it), shrunk by ``shrink_k``; labels pick nothing else."""
@@ -78,7 +78,7 @@ def cross_validate(cfg: Config, items: Sequence[Item], splits: Sequence[Split], 
         y = np.array([index[it.utt.emotion] for it in test])
         probs, stats = {}, None
         if model.adaptable:
-            stats = test_statistics(cfg, model, test, cache_dir, shrink_k)
+            stats = held_out_statistics(cfg, model, test, cache_dir, shrink_k)
             probs[SPEAKER_TAG] = predict_items(model, test, cfg, stats)
         if not model.adaptable or both_protocols:
             probs[SINGLE_TAG] = predict_items(model, test, cfg)

@@ -26,7 +26,7 @@ from .calibration import cross_fold_calibration
 from .config import Config
 from .corpora import scan_corpus
 from .corpora.base import EMOTIONS, EXTRA_EMOTIONS, CorpusError
-from .crossval import SINGLE_TAG, SPEAKER_TAG, cross_validate, fold_items, pool, summarise, test_statistics
+from .crossval import SINGLE_TAG, SPEAKER_TAG, cross_validate, fold_items, pool, summarise, held_out_statistics
 from .ensemble import COMPANION_PREFIX, Ensemble, at_unit_temperature
 from .evaluation import compute_metrics, plot_curves, write_report
 from .prepare import Item, prepare
@@ -314,7 +314,7 @@ def run_evaluate(model_dir: str | Path, corpus: str, data: str | Path, out: str 
     if not items:
         raise CorpusError("no utterances left to evaluate")
     shrink_k = float(meta.get("adaptation", {}).get("shrink_k", 0.0) or 0.0)  # as predict does
-    stats = test_statistics(cfg, model, items, cache_dir, shrink_k) if model.adaptable else None
+    stats = held_out_statistics(cfg, model, items, cache_dir, shrink_k) if model.adaptable else None
     index = {l: i for i, l in enumerate(labels)}
     y = np.array([index[it.utt.emotion] for it in items])
     probs = predict_items(model, items, cfg, stats, noise_snr=noise_snr, noise=noise)

@@ -36,10 +36,13 @@ class Perturbation:
         return ", ".join(parts) or "clean"
 
     def apply(self, wave: np.ndarray, rng=None, noise: np.ndarray | None = None) -> np.ndarray:
-        """``wave`` altered: speed first, then noise (``noise``: a unit Gaussian to scale, else drawn)."""
+        """``wave`` altered: speed first, then white noise at ``snr_db`` (``noise``: the unit Gaussian to
+        scale, else drawn from ``rng``, a fresh generator when None). The one place training adds noise."""
         if self.speed != 1.0:
             wave = speed_perturb(wave, self.speed)
         if self.snr_db is not None:
+            if noise is None and rng is None:
+                rng = np.random.default_rng()
             wave = add_noise(wave, self.snr_db, rng, noise)
         return wave
 
@@ -162,8 +165,8 @@ def noise_levels(snr_db: tuple[float, float], step: float = 2.5) -> list[float]:
 
 def played_at(items: Sequence[Item], factor: float, features_cfg) -> list[Item]:
     """``items`` played ``factor`` times faster (``audio.speed_perturb``), their features recomputed."""
-    return list(items) if factor == 1.0 else heard_items(items, [speed_perturb(it.wave, factor) for it in items],
-                                                         features_cfg)
+    return list(items) if factor == 1.0 else heard_items(
+        items, [Perturbation(factor).apply(it.wave) for it in items], features_cfg)
 
 
 def voice_statistics(items: Sequence[Item], perturbations: Sequence[Perturbation], features_cfg,
@@ -177,7 +180,7 @@ def voice_statistics(items: Sequence[Item], perturbations: Sequence[Perturbation
         base = played_at(items, speed, features_cfg)
         for p in (p for p in perturbations if p.speed == speed):
             heard = base if p.snr_db is None else heard_items(
-                base, [add_noise(it.wave, p.snr_db, rng) for it in base], features_cfg)
+                base, [Perturbation(snr_db=p.snr_db).apply(it.wave, rng) for it in base], features_cfg)
             for s, st in speaker_statistics(heard, enrolment=enrolment).items():
                 out[Voice(s, p)] = st
     return out

@@ -27,7 +27,6 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
-from .audio import add_noise, speed_perturb
 from .config import Config
 from .evaluation import compute_metrics
 from .features import STAT_KEYS, crop_wave, pad_batch, window_samples
@@ -72,7 +71,7 @@ class WaveSet(torch.utils.data.Dataset):
             k = int(torch.randint(0, len(self.speeds) + 1, (1,)))
             if k:
                 factor = self.speeds[k - 1]
-                w = speed_perturb(w, factor)
+                w = Perturbation(factor).apply(w)
         if len(w) > self.n:
             if self.train:
                 start = int(torch.randint(0, len(w) - self.n + 1, (1,)))
@@ -86,7 +85,7 @@ class WaveSet(torch.utils.data.Dataset):
                 snr = float(levels[0] + (levels[1] - levels[0]) * float(torch.rand(())))
             else:
                 snr = levels[int(torch.randint(0, len(levels), (1,)))]
-            w = add_noise(w, snr, None, torch.randn(len(w)).numpy())
+            w = Perturbation(snr_db=snr).apply(w, noise=torch.randn(len(w)).numpy())
             if self.heard:
                 pert = Perturbation(factor, snr)
         st = self.stats[Voice(it.utt.speaker, pert)] if self.stats is not None else None

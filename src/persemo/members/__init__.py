@@ -13,18 +13,23 @@ without touching this package::
         kind = "prior"
         ...
 
-after which ``model: {members: [cnn, prior]}`` trains, saves, loads, serves and votes with it.
+after which ``model: {members: [cnn, prior]}`` trains, saves, loads, serves and votes with it. A package
+of its own makes its kind known to every process (``persemo predict``, ``persemo serve``) through the
+entry-point group ``persemo.members`` (``prior = "mypackage.prior:Prior"`` in its pyproject.toml), which
+is searched for a kind not otherwise known.
 """
 
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import entry_points
 
 # kind -> module defining it; imported on first use (see the module docstring)
 BUILTIN = {"cnn": "persemo.members.cnn", "lstm": "persemo.members.lstm", "smile": "persemo.members.smile",
            "whisper": "persemo.members.whisper"}
 
 _REGISTRY: dict[str, type] = {}
+ENTRY_POINTS = "persemo.members"  # where installed packages declare member kinds of their own
 
 
 class UnknownMember(ValueError):
@@ -48,6 +53,9 @@ def get(kind: str) -> type:
     """The member class registered as ``kind``; a shipped kind is imported on first use."""
     if kind not in _REGISTRY and kind in BUILTIN:
         importlib.import_module(BUILTIN[kind])  # the module registers its class
+    if kind not in _REGISTRY:
+        for ep in entry_points(group=ENTRY_POINTS, name=kind):
+            register(ep.load())
     try:
         return _REGISTRY[kind]
     except KeyError:
@@ -55,8 +63,9 @@ def get(kind: str) -> type:
 
 
 def known() -> list[str]:
-    """Every kind name: the shipped ones, then those registered by others."""
-    return list(BUILTIN) + sorted(k for k in _REGISTRY if k not in BUILTIN)
+    """Every kind name: the shipped ones, then those registered or declared (entry points) by others."""
+    declared = {ep.name for ep in entry_points(group=ENTRY_POINTS)}
+    return list(BUILTIN) + sorted((set(_REGISTRY) | declared) - set(BUILTIN))
 
 
 def __getattr__(name: str):

@@ -35,11 +35,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..audio import noisy_versions, speed_perturb
 from ..config import Config
 from ..features import FeaturePipeline
 from ..prepare import Item
-from ..statistics import StatsBook, enrolment_rows, vector_stats
+from ..statistics import Perturbation, StatsBook, enrolment_rows, vector_stats
 
 
 @dataclass
@@ -260,7 +259,7 @@ class VectorMember(Member):
 
     def speed_vectors(self, items: Sequence[Item], factor: float, cache_dir: Path | None = None) -> np.ndarray:
         """Vectors of ``items`` played ``factor`` times faster."""
-        return self.clip_vectors([speed_perturb(it.wave, factor) for it in items])
+        return self.clip_vectors([Perturbation(factor).apply(it.wave) for it in items])
 
     def _setting(self, name: str, default):
         return getattr(self.settings, name, default)
@@ -279,7 +278,7 @@ class VectorMember(Member):
         lo, hi = job.cfg.train.noise_snr_db
         copies = []
         for _ in range(int(self._setting("noise_copies", 0))):
-            waves = [noisy_versions([it.wave], float(rng.uniform(lo, hi)), "white", rng)[0] for it in items]
+            waves = [Perturbation(snr_db=float(rng.uniform(lo, hi))).apply(it.wave, rng) for it in items]
             copies.append(np.asarray(self.clip_vectors(waves), np.float64))
         faster = [np.asarray(self.speed_vectors(items, f, job.cache_dir), np.float64)
                   for f in self._setting("speeds", [])]
