@@ -145,8 +145,8 @@ def validate_meta(p: Path, meta: Any) -> dict:
         if not (isinstance(v, list) and len(v) == len(members) and all(_finite_number(x) for x in v)):
             raise ArtifactError(f"{where}: {key} must give one finite number per member of {members}")
     w = meta["ensemble_weights"]
-    if any(x < 0 for x in w) or sum(w) <= 0:
-        raise ArtifactError(f"{where}: ensemble_weights must be non-negative and not all zero")
+    if any(x < 0 or x > 1e6 for x in w) or sum(w) <= 0:
+        raise ArtifactError(f"{where}: ensemble_weights must be from 0 to 1e6 each and not all zero")
     if any(x <= 0 or x > 100 for x in meta.get("member_temperatures") or []):
         raise ArtifactError(f"{where}: member_temperatures must be in (0, 100]")
     return meta
@@ -172,7 +172,14 @@ def read_meta(path: str | Path) -> tuple[Path, dict]:
     return p, validate_meta(p, meta)
 
 
+CONFIG_SECTIONS = ("features", "model", "train", "split")  # a saved model's config spells each out
+
+
 def _config(p: Path, meta: dict) -> Config:
+    missing = [s for s in CONFIG_SECTIONS if not isinstance(meta["config"].get(s), dict)]
+    if missing:
+        raise ArtifactError(f"{p / META}: config lacks section(s) {', '.join(missing)}; a saved model spells out "
+                            "its whole config")
     try:
         cfg = Config.from_dict(meta["config"])
     except ConfigError as exc:

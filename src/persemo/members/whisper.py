@@ -1,5 +1,6 @@
 """Member kind ``whisper``: a pretrained Whisper encoder, frozen, and a calibrated classifier on its pooled
-hidden states (the ``encoder`` extra: transformers, to load a checkpoint).
+hidden states (the ``encoder`` extra: transformers, needed only to load a checkpoint; a run directory that carries the
+encoder weights loads without it).
 
 The encoder runs on each window's own frames (``encoders.whisper``: no 30-s padding) and every block's
 hidden states are pooled over the window (mean, or mean and std). Which blocks feed the classifier is
@@ -29,12 +30,6 @@ from ..smile import MEMBER_KINDS, SmileMember
 from ..statistics import enrolment_rows, vector_stats
 from . import register
 from .base import FitJob, VectorMember
-
-try:  # the optional extra: loading a checkpoint needs transformers (a saved member does not)
-    import transformers  # noqa: F401
-except ImportError as exc:  # pragma: no cover - CI installs the extra
-    raise ImportError("the whisper member needs the transformers package: pip install 'persemo[encoder]'",
-                      name="transformers") from exc
 
 ENCODER_PREFIX = "encoder."  # the encoder's tensors among the member's arrays
 
@@ -71,6 +66,16 @@ class WhisperSettings:
             raise ConfigError("model.whisper.noise_copies must be an integer from 0 to 10")
         if not (self.quantiles == 0 or 2 <= self.quantiles <= 1000):
             raise ConfigError("model.whisper.quantiles must be 0 (off) or an integer from 2 to 1000")
+
+
+def _load(source: str, revision: str | None) -> WhisperEncoder:
+    """``load_encoder``, which needs the optional extra (transformers); a saved member carrying its weights
+    does not, so the import happens only here."""
+    try:
+        return load_encoder(source, revision)
+    except ImportError as exc:
+        raise ImportError(f"the whisper member loads its encoder with transformers, which is not installed "
+                          f"({exc}): pip install 'persemo[encoder]'", name="transformers") from None
 
 
 def candidate_views(n_layers: int) -> list[tuple[int, ...]]:
@@ -110,7 +115,7 @@ class WhisperMember(VectorMember):
     def _encoder(self) -> WhisperEncoder:
         if self.encoder is None:
             s = self.settings
-            self.encoder = load_encoder(s.source, s.revision)
+            self.encoder = _load(s.source, s.revision)
         return self.encoder
 
     def _pool(self, E: np.ndarray) -> np.ndarray:
@@ -181,7 +186,7 @@ class WhisperMember(VectorMember):
         if enc_arrays:
             self.encoder = WhisperEncoder.from_state(config, enc_arrays)
         else:  # a reference: fetch it and check it is the same encoder
-            self.encoder = load_encoder(config.get("source") or self.settings.source, config.get("revision"))
+            self.encoder = _load(config.get("source") or self.settings.source, config.get("revision"))
             if config.get("sha256") and self.encoder.weights_sha256 != config["sha256"]:
                 raise ValueError(f"the encoder at {config.get('source')} is not the one it was trained with "
                                  f"(sha256 {self.encoder.weights_sha256[:12]} != {str(config['sha256'])[:12]})")
