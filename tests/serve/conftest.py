@@ -161,13 +161,19 @@ def small_limits_client(recogniser):
 
 
 class LiveServer:
-    def __init__(self, app, port: int):
+    """``app`` served by uvicorn in a thread, configured as ``persemo serve`` configures it (the guarded
+    protocol, timeouts and caps of ``settings``, default: the app's own)."""
+
+    def __init__(self, app, port: int, settings=None):
         import uvicorn
 
+        from persemo.serve.app import server_config
+
+        settings = settings or app.state.service.settings
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                    ws_max_size=4 << 20))
+        self.server = uvicorn.Server(server_config(app, settings, host="127.0.0.1", port=port, log_level="warning",
+                                                   ws_max_size=4 << 20, workers=None))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):

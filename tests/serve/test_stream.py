@@ -95,6 +95,13 @@ def test_float32_half_second_hops_and_48k_input(client):
     ('{"hop_seconds": 1e400}', 1007, "bad_config"),
     ('{"lang": "de"}', 1007, "bad_config"),
     ('{"colour": "blue"}', 1007, "bad_config"),
+    # json reads these as float nan/inf: once a traceback and 1011 internal_error
+    ('{"sample_rate": NaN}', 1007, "bad_config"),
+    ('{"sample_rate": Infinity}', 1007, "bad_config"),
+    ('{"sample_rate": -Infinity}', 1007, "bad_config"),
+    ('{"sample_rate": 1e400}', 1007, "bad_config"),
+    ('{"format": {}}', 1007, "bad_config"),
+    ('{"format": ["int16"]}', 1007, "bad_config"),
 ])
 def test_bad_config_closes(client, text, code, error):
     with client.websocket_connect("/v1/stream") as ws:

@@ -9,10 +9,18 @@ Speaker adaptation (opt-in, speaker-normalised models only, see ``speakers.py``)
 accumulates each speaker's feature statistics in a per-process store (never their audio) and uses them
 once the speaker has ``adapt_min_speech_seconds`` of audio; a stream opts in with ``"adapt": true``.
 
-Inference never runs on the event loop: decoding and the model run in worker threads, at most
-``max_concurrency`` at a time (default: the CPUs this process may use, shared among the workers), each
-with ``threads`` intra-op threads (default 1: on a busy machine two threads per request are slower
-than one, and requests in parallel already fill the cores).
+Inference never runs on the event loop: decoding and the model run in a pool of worker threads, at
+most ``max_concurrency`` at a time (default: the CPUs this process may use, shared among the workers),
+each with ``threads`` intra-op threads (default 1: on a busy machine two threads per request are slower
+than one, and requests in parallel already fill the cores). The pool is shared fairly (``limits.py``):
+a waiting /v1/predict goes before a waiting stream hop, streams use at most ``stream_slots`` threads,
+and a request that gets no thread within ``queue_timeout`` (or finds ``max_queue`` waiting) is answered
+503 ``overloaded`` with Retry-After.
+
+Slow and idle clients are shed: the request head is due within ``header_timeout``, the body within
+``body_timeout`` (408), an idle keep-alive connection is closed after ``keep_alive_timeout``, a stream
+that sends nothing for ``stream_idle_timeout`` is closed (1008 ``idle_timeout``), and at most
+``max_connections`` connections (503 beyond) and ``max_streams`` streams (1013 beyond) are held.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations at
@@ -67,6 +75,25 @@ class Settings:
     max_speakers: int = field(default=1000, metadata={"help": "speakers whose statistics a process keeps (LRU)"})
     speaker_ttl_seconds: float = field(default=3600.0, metadata={
         "help": "a speaker's statistics are forgotten this long after their last request (s)"})
+    header_timeout: float = field(default=10.0, metadata={
+        "help": "a request's head (request line and headers) must arrive within this (s), else 408 and close"})
+    body_timeout: float = field(default=30.0, metadata={
+        "help": "a request's body must arrive within this (s) of its head, else 408 and close"})
+    keep_alive_timeout: float = field(default=5.0, metadata={
+        "help": "an idle keep-alive connection is closed after this (s)"})
+    stream_idle_timeout: float = field(default=30.0, metadata={
+        "help": "a stream that sends no message for this long (s) is closed with 1008 idle_timeout"})
+    max_connections: int = field(default=500, metadata={
+        "help": "open connections (HTTP and WebSocket) per process; beyond: 503 and close"})
+    max_streams: int = field(default=64, metadata={
+        "help": "live streams per process; beyond: error too_many_streams, close 1013"})
+    queue_timeout: float = field(default=10.0, metadata={
+        "help": "longest wait (s) for an inference slot; then 503 overloaded with Retry-After (a stream: 1013)"})
+    max_queue: int = field(default=64, metadata={
+        "help": "inference jobs waiting per process; beyond: 503 overloaded at once"})
+    stream_slots: int = field(default=0, metadata={
+        "help": "inference slots streams may hold at once; 0: all but one (at least one), so /v1/predict "
+                "always has a slot of its own"})
 
     def __post_init__(self) -> None:
         if self.backend not in ("torch", "onnx"):
@@ -86,18 +113,31 @@ class Settings:
             raise ConfigError("serve speaker_ttl_seconds must be positive")
         if not 0 <= self.adapt_min_speech_seconds < float("inf"):
             raise ConfigError("serve adapt_min_speech_seconds must be 0 or more")
+        for name in ("header_timeout", "body_timeout", "keep_alive_timeout", "stream_idle_timeout", "queue_timeout"):
+            if not 0 < getattr(self, name) < float("inf"):
+                raise ConfigError(f"serve {name} must be a positive number of seconds")
+        for name in ("max_connections", "max_streams", "max_queue"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"serve {name} must be at least 1")
+        if self.stream_slots < 0:
+            raise ConfigError("serve stream_slots must be 0 (automatic) or more")
 
     @property
     def concurrency(self) -> int:
         return self.max_concurrency or max(1, usable_cpus() // self.workers)
 
+    @property
+    def stream_concurrency(self) -> int:
+        """Inference slots the streams may hold at once."""
+        return min(self.stream_slots, self.concurrency) if self.stream_slots else max(1, self.concurrency - 1)
+
 
 class ApiError(Exception):
     """A refusal: HTTP ``status`` with body ``{"error": error, "detail": detail}``."""
 
-    def __init__(self, status: int, error: str, detail: Any):
+    def __init__(self, status: int, error: str, detail: Any, headers: dict[str, str] | None = None):
         super().__init__(str(detail))
-        self.status, self.error, self.detail = status, error, detail
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers
 
 
 def audio_error(exc: AudioError) -> ApiError:
@@ -156,13 +196,14 @@ class Service:
     """What the endpoints share: the model, the VAD, the settings and the inference limiter."""
 
     def __init__(self, recogniser, settings: Settings, vad):
-        import anyio
+        from .limits import Scheduler
 
         self.rec = recogniser
         self.settings = settings
         self.vad = vad
-        self.limiter = anyio.CapacityLimiter(settings.concurrency)
-        self.in_flight = 0
+        self.scheduler = Scheduler(settings.concurrency, settings.stream_concurrency, settings.max_queue,
+                                   settings.queue_timeout)
+        self.streams = 0  # open WebSocket streams
         self.started = time.time()
         self.adapter = SpeakerAdapter(recogniser) if service_adaptable(recogniser) else None
         self.speakers = SpeakerStore(settings.max_speakers, settings.speaker_ttl_seconds)
@@ -173,15 +214,27 @@ class Service:
                    else "the model was not trained with speaker normalisation (--normalisation speaker)")
             raise ApiError(400, "not_adaptable", f"speaker adaptation is not available: {why}")
 
-    async def run(self, fn, *args):
-        """``fn(*args)`` in a worker thread, once a slot among ``max_concurrency`` is free."""
-        import anyio
+    @property
+    def in_flight(self) -> int:
+        """Inference jobs running or waiting for a slot."""
+        return self.scheduler.busy + self.scheduler.waiting
 
-        self.in_flight += 1
+    async def run(self, fn, *args):
+        """``fn(*args)`` for /v1/predict in a worker thread, once a slot is free (predict jobs go first);
+        ApiError 503 ``overloaded`` with Retry-After when none is free within ``queue_timeout``."""
+        from .limits import PREDICT, Overloaded
+
         try:
-            return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
-        finally:
-            self.in_flight -= 1
+            return await self.scheduler.run(PREDICT, fn, *args)
+        except Overloaded as exc:
+            raise ApiError(503, "overloaded", exc.detail, {"Retry-After": str(exc.retry_after)}) from None
+
+    async def run_stream(self, fn, *args):
+        """``fn(*args)`` for a stream in a worker thread, after any waiting /v1/predict, on at most
+        ``stream_slots`` threads; ``limits.Overloaded`` when no slot is free within ``queue_timeout``."""
+        from .limits import STREAM
+
+        return await self.scheduler.run(STREAM, fn, *args)
 
     def predict_bytes(self, data: bytes, name: str, lang: str, speaker: str | None = None) -> dict:
         """Decode an upload and analyse it (runs in a worker thread). Raises ApiError.
@@ -222,17 +275,35 @@ class Service:
         except AudioError as exc:
             raise audio_error(exc) from None
 
+    def limits(self) -> dict:
+        """The timeouts and caps in force, as /v1/model reports them."""
+        s = self.settings
+        return {"header_timeout": s.header_timeout, "body_timeout": s.body_timeout,
+                "keep_alive_timeout": s.keep_alive_timeout, "stream_idle_timeout": s.stream_idle_timeout,
+                "max_connections": s.max_connections, "max_streams": s.max_streams,
+                "queue_timeout": s.queue_timeout, "max_queue": s.max_queue,
+                "inference_slots": s.concurrency, "stream_slots": s.stream_concurrency}
+
     def health(self) -> dict:
         return {"status": "ok", "persemo_version": __version__, "model_version": self.rec.version,
                 "backend": self.settings.backend, "vad": self.vad.describe(),
                 "max_concurrency": self.settings.concurrency, "in_flight": self.in_flight,
+                "queued": self.scheduler.waiting, "streams": self.streams,
                 "adaptable": self.adapter is not None, "speakers": len(self.speakers),
                 "uptime_seconds": round(time.time() - self.started, 1)}
 
 
-async def read_body(request, limit: int) -> bytes:
+class ClientGone(Exception):
+    """The client disconnected before its request was read: logged in one line, answered to nobody."""
+
+
+async def read_body(request, limit: int, timeout: float | None = None) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes: from
-    Content-Length before reading anything, and while reading for bodies without one."""
+    Content-Length before reading anything, and while reading for bodies without one; with 408
+    (and the connection closed) when it is not complete within ``timeout`` seconds."""
+    import anyio
+    from starlette.requests import ClientDisconnect
+
     cl = request.headers.get("content-length")
     if cl is not None:
         try:
@@ -242,11 +313,18 @@ async def read_body(request, limit: int) -> bytes:
         if declared > limit:
             raise ApiError(413, "too_large", f"body of {declared} bytes exceeds the limit of {limit} bytes")
     parts, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise ApiError(413, "too_large", f"body exceeds the limit of {limit} bytes")
-        parts.append(chunk)
+    with anyio.move_on_after(timeout) as scope:
+        try:
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > limit:
+                    raise ApiError(413, "too_large", f"body exceeds the limit of {limit} bytes")
+                parts.append(chunk)
+        except ClientDisconnect:
+            raise ClientGone(f"client disconnected after {total} bytes of the body") from None
+    if scope.cancelled_caught:
+        raise ApiError(408, "body_timeout", f"request body not complete within {timeout:g} s "
+                                            f"({total} bytes received)", {"Connection": "close"})
     return b"".join(parts)
 
 
@@ -334,12 +412,17 @@ def create_app(recogniser_or_path, settings: Settings | None = None):
                               "Live streaming: WebSocket /v1/stream (protocol in persemo.serve.stream).")
     app.state.service = svc
 
-    def error(status: int, err: str, detail: Any) -> JSONResponse:
-        return JSONResponse({"error": err, "detail": detail}, status_code=status)
+    def error(status: int, err: str, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"error": err, "detail": detail}, status_code=status, headers=headers)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return error(exc.status, exc.error, exc.detail)
+        return error(exc.status, exc.error, exc.detail, exc.headers)
+
+    @app.exception_handler(ClientGone)
+    async def _client_gone(request: Request, exc: ClientGone):
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return error(400, "client_disconnected", str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -369,7 +452,7 @@ def create_app(recogniser_or_path, settings: Settings | None = None):
     async def model_info():
         return {**rec.info(), "backend": settings.backend, "vad": vad.describe(),
                 "limits": {"max_seconds": settings.max_seconds, "max_bytes": settings.max_bytes,
-                           "max_chunk_seconds": settings.max_chunk_seconds},
+                           "max_chunk_seconds": settings.max_chunk_seconds, **svc.limits()},
                 "adaptation": {"adaptable": svc.adapter is not None,
                                "min_speech_seconds": settings.adapt_min_speech_seconds,
                                "shrink_k": svc.adapter.shrink_k if svc.adapter is not None else None,
@@ -401,13 +484,13 @@ def create_app(recogniser_or_path, settings: Settings | None = None):
             svc.require_adaptable()
         mtype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if mtype == "multipart/form-data":
-            body = await read_body(request, settings.max_bytes + MULTIPART_SLACK)
+            body = await read_body(request, settings.max_bytes + MULTIPART_SLACK, settings.body_timeout)
             data, name = await upload_from_multipart(request, body)
             if len(data) > settings.max_bytes:
                 raise ApiError(413, "too_large", f"file of {len(data)} bytes exceeds the limit of "
                                                  f"{settings.max_bytes} bytes")
         elif mtype.startswith("audio/") or mtype in RAW_TYPES:
-            data, name = await read_body(request, settings.max_bytes), "<upload>"
+            data, name = await read_body(request, settings.max_bytes, settings.body_timeout), "<upload>"
         else:
             raise ApiError(415, "unsupported_media_type",
                            f"Content-Type {mtype or '(none)'!r} not accepted: send multipart/form-data with a field "
@@ -444,8 +527,42 @@ def app_from_env():
     return create_app(spec["model"], Settings(**spec["settings"]))
 
 
+def listen_socket(host: str, port: int):
+    """A socket bound to ``host:port`` (ready for uvicorn to listen on); ConfigError in one line when the
+    address is taken or not ours, before anything is loaded."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def server_config(app, settings: Settings, **overrides):
+    """The uvicorn ``Config`` serving ``app`` (an app, or an import string with ``factory=True``) with the
+    service's timeouts and caps: the guarded h11 protocol, the keep-alive timeout, the WebSocket
+    message limit, and ``persemo_limits`` for the protocol (pickled to ``--workers`` processes with it)."""
+    import uvicorn
+
+    from .limits import ConnectionLimits, GuardedH11Protocol
+
+    ws_max = max(1 << 20, int(2 * settings.max_chunk_seconds * 192000 * 4))
+    kw = dict(host=settings.host, port=settings.port, ws_max_size=ws_max, log_level="info", http=GuardedH11Protocol,
+              timeout_keep_alive=settings.keep_alive_timeout, workers=settings.workers)
+    kw.update(overrides)
+    config = uvicorn.Config(app, **kw)
+    config.persemo_limits = ConnectionLimits(settings.header_timeout, settings.body_timeout, settings.max_connections)
+    return config
+
+
 def run(model: str | Path, settings: Settings) -> None:
-    """Serve the model at ``model`` with uvicorn until interrupted."""
+    """Serve the model at ``model`` with uvicorn until interrupted. The address is taken first: a port
+    in use is one ConfigError line, before the model is loaded."""
     import uvicorn
 
     if settings.backend == "onnx":  # a wrong path fails here in one line, not in every worker
@@ -458,12 +575,26 @@ def run(model: str | Path, settings: Settings) -> None:
         from ..artifact import read_meta
 
         read_meta(model)
-    ws_max = max(1 << 20, int(2 * settings.max_chunk_seconds * 192000 * 4))
-    common = dict(host=settings.host, port=settings.port, ws_max_size=ws_max, log_level="info")
-    if settings.workers > 1:
-        known = {f.name for f in fields(Settings)}
-        os.environ[SETTINGS_ENV] = json.dumps({"model": str(model),
-                                               "settings": {k: v for k, v in asdict(settings).items() if k in known}})
-        uvicorn.run("persemo.serve.app:app_from_env", factory=True, workers=settings.workers, **common)
-    else:
-        uvicorn.run(create_app(model, settings), **common)
+    sock = listen_socket(settings.host, settings.port)
+    try:
+        if settings.workers > 1:
+            from uvicorn.supervisors import Multiprocess
+
+            known = {f.name for f in fields(Settings)}
+            os.environ[SETTINGS_ENV] = json.dumps({"model": str(model), "settings": {
+                k: v for k, v in asdict(settings).items() if k in known}})
+            config = server_config("persemo.serve.app:app_from_env", settings, factory=True)
+            logging.getLogger("uvicorn.error").info("persemo serve: listening on http://%s:%d, %d workers",
+                                                    settings.host, sock.getsockname()[1], settings.workers)
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            config = server_config(create_app(model, settings), settings)
+            server = uvicorn.Server(config)
+            logging.getLogger("uvicorn.error").info("persemo serve: listening on http://%s:%d", settings.host,
+                                                    sock.getsockname()[1])
+            try:
+                server.run(sockets=[sock])
+            except KeyboardInterrupt:
+                pass
+    finally:
+        sock.close()

@@ -8,7 +8,7 @@ mono little-endian PCM in that format.
 ``"adapt": true`` opts in to speaker adaptation (models trained with speaker normalisation only; for
 others it is a fatal ``not_adaptable`` error, close 1003): the session accumulates its speaker's feature
 statistics (moments of the un-normalised log-mel and MFCC frames of every hop the VAD marks as speech,
-plus the openSMILE functionals of the window for a speaker-normalised smile member), never the audio.
+plus the per-clip vectors of the window for each member with statistics of its own), never the audio.
 Until ``adapt_min_speech_seconds`` of such speech (default: the service's setting, 10 s) the model's
 global statistics are used; after, the speaker's, shrunk toward the global ones with the model's
 ``shrink_k`` (n = seconds of speech / window length).
@@ -22,7 +22,13 @@ Server -> client, all JSON text:
   are in use (always false without ``"adapt": true``), and ``adaptation`` is
   ``{"speech_seconds": x, "required_seconds": y}`` for an adapting session, else null;
 - ``{"type": "error", "error": code, "detail": text, "fatal": bool}``; a fatal error is followed by a
-  close with code 1003 (unsupported data), 1007 (invalid data) or 1009 (message too big).
+  close with code 1003 (unsupported data), 1007 (invalid data), 1009 (message too big), 1008
+  (``idle_timeout``: no message from the client for the service's ``stream_idle_timeout``, default
+  30 s) or 1013 (try again later: ``too_many_streams``, the service's ``max_streams`` are open;
+  ``overloaded``, no inference slot within its ``queue_timeout``).
+
+Each hop is a separate job in the service's inference pool, so a large chunk (several hops) does not
+hold a worker for all of them at once, and a waiting ``/v1/predict`` goes first.
 
 ``StreamSession`` is synchronous and CPU-bound (decode, resample, VAD, inference); the service runs
 its ``feed`` off the event loop.
@@ -46,7 +52,9 @@ MAX_ADAPT_SECONDS = 3600.0  # s: the largest adapt_min_speech_seconds a client m
 
 CLOSE_UNSUPPORTED = 1003
 CLOSE_INVALID = 1007
+CLOSE_POLICY = 1008  # idle_timeout
 CLOSE_TOO_BIG = 1009
+CLOSE_TRY_LATER = 1013  # too_many_streams, overloaded
 
 
 class ProtocolError(Exception):
@@ -87,13 +95,16 @@ class StreamConfig:
             raise ProtocolError("bad_config", f"unknown config field(s) {unknown}; known: {sorted(known)}",
                                 CLOSE_INVALID)
         sr = data.get("sample_rate", SAMPLE_RATE)
-        if isinstance(sr, bool) or not isinstance(sr, (int, float)) or sr != int(sr):
+        # json.loads reads NaN, Infinity and 1e400 (= inf) as floats: refuse them before int() does
+        if isinstance(sr, bool) or not isinstance(sr, (int, float)) or not math.isfinite(sr) or sr != int(sr):
             raise ProtocolError("bad_config", "sample_rate must be an integer (Hz)", CLOSE_INVALID)
         if not MIN_RATE <= sr <= MAX_RATE:
             raise ProtocolError("unsupported_sample_rate",
                                 f"sample_rate {sr} not supported (use {MIN_RATE}..{MAX_RATE}; 16000 preferred)",
                                 CLOSE_UNSUPPORTED)
         fmt = data.get("format", "int16")
+        if not isinstance(fmt, str):
+            raise ProtocolError("bad_config", f"format must be a string, one of {sorted(FORMATS)}", CLOSE_INVALID)
         if fmt not in FORMATS:
             raise ProtocolError("unsupported_format", f"format must be one of {sorted(FORMATS)}, not {fmt!r}",
                                 CLOSE_UNSUPPORTED)
@@ -181,11 +192,25 @@ class StreamSession:
 
     def feed(self, data: bytes) -> list[dict]:
         """Add one binary message; return a result message for each hop it completes (often none)."""
-        x = self.decode(data)
-        self._buf = np.concatenate([self._buf, x]) if len(self._buf) else x
-        self.received += len(x)
+        out = self.step(data)
+        while self.pending:
+            out += self.step()
+        return out
+
+    @property
+    def pending(self) -> bool:
+        """Whether a complete hop waits to be analysed (``step()``)."""
+        return self.received >= self.next_hop
+
+    def step(self, data: bytes | None = None) -> list[dict]:
+        """Add ``data`` (one binary message), if given, then analyse at most one complete hop: its
+        result, or nothing. ``pending`` says whether more hops wait; ``feed`` does them all."""
+        if data is not None:
+            x = self.decode(data)
+            self._buf = np.concatenate([self._buf, x]) if len(self._buf) else x
+            self.received += len(x)
         out = []
-        while self.received >= self.next_hop:
+        if self.pending:
             out.append(self._analyse(self.next_hop))
             self.next_hop += self.hop
         # keep only what the next window can still need
@@ -206,7 +231,7 @@ class StreamSession:
         if self.vad_stream.decide(seconds).speech:
             seg = self._buf[hop_start - self._buf_start: end - self._buf_start]
             if len(seg) >= 2 * self.rec.cfg.features.n_fft:  # a few frames at least
-                part = self.adapter.measure(seg, smile_wave=wave, utterances=0, seconds=seconds)
+                part = self.adapter.measure(seg, clip_wave=wave, utterances=0, seconds=seconds)
                 if self.speaker is None:
                     self.speaker = part
                 else:
@@ -250,23 +275,54 @@ class StreamSession:
 async def serve_stream(ws, service) -> None:
     """Run one WebSocket connection: config, then chunks in, results out; errors as messages.
 
-    ``service`` provides ``rec``, ``vad``, ``settings`` and ``run(fn, *args)`` (off the event loop)."""
+    ``service`` provides ``rec``, ``vad``, ``settings``, ``streams`` (a count of open streams) and
+    ``run_stream(fn, *args)`` (off the event loop, in the shared inference pool; may raise
+    ``limits.Overloaded``). A stream beyond ``settings.max_streams`` is refused (1013), one that sends
+    nothing for ``settings.stream_idle_timeout`` seconds is closed (1008)."""
     import anyio
     from starlette.websockets import WebSocketDisconnect
 
+    from .limits import Overloaded
+
+    settings = service.settings
     await ws.accept()
+    if service.streams >= settings.max_streams:
+        await ws.send_json(ProtocolError("too_many_streams", f"the service holds its limit of "
+                                         f"{settings.max_streams} streams; try again later", CLOSE_TRY_LATER).message())
+        await ws.close(CLOSE_TRY_LATER, reason="too_many_streams")
+        return
+    service.streams += 1
     session: StreamSession | None = None
 
     async def start(config: StreamConfig) -> StreamSession:
         s = await anyio.to_thread.run_sync(StreamSession, service.rec, service.vad, config,
-                                           service.settings.max_chunk_seconds, getattr(service, "adapter", None),
-                                           service.settings.adapt_min_speech_seconds)
+                                           settings.max_chunk_seconds, getattr(service, "adapter", None),
+                                           settings.adapt_min_speech_seconds)
         await ws.send_json(s.ready_message(service.vad.describe()))
         return s
 
+    async def analyse(data: bytes) -> None:
+        """The chunk, then its hops one job at a time (each waits behind any waiting /v1/predict)."""
+        try:
+            results = await service.run_stream(session.step, data)
+            while True:
+                for result in results:
+                    await ws.send_json(result)
+                if not session.pending:
+                    return
+                results = await service.run_stream(session.step)
+        except Overloaded as exc:
+            raise ProtocolError("overloaded", exc.detail, CLOSE_TRY_LATER) from None
+
+    idle = settings.stream_idle_timeout
     try:
         while True:
-            msg = await ws.receive()
+            msg = None
+            with anyio.move_on_after(idle):
+                msg = await ws.receive()
+            if msg is None:
+                raise ProtocolError("idle_timeout", f"no message for {idle:g} s; send audio at least that often",
+                                    CLOSE_POLICY)
             if msg["type"] == "websocket.disconnect":
                 return
             text, data = msg.get("text"), msg.get("bytes")
@@ -279,13 +335,18 @@ async def serve_stream(ws, service) -> None:
                 elif data is not None:
                     if session is None:
                         session = await start(StreamConfig())
-                    for result in await service.run(session.feed, data):
-                        await ws.send_json(result)
+                    await analyse(data)
             except ProtocolError as exc:
-                await ws.send_json(exc.message())
-                if exc.close_code is not None:
-                    await ws.close(exc.close_code, reason=exc.error)
-                    return
+                if exc.close_code is None:
+                    await ws.send_json(exc.message())
+                else:
+                    raise
+    except ProtocolError as exc:  # fatal: say why, then close with its code
+        try:
+            await ws.send_json(exc.message())
+            await ws.close(exc.close_code, reason=exc.error)
+        except Exception:  # noqa: BLE001 - the client may already be gone
+            pass
     except WebSocketDisconnect:
         return
     except Exception as exc:  # noqa: BLE001 - one connection's failure must not reach the server
@@ -298,3 +359,5 @@ async def serve_stream(ws, service) -> None:
             await ws.close(1011)
         except Exception:  # noqa: BLE001 - the client may already be gone
             pass
+    finally:
+        service.streams -= 1
