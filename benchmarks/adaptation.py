@@ -1,8 +1,10 @@
 """Speaker adaptation on EmoDB: both protocols on the same folds and the same test utterances.
 
     python -m benchmarks.adaptation [--config configs/X.yaml] [--folds 5] [--epochs N] [--tag NAME]
+                                    [--models-u DIR --models-s DIR] [--vote KINDS] [--results DIR]
 
-Per fold, two models are trained on the same training speakers: one with per-utterance
+Per fold (``persemo.crossval.cross_validate``, one loop per model on the same folds), two models are
+trained on the same training speakers (or loaded: fold models saved by ``benchmarks.emodb --save-models``): one with per-utterance
 normalisation (the "single utterance" protocol) and one with per-speaker normalisation, which is
 then evaluated on the test speakers with statistics taken from (a) all of the speaker's test
 utterances, (b) their neutral utterances only (enrolment), (c) utterances of one single non-neutral
@@ -21,15 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-from persemo.adaptation import effective_emotions, global_stats, shrink
+from persemo.adaptation import effective_emotions
 from persemo.cache import default_cache_dir
 from persemo.config import load_config
-from persemo.evaluation import compute_metrics, markdown_table, summarise_folds
+from persemo.crossval import SINGLE_TAG, cross_validate
+from persemo.evaluation import markdown_table
 from persemo.pipeline import labels_of, load_items
-from persemo.splits import check_speaker_independent, make_folds
-from persemo.training import predict_items, speaker_statistics
+from persemo.splits import make_folds
+from persemo.statistics import shrink, speaker_statistics
+from persemo.training import predict_items
 
-from .common import add_run_args, fold_model, machine_info, write_results
+from .common import (POOLED_NOTE, Rows, add_run_args, load_fit, machine_info, remembering, saved_config,
+                     write_results)
 from .emodb import _quiet
 
 CURVE = (1, 2, 5, 10)
@@ -39,8 +44,8 @@ BOTH = "shrunk, averaged with the single-utterance model"
 
 
 def _stats_fn(model, cache_dir):
-    """items of one speaker -> that speaker's statistics from their audio, the smile member's included
-    (``training.speaker_statistics``, unshrunk: the variants below shrink or guard them)."""
+    """items of one speaker -> that speaker's statistics from their audio, every member's own included
+    (``statistics.speaker_statistics``, unshrunk: the variants below shrink or guard them)."""
 
     def stats(items) -> dict:
         (st,) = speaker_statistics(items, model, cache_dir).values()
@@ -51,87 +56,88 @@ def _stats_fn(model, cache_dir):
 
 def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, models_s: Path | None = None,
         vote: list[str] | None = None) -> dict:
-    """``vote``: the members whose equal vote is "the ensemble" (default: the models' own vote)."""
+    """Both models per fold of ``cross_validate`` (trained, or loaded from ``models_u`` / ``models_s``), then
+    every scenario on the fold's test speakers. ``vote``: the members whose equal vote is "the ensemble"
+    (default: the models' own vote)."""
     pick: list[int] = []
 
     def _ens(probs: np.ndarray) -> np.ndarray:
         return probs[pick].mean(0) if pick else probs[-1]
 
-    cfg_u = cfg.replace(features={"normalisation": "utterance", "enrolment": None})
-    cfg_s = cfg.replace(features={"normalisation": "speaker"})
+    cfg_u = saved_config(models_u) if models_u else cfg.replace(features={"normalisation": "utterance",
+                                                                          "enrolment": None})
+    cfg_s = saved_config(models_s) if models_s else cfg.replace(features={"normalisation": "speaker"})
+    if cfg_u.features.normalisation == "speaker" or cfg_s.features.normalisation != "speaker":
+        raise SystemExit("--models-u must hold single-utterance models and --models-s speaker-normalised ones")
     cache_dir = default_cache_dir()
-    items, _ = load_items(corpus, data, cfg, default_cache_dir(), log)
+    items, _ = load_items(corpus, data, cfg_s, cache_dir, log)
     labels = labels_of(items)
-    index = {l: i for i, l in enumerate(labels)}
     neutral = "neutral" if "neutral" in labels else None
-    utts = [it.utt for it in items]
-    by_id = {it.utt.id: it for it in items}
-    splits = make_folds(utts, folds, "speaker", cfg.split.val_fraction, cfg.split.seed)
+    splits = make_folds([it.utt for it in items], folds, "speaker", cfg.split.val_fraction, cfg.split.seed)
     rng = np.random.default_rng(0)
-    per: dict[str, list[dict]] = {}
-    members: dict[str, list[dict]] = {}  # the main scenarios per member: "member | scenario"
+    per = Rows(labels)  # the ensemble's rows
+    members = Rows(labels)  # the main scenarios per member: "member · scenario"
     decisions: dict[str, list[float]] = {}
 
     def add(name, y, p, names=None):
         """p: (members + 1, N, C) from predict_items; the ensemble row goes to ``per``, members (when
         ``names``) to ``members``."""
-        per.setdefault(name, []).append(compute_metrics(y, _ens(p), labels))
+        per.add(name, y, _ens(p))
         for i, n in enumerate(names or []):
-            members.setdefault(f"{n} · {name}", []).append(compute_metrics(y, p[i], labels))
+            members.add(f"{n} · {name}", y, p[i])
 
-    for sp in splits:
-        check_speaker_independent(sp, utts)
-        train, val, test = ([by_id[i] for i in sp.train], [by_id[i] for i in sp.val], [by_id[i] for i in sp.test])
-        y = np.array([index[it.utt.emotion] for it in test])
-        log(f"fold {sp.fold + 1}/{folds}: test speakers {sorted({it.utt.speaker for it in test})}")
-        test_ids = [it.utt.id for it in test]
-        m_u = fold_model(models_u, sp.fold, test_ids, train, val, cfg_u, labels, log)
-        m_s = fold_model(models_s, sp.fold, test_ids, train, val, cfg_s, labels, log)
-        cfg_u, cfg_s = m_u.cfg, m_s.cfg
-        if cfg_u.features.normalisation == "speaker" or cfg_s.features.normalisation != "speaker":
+    # the two models' loops advance together: fold k's single-utterance model, then its speaker-normalised one
+    memo: dict = {}  # a test window's per-clip vectors do not depend on the model or the statistics
+    folds_u = cross_validate(cfg_u, items, splits, labels, cache_dir=cache_dir, log=log, both_protocols=False,
+                             fit=remembering(load_fit(models_u, log) if models_u else None, memo, log))
+    folds_s = cross_validate(cfg_s, items, splits, labels, cache_dir=cache_dir, log=log, both_protocols=True,
+                             fit=remembering(load_fit(models_s, log) if models_s else None, memo, log))
+    for fu, fs in zip(folds_u, folds_s):
+        m_u, m_s, test, y = fu.model, fs.model, fs.test, fs.y
+        if m_u.adaptable or not m_s.adaptable:
             raise SystemExit("--models-u must hold single-utterance models and --models-s speaker-normalised ones")
         if vote:
             if m_u.member_names != m_s.member_names or not set(vote) <= set(m_s.member_names):
                 raise SystemExit(f"--vote {','.join(vote)}: both models must have these members "
                                  f"(they have {m_u.member_names} and {m_s.member_names})")
             pick[:] = [m_s.member_names.index(n) for n in vote]
+        names = m_s.member_names
         _stats = _stats_fn(m_s, cache_dir)
-        memo: dict = {}  # a test window's openSMILE functionals do not depend on the statistics
-        m_u.functional_memo = m_s.functional_memo = memo
-        p_u = predict_items(m_u, test, cfg_u)
+        p_u = fu.probs[SINGLE_TAG]
         add("single utterance (per-utterance normalisation)", y, p_u, m_u.member_names)
         single = _ens(p_u)  # the single-utterance model's vote, averaged in by the [both models] rows
 
-        def both(y_, p_s, keep=None):
+        def both(p_s, keep=None):
             """The speaker model's vote under some statistics averaged with the single-utterance model's."""
-            su = single if keep is None else single[keep]
-            return compute_metrics(y_, (_ens(p_s) + su) / 2, labels)
-        prior = global_stats(m_s)
+            return (_ens(p_s) + (single if keep is None else single[keep])) / 2
+
+        prior = m_s.global_stats()
         spk_items: dict[str, list] = {}
         for it in test:
             spk_items.setdefault(it.utt.speaker, []).append(it)
-        base = predict_items(m_s, test, cfg_s)  # speaker model with its global statistics (no adaptation)
+        base = fs.probs[SINGLE_TAG]  # speaker model with its global statistics (no adaptation)
         add("speaker-normalised model, no adaptation (global statistics)", y, base)
         base_by_id = {it.utt.id: _ens(base)[i] for i, it in enumerate(test)}
+
+        def variant_stats(pool, variant: str, tag: str) -> dict:
+            st = _stats(pool)
+            if variant == "shrunk":
+                return shrink(st, prior, len(pool), SHRINK_K)
+            if variant == "guarded":
+                eff = effective_emotions(np.stack([base_by_id[it.utt.id] for it in pool]))
+                decisions.setdefault(tag, []).append(eff)
+                if eff < MIN_EMOTIONS:
+                    return dict(prior)
+            return st
 
         def evaluate(pools: dict[str, list], tag: str):
             """pools: speaker -> the items whose audio gives that speaker's statistics."""
             for variant in ("plain", "shrunk", "guarded"):
-                stats = {}
-                for spk, pool in pools.items():
-                    st = _stats(pool)
-                    if variant == "shrunk":
-                        st = shrink(st, prior, len(pool), SHRINK_K)
-                    elif variant == "guarded":
-                        eff = effective_emotions(np.stack([base_by_id[it.utt.id] for it in pool]))
-                        decisions.setdefault(tag, []).append(eff)
-                        if eff < MIN_EMOTIONS:
-                            st = dict(prior)
-                    stats[spk] = st
+                stats = {spk: variant_stats(pool, variant, tag) for spk, pool in pools.items()}
                 p_s = predict_items(m_s, test, cfg_s, stats)
-                add(f"{tag} [{variant}]", y, p_s, m_s.member_names if variant == "plain" else None)
+                add(f"{tag} [{variant}]", y, p_s, names if variant == "plain" else None)
                 if variant == "shrunk":
-                    per.setdefault(f"{tag} [{BOTH}]", []).append(both(y, p_s))
+                    per.add(f"{tag} [{BOTH}]", y, both(p_s))
 
         evaluate(spk_items, "speaker-adapted: all utterances")
         if neutral:
@@ -139,41 +145,31 @@ def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, model
             evaluate(pools, "speaker-adapted: neutral enrolment")
         # the trap: each speaker's statistics from one single non-neutral emotion; averaged over emotions
         trap_emotions = [l for l in labels if l != neutral]
-        trap_both: list[dict] = []
         for variant in ("plain", "shrunk", "guarded"):
-            scores = []
+            tag = f"speaker-adapted: one-emotion trap [{variant}]"
+            groups, by_member, groups_both = {}, {n: {} for n in names}, {}
             for emo in trap_emotions:
                 stats = {}
                 for s, its in spk_items.items():
                     pool = [it for it in its if it.utt.emotion == emo]
-                    if not pool:
-                        continue
-                    st = _stats(pool)
-                    if variant == "shrunk":
-                        st = shrink(st, prior, len(pool), SHRINK_K)
-                    elif variant == "guarded":
-                        eff = effective_emotions(np.stack([base_by_id[it.utt.id] for it in pool]))
-                        decisions.setdefault("trap", []).append(eff)
-                        if eff < MIN_EMOTIONS:
-                            st = dict(prior)
-                    stats[s] = st
+                    if pool:
+                        stats[s] = variant_stats(pool, variant, "trap")
                 keep = [i for i, it in enumerate(test) if it.utt.speaker in stats]
-                sub = [test[i] for i in keep]
-                p = predict_items(m_s, sub, cfg_s, stats)
-                rows = [_ens(p)] + ([p[i] for i in range(len(m_s.member_names))] if variant == "plain" else [])
-                scores.append([compute_metrics(y[keep], r, labels) for r in rows])
+                if not keep:
+                    continue
+                p = predict_items(m_s, [test[i] for i in keep], cfg_s, stats)
+                groups[emo] = (y[keep], _ens(p))
+                if variant == "plain":
+                    for j, n in enumerate(names):
+                        by_member[n][emo] = (y[keep], p[j])
                 if variant == "shrunk":
-                    trap_both.append(both(y[keep], p, np.array(keep)))
-            keys = ("accuracy", "macro_f1", "weighted_f1", "uar")
-            tag = f"speaker-adapted: one-emotion trap [{variant}]"
-            for j in range(len(scores[0])):
-                avg = {k: float(np.mean([s[j][k] for s in scores])) for k in keys}
-                if j == 0:
-                    per.setdefault(tag, []).append(avg)
-                else:
-                    members.setdefault(f"{m_s.member_names[j - 1]} · {tag}", []).append(avg)
-        per.setdefault(f"speaker-adapted: one-emotion trap [{BOTH}]", []).append(
-            {k: float(np.mean([s[k] for s in trap_both])) for k in ("accuracy", "macro_f1", "weighted_f1", "uar")})
+                    groups_both[emo] = (y[keep], both(p, np.array(keep)))
+            per.add_mean(tag, groups)
+            for n, g in by_member.items():
+                if g:
+                    members.add_mean(f"{n} · {tag}", g)
+            if groups_both:
+                per.add_mean(f"speaker-adapted: one-emotion trap [{BOTH}]", groups_both)
         for n in CURVE:
             pools = {s: [its[j] for j in rng.choice(len(its), size=min(n, len(its)), replace=False)]
                      for s, its in spk_items.items()}
@@ -182,11 +178,12 @@ def run(corpus, data, cfg, folds, log=print, models_u: Path | None = None, model
             stats = {s: shrink(_stats(p), prior, len(p), SHRINK_K) for s, p in pools.items()}
             p_s = predict_items(m_s, test, cfg_s, stats)
             add(f"adaptation curve: {n} utterance(s) [shrunk]", y, p_s)
-            per.setdefault(f"adaptation curve: {n} utterance(s) [{BOTH}]", []).append(both(y, p_s))
-        log("  " + "; ".join(f"{k}: {100 * v[-1]['uar']:.1f}" for k, v in per.items()
+            per.add(f"adaptation curve: {n} utterance(s) [{BOTH}]", y, both(p_s))
+        m_u.memo = m_s.memo = None
+        memo.clear()
+        log("  " + "; ".join(f"{k}: {100 * v[-1]['uar']:.1f}" for k, v in per.per.items()
                              if "curve" not in k and "[plain]" in k or k.startswith("single")))
-    summary = {k: summarise_folds(v) for k, v in per.items()}
-    return {"labels": labels, "summary": summary, "members": {k: summarise_folds(v) for k, v in members.items()},
+    return {"labels": labels, "summary": per.summary(), "members": members.summary(),
             "guard": {k: {"min_emotions": MIN_EMOTIONS, "effective_emotions_mean": float(np.mean(v)),
                           "share_adapted": float(np.mean(np.array(v) >= MIN_EMOTIONS))} for k, v in decisions.items()},
             "shrink_k": SHRINK_K}
@@ -221,11 +218,12 @@ def main(argv=None) -> None:
           f"[shrunk]: statistics moved toward the training statistics by n/(n+{SHRINK_K:g}); [guarded]: "
           f"statistics dropped when the model's own predictions over the pool span fewer than {MIN_EMOTIONS} "
           f"effective emotions; [{BOTH}]: the shrunk speaker model's vote and the single-utterance model's "
-          "vote averaged (two models). Mean ± std over folds (%).", "", markdown_table(res["summary"]), "",
-          "Each member in the main scenarios (plain statistics), mean ± std over folds (%):", "",
+          "vote averaged (two models). " + POOLED_NOTE + " Trap rows: the mean over the trap emotions (pooled: "
+          "each emotion's predictions pooled over folds, then the mean).", "", markdown_table(res["summary"]), "",
+          "Each member in the main scenarios (plain statistics), mean ± std over folds and pooled (%):", "",
           markdown_table(res["members"])]
     write_results(name, {"command": cmd, "config": cfg.to_dict(), "wall_seconds": wall, "machine": machine_info(),
-                         **res}, "\n".join(md) + "\n")
+                         **res}, "\n".join(md) + "\n", a.results)
     print("\n".join(md))
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -43,8 +44,8 @@ from persemo.splits import make_folds
 from persemo.statistics import heard_items, speaker_statistics
 from persemo.training import predict_items
 
-from .common import (POOLED_NOTE, Rows, add_run_args, load_fit, machine_info, saved_config, usable_cores,
-                     write_results)
+from .common import (POOLED_NOTE, Rows, add_run_args, load_fit, machine_info, remembering, saved_config,
+                     usable_cores, write_results)
 from .emodb import _quiet
 from .peers import PEERS, peer_svm
 
@@ -121,12 +122,12 @@ def sweep(fold, labels, whole, conditions, log=print, threads: int = 2, quiet_st
         seconds[name] = time.perf_counter() - t
     n = window_samples(cfg)
     clean = [crop_wave(it.wave, n, cfg.features.crop) for it in test]
-    memo: dict = {}  # each noisy window's per-clip vectors, computed once for the members and the peers
+    memo = model.memo if model.memo is not None else {}  # each window's per-clip vectors, computed once for
+    model.memo = memo  # the members and the peers
     quiet = quiet_peers = None
     if adapted and quiet_stats:
         quiet = speaker_statistics(heard_items(test, clean, cfg.features), model)
         quiet_peers = {name: np.stack([whole[name][it.utt.id] for it in test]) for name in PEERS}
-    model.memo = memo
     out: dict[str, dict[str, np.ndarray]] = {}
     for cond, snr in conditions:
         if snr is None:
@@ -155,10 +156,14 @@ def sweep(fold, labels, whole, conditions, log=print, threads: int = 2, quiet_st
 def run_folds(items, labels, splits, whole, cfg, conditions, models: Path | None = None, log=print,
               threads: int = 2, quiet_stats: bool = False) -> list[dict]:
     """``sweep`` each fold of ``cross_validate`` (its model trained, or loaded from ``models``)."""
-    fit = load_fit(models, log) if models is not None else None
-    return [sweep(fold, labels, whole, conditions, log, threads, quiet_stats)
-            for fold in cross_validate(cfg, items, splits, labels, fit=fit, cache_dir=default_cache_dir(), log=log,
-                                       both_protocols=False)]
+    memo: dict = {}  # the fold's windows' per-clip vectors: computed once for its model's passes and the peers
+    fit = remembering(load_fit(models, log) if models is not None else None, memo, log)
+    out = []
+    for fold in cross_validate(cfg, items, splits, labels, fit=fit, cache_dir=default_cache_dir(), log=log,
+                               both_protocols=False):
+        out.append(sweep(fold, labels, whole, conditions, log, threads, quiet_stats))
+        memo.clear()
+    return out
 
 
 def _worker_init() -> None:
@@ -290,7 +295,7 @@ def main(argv=None) -> None:
     name = f"suite_{a.corpus}" + (f"_{a.tag}" if a.tag else "")
     png = f"robustness_{a.corpus}" + (f"_{a.tag}" if a.tag else "") + ".png"
     plot(res["summary"], conditions, a.results / png, res["protocol"])
-    cmd = "python -m benchmarks suite" + "".join(f" {x}" for x in (argv or []))
+    cmd = "python -m benchmarks suite" + "".join(f" {x}" for x in (sys.argv[1:] if argv is None else argv))
     md = [f"## {a.corpus}: peers, members and ensembles, speaker-independent {a.folds}-fold", "",
           f"Command: `{cmd}` ({wall / 60:.1f} min on this machine with {a.jobs} fold worker(s), training, openSMILE "
           "extraction and the noise sweep included). Protocol: " + PROTOCOLS[res["protocol"]] + ". " + POOLED_NOTE
