@@ -129,8 +129,10 @@ class ModelConfig:
                           "on the out-of-fold predictions to calibration.json"})
     calibration: str = field(
         default="none",
-        metadata={"help": "none (use `temperatures`) or validation: fit each member's temperature on the "
-                          "validation split (least log-loss) before the vote weights are chosen"})
+        metadata={"help": "none (use `temperatures`); validation: fit each member's temperature on the "
+                          "validation split (least log-loss), then choose the vote weights on it; inner: the same "
+                          "on the members' own inner cross-validation predictions for the training speakers (no "
+                          "validation split needed; members with an inner CV only, e.g. smile and whisper)"})
     sections: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "each member kind's settings (its `Settings` dataclass), by kind; written as "
@@ -160,8 +162,8 @@ class ModelConfig:
                 or sum(self.weights) <= 0):
             raise ConfigError(f"model.weights must give one non-negative number per member of {list(self.members)}, "
                               f"not all zero (or be empty); got {list(self.weights)}")
-        if self.calibration not in ("none", "validation"):
-            raise ConfigError(f"model.calibration must be 'none' or 'validation', not {self.calibration!r}")
+        if self.calibration not in ("none", "validation", "inner"):
+            raise ConfigError(f"model.calibration must be 'none', 'validation' or 'inner', not {self.calibration!r}")
 
     def section(self, kind: str) -> Any:
         """The settings of member kind ``kind`` (its defaults when the config gives none)."""

@@ -487,6 +487,7 @@ class SmileMember:
         self.quantiles = int(quantiles)
         self.arrays: dict[str, np.ndarray] = {}
         self.meta: dict = {}
+        self.oof_proba: np.ndarray | None = None  # after fit: held-out probabilities of the training rows
 
     # --- public API
     def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int, groups: Sequence | None = None,
@@ -534,6 +535,11 @@ class SmileMember:
         arrays, meta, oof = fit_kind(Z, yc, len(present), splits, seed)
         covered = np.isfinite(oof[:, 0])
         cal_w, cal_b = fit_matrix_calibration(oof[covered], yc[covered], len(present))
+        # each training row's calibrated probabilities from the inner fold that held it out (NaN where no
+        # fold did): held-out predictions on the training speakers, for choosing a vote inside them
+        self.oof_proba = np.full((len(y), n_classes), np.nan)
+        self.oof_proba[np.ix_(covered, present)] = _calibrated(oof[covered], cal_w, cal_b)
+        self.oof_proba[covered] = np.nan_to_num(self.oof_proba[covered], nan=0.0)
         # C order, as from_state keeps them: the same BLAS path, so a reloaded member gives the same bits
         # (a fitted coefficient matrix can come Fortran-ordered, e.g. scikit-learn 1.9.1's coef_)
         self.arrays = {k: np.ascontiguousarray(v) for k, v in {

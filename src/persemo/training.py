@@ -79,6 +79,11 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
         members[member.kind] = info
     fixed = [float(w) / sum(cfg.model.weights) for w in cfg.model.weights] or None  # model.weights, if given
     n = len(model.members)
+    if cfg.model.calibration == "inner":
+        calibrate_inner(model, job.y, labels, fixed, log)
+        return model, {"members": members, "ensemble_weights": model.weights.tolist(),
+                       "member_temperatures": model.temperatures.tolist(), "validation": bool(val_items),
+                       "calibration": "inner", "history": history}
     if not val_items:  # nothing to choose weights on: the config's, else equal votes
         model.set_weights(fixed or [1.0 / n] * n)
         return model, {"members": members, "ensemble_weights": model.weights.tolist(),
@@ -103,6 +108,28 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
     model.set_weights(fixed or choose_weights(probs, y_val, labels))
     return model, {"members": members, "ensemble_weights": model.weights.tolist(),
                    "member_temperatures": model.temperatures.tolist(), "validation": True, "history": history}
+
+
+def calibrate_inner(model: Ensemble, y: np.ndarray, labels: list[str], fixed=None, log=print) -> None:
+    """``model.calibration: inner``: each member's temperature, then the vote weights, chosen on the members'
+    inner cross-validation predictions for the training speakers (``Member.train_oof``): no validation split,
+    and nothing outside the training data. Rows that some member's inner CV did not hold out are left out."""
+    oofs = [m.train_oof for m in model.members]
+    missing = [m.kind for m, o in zip(model.members, oofs) if o is None]
+    if missing:
+        raise ConfigError(f"model.calibration: inner needs members with an inner cross-validation; "
+                          f"{', '.join(missing)} has none (use calibration: none, or validation with a split)")
+    rows = np.all([np.isfinite(o).all(1) for o in oofs], axis=0)
+    if rows.sum() < 2 or len(set(y[rows].tolist())) < 2:
+        raise ConfigError("model.calibration: inner: too few held-out training predictions to calibrate on")
+    probs = np.stack([o[rows] for o in oofs])
+    temperatures = [fit_temperature(p, y[rows]) for p in probs]
+    model.set_temperatures(temperatures)
+    weights = fixed or choose_weights(np.stack([soften(p, t) for p, t in zip(probs, temperatures)]), y[rows], labels)
+    model.set_weights(weights)
+    log("vote chosen on the members' inner-CV predictions for the training speakers: temperatures "
+        + ", ".join(f"{k} {t:.2f}" for k, t in zip(model.kinds, temperatures)) + "; weights "
+        + ", ".join(f"{k} {w:.2f}" for k, w in zip(model.kinds, model.weights)))
 
 
 def predict_items(model: Ensemble, items: list[Item], cfg: Config,

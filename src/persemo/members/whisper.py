@@ -163,9 +163,9 @@ class WhisperMember(VectorMember):
             + f" -> {'+'.join(map(str, best['blocks']))}")
         return tuple(best["blocks"])
 
-    def fit(self, job: FitJob) -> dict[str, Any]:
+    def _fit(self, job: FitJob) -> dict[str, Any]:
         self.view = self.choose_view(job)
-        info = super().fit(job)
+        info = super()._fit(job)
         return {**info, "blocks": list(self.view), "selection": self.selection, "encoder": self._encoder().meta()}
 
     # --- the artifact
