@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+import soxr
 
 SAMPLE_RATE = 16000  # Hz: every model works at this rate
 MIN_DURATION = 0.1  # s: shorter clips hold no usable emotion
@@ -43,8 +45,6 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> n
     audio = np.asarray(audio, dtype=np.float32)
     if orig_sr == target_sr or audio.size == 0:
         return audio
-    import soxr
-
     return soxr.resample(audio, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
 
 
@@ -57,8 +57,6 @@ def speed_perturb(audio: np.ndarray, factor: float, sr: int = SAMPLE_RATE) -> np
     audio = np.asarray(audio, dtype=np.float32)
     if factor == 1.0 or audio.size == 0:
         return audio
-    import soxr
-
     return soxr.resample(audio, sr, sr / factor, quality="HQ").astype(np.float32, copy=False)
 
 
@@ -82,8 +80,6 @@ def load_audio(source: str | Path | bytes | io.IOBase, sr: int = SAMPLE_RATE, *,
 
     Returns shape (samples,). Raises AudioError naming the source for anything unusable.
     """
-    import soundfile as sf
-
     label = name or (str(source) if isinstance(source, (str, Path)) else "<audio>")
     if isinstance(source, (bytes, bytearray)):
         if len(source) == 0:
@@ -147,8 +143,6 @@ def _truncation(source) -> str | None:
 
 def audio_info(path: str | Path) -> tuple[int, int, float]:
     """(sample rate, channels, duration in s) from the header, without decoding."""
-    import soundfile as sf
-
     try:
         info = sf.info(str(path))
     except Exception as exc:  # noqa: BLE001

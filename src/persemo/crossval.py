@@ -69,7 +69,7 @@ def cross_validate(cfg: Config, items: Sequence[Item], splits: Sequence[Split], 
     for sp in splits:
         check_speaker_independent(sp, utts)
         train, val, test = fold_items(items, sp)
-        log(f"fold {(sp.fold or 0) + 1}/{len(splits)}: train {len(train)}, val {len(val)}, test {len(test)} "
+        log(f"fold {(sp.fold or 0) + 1}" + (f"/{len(splits)}" if len(splits) > 1 else "") + f": train {len(train)}, val {len(val)}, test {len(test)} "
             f"(test speakers {sorted({it.utt.speaker for it in test})})")
         if fit is None:
             model, info = train_ensemble(cfg, labels, train, val, None, progress=False, log=log)

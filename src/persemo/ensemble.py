@@ -21,7 +21,7 @@ import torch
 
 from . import members as registry
 from .config import Config
-from .features import FeaturePipeline
+from .features import STAT_KEYS, FeaturePipeline
 from .members.base import Batch, Member
 
 COMPANION_PREFIX = "single/"  # the companion's member rows: single/<kind>
@@ -135,8 +135,6 @@ class Ensemble:
 
     def stat_keys(self) -> tuple[str, ...]:
         """Every key a speaker's statistics must hold for this model."""
-        from .features import STAT_KEYS
-
         return tuple(STAT_KEYS) + tuple(k for m in self.members for k in m.stat_keys)
 
     def global_stats(self) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ or frames as named.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -291,6 +292,21 @@ class FeaturePipeline(nn.Module):
         f, crop = self.cfg.frames, self.cfg.crop
         valid = torch.clamp(fl, max=f)
         return fix_length(logmel, fl, f, crop), fix_length(mfcc, fl, f, crop), valid
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Intra-op threads for the calling thread (torch/OpenMP keep the setting per thread), restored
+    afterwards so that threads created later do not inherit it; None leaves them as they are."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def pad_batch(waves: list[np.ndarray] | list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

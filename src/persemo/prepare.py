@@ -10,18 +10,19 @@ ten times more). Unusable files are reported and skipped.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .audio import SAMPLE_RATE, AudioError, load_audio
 from .cache import FeatureCache
 from .config import FeatureConfig
 from .corpora.base import Problem, Utterance
+from .features import Spectra, pad_batch, torch_threads
 
 
 @dataclass
@@ -61,20 +62,6 @@ def _load(utt: Utterance, cache: FeatureCache):
         return utt, digest, None, exc
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    """Intra-op threads for the calling thread (torch/OpenMP keep the setting per thread), restored
-    afterwards so that threads created later do not inherit it."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _batches(todo: list, batch_samples: int) -> list[list]:
     """Consecutive runs of the length-sorted ``todo`` holding at most ``batch_samples`` samples each."""
     out: list[list] = []
@@ -90,14 +77,8 @@ def _batches(todo: list, batch_samples: int) -> list[list]:
 
 
 def _featurise(batch: list, spectra, cache: FeatureCache) -> list[Item]:
-    import torch
-
-    n = max(len(t[2]) for t in batch)
-    wave = torch.zeros(len(batch), n)
-    for i, t in enumerate(batch):
-        wave[i, : len(t[2])] = torch.from_numpy(t[2])
-    lengths = torch.tensor([len(t[2]) for t in batch])
-    with _torch_threads(1), torch.inference_mode():
+    wave, lengths = pad_batch([t[2] for t in batch])
+    with torch_threads(1), torch.inference_mode():
         logmel, mfcc, fl = spectra(wave, lengths)
     items = []
     for i, (utt, digest, w) in enumerate(batch):
@@ -116,8 +97,6 @@ def prepare(utterances: list[Utterance], cfg: FeatureConfig, cache_dir=None, thr
     ``threads`` workers decode files and extract feature batches of at most ``batch_samples``
     samples (results do not depend on either). Items come back in the input's order.
     """
-    from .features import Spectra
-
     if cfg.sample_rate != SAMPLE_RATE:
         raise ValueError(f"features.sample_rate must be {SAMPLE_RATE}")
     cache = FeatureCache(cache_dir, cfg.extraction_key())

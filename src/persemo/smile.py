@@ -22,8 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from .audio import SAMPLE_RATE, AudioError, load_audio
+from .audio import SAMPLE_RATE, AudioError, load_audio, speed_perturb
 from .cache import FeatureCache, file_digest
 from .corpora.base import Problem, Utterance
 
@@ -184,8 +185,6 @@ def speed_functionals(items: Sequence, factor: float, feature_set: str = "ComPar
 
     With ``cache_dir``, cached by the waveform's samples, the feature set and the factor.
     """
-    from .audio import speed_perturb
-
     cache = FeatureCache(cache_dir, {**cache_key(feature_set), "speed": float(factor)})
     keys = [hashlib.sha256(np.ascontiguousarray(it.wave, np.float32).tobytes()).hexdigest()[:32] for it in items]
     out = np.zeros((len(items), FEATURE_SETS[feature_set]), np.float32)
@@ -708,8 +707,6 @@ def _train_mlp(Z, y, n, weight_decay, epochs, seed, Zv=None, yv=None):
     With validation data: returns (UAR every _MLP_EVERY epochs (K,), scores at each checkpoint [K x (Nv, n)]).
     Without: returns the weights as float64 arrays w1 (H, D), b1 (H,), w2 (n, H), b2 (n,).
     """
-    import torch
-
     torch.manual_seed(seed)
     Xt = torch.as_tensor(Z, dtype=torch.float32)
     yt = torch.as_tensor(y)

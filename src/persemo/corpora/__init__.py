@@ -6,21 +6,18 @@ from pathlib import Path
 
 from .base import (EMOTIONS, EXTRA_EMOTIONS, PERSIAN_NAMES, CorpusError, Problem, Scan, Utterance,
                    load_manifest, save_manifest, with_durations)
+from . import csv as csv_reader
+from . import emodb, shemo
 
 CORPORA = ("shemo", "emodb", "csv")
 
 
 def scan_corpus(corpus: str, data: str | Path, durations: bool = True) -> Scan:
     """Read ``corpus`` (shemo, emodb or csv) at ``data``; optionally read every file's duration."""
-    if corpus == "shemo":
-        from .shemo import scan
-    elif corpus == "emodb":
-        from .emodb import scan
-    elif corpus == "csv":
-        from .csv import scan
-    else:
+    readers = {"shemo": shemo.scan, "emodb": emodb.scan, "csv": csv_reader.scan}
+    if corpus not in readers:
         raise CorpusError(f"unknown corpus {corpus!r}: choose one of {', '.join(CORPORA)}")
-    result = scan(data)
+    result = readers[corpus](data)
     return with_durations(result) if durations else result
 
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes, atomic_write_text  # noqa: F401 - re-exported
+from ..audio import AudioError, audio_info
 
 # The shared vocabulary. The first six are ShEMO's; the rest are corpus-specific extras.
 EMOTIONS = ("anger", "fear", "happiness", "neutral", "sadness", "surprise")
@@ -146,8 +147,6 @@ def require_dir(path: str | Path, corpus: str) -> Path:
 
 def with_durations(scan: Scan) -> Scan:
     """Fill in durations from the file headers; unreadable files move to problems."""
-    from ..audio import AudioError, audio_info
-
     kept = []
     for u in scan.utterances:
         try:

@@ -29,7 +29,6 @@ one after the encoder's final layer norm (as ``output_hidden_states`` of transfo
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -40,6 +39,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from ..cache import FeatureCache
+from ..features import mel_filterbank, torch_threads
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -60,12 +62,8 @@ _MEL: dict[int, torch.Tensor] = {}
 def mel_filters(n_mels: int = 80) -> torch.Tensor:
     """(n_mels, 201) Slaney-style mel filter bank of Whisper (librosa's default, as OpenAI and
     transformers use), float32."""
-    if n_mels not in _MEL:
-        import librosa
-
-        fb = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels, fmin=0.0, fmax=SAMPLE_RATE / 2,
-                                 htk=False, norm="slaney", dtype=np.float64)
-        _MEL[n_mels] = torch.from_numpy(fb.astype(np.float32))
+    if n_mels not in _MEL:  # features.mel_filterbank: librosa.filters.mel's Slaney bank, tested equal
+        _MEL[n_mels] = torch.from_numpy(mel_filterbank(SAMPLE_RATE, N_FFT, n_mels, 0.0, SAMPLE_RATE / 2))
     return _MEL[n_mels]
 
 
@@ -175,22 +173,6 @@ def _sha256(state: dict[str, torch.Tensor]) -> str:
         h.update(name.encode() + b"\0" + json.dumps(list(t.shape)).encode() + b"\0")
         h.update(t.tobytes())
     return h.hexdigest()
-
-
-def _torch_threads(n: int | None):
-    if n is None:
-        return contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def cm():
-        before = torch.get_num_threads()
-        torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-
-    return cm()
 
 
 class WhisperEncoder:
@@ -363,7 +345,7 @@ def embed(enc: WhisperEncoder, waves: Sequence[np.ndarray], blocks: Sequence[int
             batches[-1].append(j)  # sorted: f is the batch's longest
         else:
             batches.append([j])
-    with _torch_threads(threads), torch.inference_mode():
+    with torch_threads(threads), torch.inference_mode():
         for batch in batches:
             mel, frames = log_mel([pieces[j][1] for j in batch], enc.config["num_mel_bins"])
             states, out = enc.net(mel, frames)
@@ -401,8 +383,6 @@ def embed_cached(enc: WhisperEncoder, waves: Sequence[np.ndarray], digests: Sequ
     wave's content digest (``digests``, e.g. the prepared item's file digest; default ``wave_digest``) and
     ``tag``, which a caller sets for anything done to the audio that the digest does not see (a perturbation,
     its seed). Only the misses are computed (batched together)."""
-    from ..cache import FeatureCache
-
     if digests is None:
         digests = [wave_digest(w) for w in waves]
     if len(digests) != len(waves):

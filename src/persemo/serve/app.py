@@ -36,11 +36,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import soundfile as sf
+import torch
 
 from .. import __version__
-from ..audio import SAMPLE_RATE, AudioError, check_signal, load_audio
+from ..audio import SAMPLE_RATE, AudioError, check_signal, load_audio, wav_truncation
 from ..config import ConfigError
+from ..artifact import read_meta
+from ..export import find_onnx
+from ..export import load_recogniser as load_exported
+from ..inference import Recogniser
+from .limits import PREDICT, STREAM, ConnectionLimits, GuardedH11Protocol, Overloaded, Scheduler
 from .speakers import SPEAKER_ID_PATTERN, SpeakerAdapter, SpeakerStore, service_adaptable
+from .stream import serve_stream
+from .vad import load_vad
 
 STATIC = Path(__file__).parent / "static"
 SETTINGS_ENV = "PERSEMO_SERVE_SETTINGS"  # how ``run`` hands settings to uvicorn's worker processes
@@ -158,37 +167,11 @@ def audio_error(exc: AudioError) -> ApiError:
     return ApiError(422, "invalid_audio", text)
 
 
-def wav_truncation(data: bytes) -> str | None:
-    """A reason if ``data`` is a WAV whose data chunk is shorter than its header says, else None.
-
-    libsndfile quietly reads what is there; a cut-off upload should be refused, not half-analysed.
-    Sizes of 0 and near 4 GiB are what streaming writers put when they do not know the length."""
-    if len(data) < 12 or data[:4] not in (b"RIFF", b"RIFX") or data[8:12] != b"WAVE":
-        return None
-    order = "little" if data[:4] == b"RIFF" else "big"
-    pos = 12
-    while pos + 8 <= len(data):
-        cid, size = data[pos: pos + 4], int.from_bytes(data[pos + 4: pos + 8], order)
-        if cid == b"data":
-            avail = len(data) - pos - 8
-            if 0 < size < 0x7FFF0000 and avail < size:
-                return f"truncated WAV: the header declares {size} bytes of audio, only {avail} are present"
-            return None
-        pos += 8 + size + (size & 1)
-    return None
-
-
 def load_recogniser(path: str | Path, backend: str = "torch", threads: int = 1):
     """The model at ``path`` as a Recogniser (torch) or its ONNX Runtime equivalent (``model.onnx``
     written by ``persemo export``), with ``threads`` intra-op threads for onnxruntime."""
     if backend == "onnx":
-        try:
-            from ..export import load_recogniser as load_exported
-        except ImportError as exc:
-            raise ConfigError(f"backend onnx needs persemo.export and onnxruntime ({exc})") from None
         return load_exported(path, backend="onnx", threads=threads)
-    from ..inference import Recogniser
-
     return Recogniser.load(path)
 
 
@@ -196,8 +179,6 @@ class Service:
     """What the endpoints share: the model, the VAD, the settings and the inference limiter."""
 
     def __init__(self, recogniser, settings: Settings, vad):
-        from .limits import Scheduler
-
         self.rec = recogniser
         self.settings = settings
         self.vad = vad
@@ -222,8 +203,6 @@ class Service:
     async def run(self, fn, *args):
         """``fn(*args)`` for /v1/predict in a worker thread, once a slot is free (predict jobs go first);
         ApiError 503 ``overloaded`` with Retry-After when none is free within ``queue_timeout``."""
-        from .limits import PREDICT, Overloaded
-
         try:
             return await self.scheduler.run(PREDICT, fn, *args)
         except Overloaded as exc:
@@ -232,8 +211,6 @@ class Service:
     async def run_stream(self, fn, *args):
         """``fn(*args)`` for a stream in a worker thread, after any waiting /v1/predict, on at most
         ``stream_slots`` threads; ``limits.Overloaded`` when no slot is free within ``queue_timeout``."""
-        from .limits import STREAM
-
         return await self.scheduler.run(STREAM, fn, *args)
 
     def predict_bytes(self, data: bytes, name: str, lang: str, speaker: str | None = None) -> dict:
@@ -241,11 +218,9 @@ class Service:
 
         With ``speaker``: add the audio's statistics to the speaker's, then use them once the speaker
         has ``adapt_min_speech_seconds`` of audio."""
-        import soundfile as sf
-
         if not data:
             raise ApiError(400, "empty", f"{name}: empty upload (0 bytes)")
-        reason = wav_truncation(data)
+        reason = wav_truncation(data)  # the loader refuses it too; said here before the length check
         if reason:
             raise ApiError(422, "truncated", f"{name}: {reason}")
         limit = self.settings.max_seconds
@@ -386,15 +361,11 @@ HTTP_ERRORS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 
 
 def create_app(recogniser_or_path, settings: Settings | None = None):
     """The FastAPI app around a loaded recogniser, or the model directory to load one from."""
-    import torch
     from fastapi import FastAPI, Path as PathParam, Query, Request, WebSocket
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
     from starlette.exceptions import HTTPException as StarletteHTTPException
-
-    from .stream import serve_stream
-    from .vad import load_vad
 
     settings = settings or Settings()
     rec = recogniser_or_path
@@ -549,8 +520,6 @@ def server_config(app, settings: Settings, **overrides):
     message limit, and ``persemo_limits`` for the protocol (pickled to ``--workers`` processes with it)."""
     import uvicorn
 
-    from .limits import ConnectionLimits, GuardedH11Protocol
-
     ws_max = max(1 << 20, int(2 * settings.max_chunk_seconds * 192000 * 4))
     kw = dict(host=settings.host, port=settings.port, ws_max_size=ws_max, log_level="info", http=GuardedH11Protocol,
               timeout_keep_alive=settings.keep_alive_timeout, workers=settings.workers)
@@ -566,14 +535,8 @@ def run(model: str | Path, settings: Settings) -> None:
     import uvicorn
 
     if settings.backend == "onnx":  # a wrong path fails here in one line, not in every worker
-        try:
-            from ..export import find_onnx
-        except ImportError as exc:
-            raise ConfigError(f"backend onnx needs persemo.export and onnxruntime ({exc})") from None
         find_onnx(model)
     else:
-        from ..artifact import read_meta
-
         read_meta(model)
     sock = listen_socket(settings.host, settings.port)
     try:

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from ..audio import SAMPLE_RATE, AudioError
+from .limits import Overloaded
 
 FORMATS = {"int16": np.dtype("<i2"), "float32": np.dtype("<f4")}
 MIN_HOP = 0.25  # s: shorter hops would spend more time on inference than on listening
@@ -281,9 +282,6 @@ async def serve_stream(ws, service) -> None:
     nothing for ``settings.stream_idle_timeout`` seconds is closed (1008)."""
     import anyio
     from starlette.websockets import WebSocketDisconnect
-
-    from .limits import Overloaded
-
     settings = service.settings
     await ws.accept()
     if service.streams >= settings.max_streams:

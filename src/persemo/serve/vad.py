@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ..audio import SAMPLE_RATE
 
@@ -135,8 +136,6 @@ class SileroVAD:
         return self._load()
 
     def stream(self, max_seconds: float) -> VADStream:
-        import torch
-
         model = self._fresh_model()
 
         def score(frame: np.ndarray) -> float:
