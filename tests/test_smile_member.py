@@ -90,7 +90,7 @@ def test_config_fields_and_validation():
                       ({"members": []}, "members"), ({"smile": {"feature_set": "IS09"}}, "smile.feature_set"),
                       ({"smile": {"kind": "forest"}}, "smile.kind"), ({"smile": {"quantiles": 1}}, "smile.quantiles"),
                       ({"smile": {"quantiles": -3}}, "smile.quantiles"),
-                      ({"smile": {"quantiles": 2.5}}, "smile.quantiles"), ({"smile_kind": "forest"}, "smile.kind"),
+                      ({"smile": {"quantiles": 2.5}}, "smile.quantiles"), ({"members": ["smile"], "smile_kind": "forest"}, "smile.kind"),
                       ({"smile": {"colour": "red"}}, "smile"), ({"smile": "svm"}, "smile")]:
         with pytest.raises(ConfigError, match=name):
             Config.from_dict({"model": bad})
@@ -337,7 +337,7 @@ def test_speed_copies_enter_the_fit(normalisation, tmp_path):
 
 def test_smile_speeds_are_validated():
     for bad in ({"smile": {"speeds": [1.0]}}, {"smile": {"speeds": [0.9, 0.9]}}, {"smile": {"speeds": [3]}},
-                {"smile_speeds": [1.0]}):
+                {"members": ["smile"], "smile_speeds": [1.0]}):
         with pytest.raises(ConfigError, match="smile.speeds"):
             Config().replace(model=bad)
     assert Config().replace(model={"smile": {"speeds": [0.9, 1.1]}}).model.section("smile").speeds == [0.9, 1.1]
