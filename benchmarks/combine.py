@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ from persemo.calibration import fit_vote
 from persemo.ensemble import soften
 from persemo.evaluation import markdown_table
 
-from .common import POOLED_NOTE, RESULTS, Rows, machine_info, write_results
+from .common import POOLED_NOTE, RESULTS, Rows, machine_info, read_results, write_results
 
 SMILE = "ComParE_2016 + SmileMember (logreg)"
 DEFAULT = [("cnn", "emodb_described", "cnn"), ("lstm", "emodb_described", "lstm"),
@@ -83,7 +82,7 @@ def combine(members: list[tuple[str, str, str]], results=RESULTS, calibrate: boo
     ``persemo train --folds`` reports.
     """
 
-    files = {f: json.loads((results / f"{f}.json").read_text()) for _, f, _ in members}
+    files = {f: read_results(results / f"{f}.json") for _, f, _ in members}
     labels = next(iter(files.values()))["labels"]
     if any(d["labels"] != labels for d in files.values()):
         raise SystemExit("label orders differ between the files")

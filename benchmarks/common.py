@@ -5,6 +5,12 @@
 
 Both files are written atomically (a temporary file renamed into place), so an interrupted run
 never leaves half a result beside the previous one.
+
+Per-fold test probabilities (a fold record's ``"probs"`` in ``benchmarks.emodb`` files, the peers'
+``"predictions"``) do not go into the JSON: they go beside it into ``<name>.probs.npz``
+(``np.savez_compressed``, integers in units of 1e-5, the five decimals they always had; no pickles), and the
+JSON names that file under ``"probs_file"``. ``read_results`` puts them back where they were, and reads
+older files that hold them inline the same way; ``compact_results`` converts such files.
 """
 
 from __future__ import annotations
@@ -137,10 +143,181 @@ def _atomic_write(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
+PROBS_SUFFIX = ".probs.npz"
+PROBS_UNIT = 1e-5  # stored probabilities are integers in these units (results always rounded to 5 decimals)
+_SEP = "|"  # npz keys: "folds|<index>" (rows, N, C) with "folds|<index>|rows"; "predictions|<protocol>|<model>|<index>"
+
+
+def _encode(a) -> "np.ndarray":
+    import numpy as np
+
+    a = np.asarray(a, dtype=np.float64)
+    if a.size and np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1:
+        return np.rint(a / PROBS_UNIT).astype(np.int32)
+    return a  # not probabilities: kept as they are
+
+
+def _decode(a) -> "np.ndarray":
+    import numpy as np
+
+    return a.astype(np.float64) * PROBS_UNIT if np.issubdtype(a.dtype, np.integer) else a.astype(np.float64)
+
+
+def split_probs(data: dict) -> tuple[dict, dict]:
+    """(``data`` without its per-fold probabilities, {npz key: array}); ``data`` itself is left as it was."""
+    import numpy as np
+
+    data, arrays = dict(data), {}
+    folds = data.get("folds")
+    if isinstance(folds, list) and any(isinstance(f, dict) and isinstance(f.get("probs"), dict) for f in folds):
+        data["folds"] = []
+        for i, f in enumerate(folds):
+            if isinstance(f, dict) and isinstance(f.get("probs"), dict) and f["probs"]:
+                f = dict(f)
+                rows = f.pop("probs")
+                if any(_SEP in r for r in rows):
+                    raise ValueError(f"row names may not contain {_SEP!r}: {list(rows)}")
+                arrays[f"folds{_SEP}{i}"] = np.stack([_encode(p) for p in rows.values()])
+                arrays[f"folds{_SEP}{i}{_SEP}rows"] = np.array(list(rows), dtype=str)
+            data["folds"].append(f)
+    preds = data.get("predictions")
+    if isinstance(preds, dict):
+        data["predictions"] = {}
+        for protocol, models in preds.items():
+            data["predictions"][protocol] = {}
+            for model, entry in models.items():
+                entry = dict(entry)
+                if _SEP in protocol + model:
+                    raise ValueError(f"names may not contain {_SEP!r}: {protocol}, {model}")
+                new = []
+                for i, f in enumerate(entry.get("folds", [])):
+                    f = dict(f)
+                    if isinstance(f.get("probs"), dict):
+                        by_id = f.pop("probs")
+                        key = _SEP.join(("predictions", protocol, model, str(i)))
+                        arrays[key] = _encode(np.stack([np.asarray(p) for p in by_id.values()]))
+                        arrays[key + _SEP + "ids"] = np.array(list(by_id), dtype=str)
+                    new.append(f)
+                entry["folds"] = new
+                data["predictions"][protocol][model] = entry
+    return data, arrays
+
+
+def join_probs(data: dict, arrays) -> dict:
+    """``data`` with the per-fold probabilities in ``arrays`` (an npz written by ``write_results``) put back:
+    each fold record's "probs" as {row: (N, C) array}, each peer prediction's as {utterance id: (C,) array}."""
+    data = dict(data)
+    for key in arrays.files if hasattr(arrays, "files") else list(arrays):
+        parts = key.split(_SEP)
+        if parts[0] == "folds" and len(parts) == 2:
+            i = int(parts[1])
+            rows = [str(r) for r in arrays[f"{key}{_SEP}rows"]]
+            probs = _decode(arrays[key])
+            data["folds"] = list(data["folds"])
+            data["folds"][i] = {**data["folds"][i], "probs": dict(zip(rows, probs))}
+        elif parts[0] == "predictions" and len(parts) == 4:
+            _, protocol, model, i = parts
+            ids = [str(u) for u in arrays[f"{key}{_SEP}ids"]]
+            entry = data["predictions"][protocol][model]
+            folds = list(entry["folds"])
+            folds[int(i)] = {**folds[int(i)], "probs": dict(zip(ids, _decode(arrays[key])))}
+            data["predictions"] = {**data["predictions"],
+                                   protocol: {**data["predictions"][protocol], model: {**entry, "folds": folds}}}
+    return data
+
+
+def read_results(path: str | Path) -> dict:
+    """A results JSON with its per-fold probabilities in place (from ``<name>.probs.npz`` beside it, or inline
+    in files written before they moved there); arrays where the npz held them."""
+    import numpy as np
+
+    path = Path(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    ref = data.pop("probs_file", None)
+    if ref is None:
+        return data
+    npz = path.parent / ref
+    if not npz.is_file():
+        raise SystemExit(f"{path}: its probabilities file {npz} is missing")
+    with np.load(npz, allow_pickle=False) as arrays:
+        return join_probs(data, arrays)
+
+
+def _rounded(o: Any, digits: int = 8) -> Any:
+    if isinstance(o, float):
+        return float(f"{o:.{digits}g}")
+    if isinstance(o, dict):
+        return {k: _rounded(v, digits) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_rounded(v, digits) for v in o]
+    return o
+
+
+def dumps(o: Any, indent: int = 2, width: int = 120, _level: int = 0) -> str:
+    """JSON text that stays readable and small: a value that fits on one line of ``width`` stays there, and
+    so does a list of plain values (test ids, labels, per-fold figures); the rest is indented."""
+    flat = json.dumps(o, ensure_ascii=False)
+    nested = isinstance(o, dict) or (isinstance(o, list) and any(isinstance(x, (dict, list)) for x in o))
+    if not nested or len(flat) + indent * _level <= width:
+        return flat
+    pad, end = " " * (indent * (_level + 1)), " " * (indent * _level)
+    if isinstance(o, dict):
+        body = [f"{pad}{json.dumps(str(k), ensure_ascii=False)}: {dumps(v, indent, width, _level + 1)}"
+                for k, v in o.items()]
+        return "{\n" + ",\n".join(body) + "\n" + end + "}"
+    return "[\n" + ",\n".join(pad + dumps(v, indent, width, _level + 1) for v in o) + "\n" + end + "]"
+
+
+def write_json(path: Path, data: dict) -> dict:
+    """``data`` as ``path`` (its per-fold probabilities to ``<name>.probs.npz`` beside it; floats to 8
+    significant digits), atomically; returns what went into the JSON."""
+    import numpy as np
+
+    from persemo.atomic import atomic_write
+
+    path = Path(path)
+    plain = json.loads(json.dumps(data, default=_jsonable))  # numpy and paths to JSON values first
+    plain, arrays = split_probs(plain)
+    npz = path.parent / (path.name[:-len(".json")] + PROBS_SUFFIX)
+    if arrays:
+        def save(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+
+        atomic_write(npz, save)
+        plain["probs_file"] = npz.name
+    else:
+        npz.unlink(missing_ok=True)
+    plain = _rounded(plain)
+    _atomic_write(path, dumps(plain) + "\n")
+    return plain
+
+
+def compact_results(results: str | Path = RESULTS, log=print) -> list[Path]:
+    """Rewrite every results JSON in ``results`` that still holds its probabilities inline (or in the long
+    indented form) in the compact form ``write_results`` writes now; returns the files rewritten."""
+    done = []
+    for path in sorted(Path(results).glob("*.json")):
+        text = path.read_text(encoding="utf-8")
+        raw = json.loads(text)
+        if not split_probs(raw)[1] and text == dumps(_rounded(raw)) + "\n":
+            continue  # already compact
+        data = read_results(path)
+        before = path.stat().st_size
+        write_json(path, data)
+        npz = path.parent / (path.name[:-len(".json")] + PROBS_SUFFIX)
+        after = path.stat().st_size + (npz.stat().st_size if npz.is_file() else 0)
+        if after != before:
+            log(f"compacted {path.name}: {before / 1024:.0f} KB -> {after / 1024:.0f} KB")
+            done.append(path)
+    return done
+
+
 def write_results(name: str, data: dict, markdown: str, results_dir: str | Path | None = None
                   ) -> tuple[Path, Path]:
-    """Write ``<name>.json`` (``data``, with ``machine`` added when missing) and ``<name>.md``
-    (``markdown`` followed by the stamp line) under benchmarks/results/, atomically.
+    """Write ``<name>.json`` (``data``, with ``machine`` added when missing; its per-fold probabilities in
+    ``<name>.probs.npz``) and ``<name>.md`` (``markdown`` followed by the stamp line) under
+    benchmarks/results/, atomically.
 
     Returns the two paths.
     """
@@ -148,7 +325,7 @@ def write_results(name: str, data: dict, markdown: str, results_dir: str | Path 
     data = dict(data)
     machine = data.setdefault("machine", machine_info())
     json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
-    _atomic_write(json_path, json.dumps(data, indent=2, ensure_ascii=False, default=_jsonable) + "\n")
+    write_json(json_path, data)
     _atomic_write(md_path, markdown.rstrip("\n") + "\n\n" + stamp_line(machine) + "\n")
     return json_path, md_path
 

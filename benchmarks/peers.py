@@ -20,7 +20,6 @@ test probabilities per utterance id (to combine with the CNN/BiLSTM later withou
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from pathlib import Path
@@ -34,7 +33,7 @@ from persemo.smile import (DEFAULT_KIND, MEMBER_KINDS, SmileMember, cache_key, e
                            normalise_by_group, usable)
 from persemo.splits import check_speaker_independent, make_folds
 
-from .common import EMODB, POOLED_NOTE, RESULTS, Rows, machine_info, write_results
+from .common import EMODB, POOLED_NOTE, RESULTS, Rows, machine_info, read_results, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOLS = {"standard": "standard (features standardised on the training folds)",
@@ -273,7 +272,7 @@ def main(argv=None) -> None:
         path = a.results / f"peers_{a.corpus}.json"
         if not path.is_file():
             raise SystemExit(f"benchmarks.peers: no results to render at {path}")
-        res = json.loads(path.read_text(encoding="utf-8"))
+        res = read_results(path)
         res.setdefault("k_folds", len(res["folds"]))
         md = render(res, res["command"], res["wall_seconds"])
         write_results(f"peers_{a.corpus}", res, md, a.results)

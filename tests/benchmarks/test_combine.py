@@ -95,3 +95,31 @@ def test_calibrated_votes_take_each_folds_temperatures_from_the_other_folds(tmp_
     pooled = compute_metrics(np.concatenate([d[0] for d in data]), np.concatenate([d[1] for d in data]), LABELS)
     assert summary["cnn"]["pooled"]["uar"] == pytest.approx(pooled["uar"])
     assert summary["cnn"]["pooled"]["macro_f1"] == pytest.approx(pooled["macro_f1"])
+
+
+def test_probabilities_move_to_npz_and_come_back(tmp_path):
+    """write_results keeps per-fold probabilities in <name>.probs.npz (no pickles), read_results puts them
+    back, combine reads both that and the old inline form, and compact_results converts the old form."""
+    from benchmarks.common import compact_results, read_results, write_results
+
+    rng = np.random.default_rng(3)
+    ids = [f"u{i}" for i in range(12)]
+    y = np.arange(12) % 3
+    a = np.round(rng.dirichlet(np.ones(3), 12), 5)
+    folds = [{"fold": 0, "test_ids": ids, "y": y.tolist(), "probs": {"cnn": a, "single/cnn": a[::-1]}}]
+    peers = {"standard": {"svm": {"labels": LABELS, "folds": [{"fold": 0, "probs": dict(zip(ids, a.tolist()))}]}}}
+    write_results("emodb_new", {"labels": LABELS, "folds": folds, "predictions": peers, "machine": {}}, "x",
+                  tmp_path)
+    raw = json.loads((tmp_path / "emodb_new.json").read_text())
+    assert raw["probs_file"] == "emodb_new.probs.npz" and "probs" not in raw["folds"][0]
+    np.load(tmp_path / "emodb_new.probs.npz", allow_pickle=False)  # plain arrays
+    back = read_results(tmp_path / "emodb_new.json")
+    np.testing.assert_allclose(back["folds"][0]["probs"]["single/cnn"], a[::-1], atol=1e-9)
+    np.testing.assert_allclose(back["predictions"]["standard"]["svm"]["folds"][0]["probs"]["u3"], a[3], atol=1e-9)
+    _write(tmp_path / "emodb_old.json", {"cnn": a}, ids, y)  # the inline form of older files
+    _, s_old = combine([("cnn", "emodb_old", "cnn")], tmp_path)
+    _, s_new = combine([("cnn", "emodb_new", "cnn")], tmp_path)
+    assert s_old["cnn"]["uar"] == s_new["cnn"]["uar"]
+    assert compact_results(tmp_path, log=lambda *_: None) and (tmp_path / "emodb_old.probs.npz").is_file()
+    _, s_conv = combine([("cnn", "emodb_old", "cnn")], tmp_path)
+    assert s_conv["cnn"]["uar"] == s_old["cnn"]["uar"]
