@@ -44,8 +44,9 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore")
 
 
-def fold_rows(model, probs: np.ndarray, validation: bool) -> dict[str, np.ndarray]:
-    """Each member's row, every smaller team's equal vote, the ensemble's equal and (validation) weighted vote."""
+def fold_rows(model, probs: np.ndarray, chosen_on: str | None) -> dict[str, np.ndarray]:
+    """Each member's row, every smaller team's equal vote, the ensemble's equal vote and, where its vote was
+    chosen on data (``chosen_on``: "val", "inner CV"), the model's own vote as "ensemble (weighted on ...)"."""
     names = model.member_names
     rows = {n: probs[i] for i, n in enumerate(names)}
     for r in range(2, len(names)):  # every smaller team, equal votes (from the same predictions)
@@ -53,8 +54,8 @@ def fold_rows(model, probs: np.ndarray, validation: bool) -> dict[str, np.ndarra
             rows[" + ".join(names[i] for i in combo) + " (equal)"] = probs[list(combo)].mean(0)
     if len(names) > 1:
         rows["ensemble (equal)"] = probs[:-1].mean(0)
-        if validation:
-            rows["ensemble (weighted on val)"] = probs[-1]
+        if chosen_on:
+            rows[f"ensemble (weighted on {chosen_on})"] = probs[-1]
     return rows
 
 
@@ -79,7 +80,8 @@ def run(corpus: str, data: Path, cfg, folds: int, log=print, save_models: Path |
             save_fold_model(save_models, fold, folds)
         tag = SPEAKER_TAG if model.adaptable else SINGLE_TAG
         protocols.add(tag)
-        rows = fold_rows(model, fold.probs[tag], info.get("validation", True))
+        chosen_on = "inner CV" if info.get("calibration") == "inner" else "val" if info.get("validation", True) else None
+        rows = fold_rows(model, fold.probs[tag], chosen_on)
         for n, p in rows.items():
             table.add(n, fold.y, p)
         fold_records.append({"fold": fold.split.fold, "test_ids": [it.utt.id for it in fold.test],
