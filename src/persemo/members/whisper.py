@@ -80,7 +80,7 @@ def _load(source: str, revision: str | None) -> WhisperEncoder:
 
 def candidate_views(n_layers: int) -> list[tuple[int, ...]]:
     """The block sets ``blocks: auto`` chooses among: each block 1..L, and the middle three together."""
-    mid = n_layers // 2
+    mid = (n_layers + 1) // 2  # 6 blocks (Whisper base): 2, 3 and 4
     views = [(b,) for b in range(1, n_layers + 1)]
     if n_layers >= 3:
         views.append((mid - 1, mid, mid + 1))
