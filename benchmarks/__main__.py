@@ -18,6 +18,7 @@ SCRIPTS = {
     "combine": "combine",            # ensemble with / without the openSMILE member, from saved predictions
     "rtf": "bench_rtf",              # inference real-time factor, torch vs onnxruntime
     "memory": "bench_memory",        # peak resident memory of train and predict
+    "members": "bench_members",      # each member's speed on one clip, and predict's cold start
     "fit": "bench_fit",              # training-side speed-ups, side by side with what they replaced
     "service": "bench_service",      # HTTP load test on loopback
     "readme": "readme",              # README's results table from the files in results/
