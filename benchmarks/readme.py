@@ -1,31 +1,73 @@
-"""README's results table, generated from benchmarks/results/*.json: ``python -m benchmarks readme``.
+"""README's results table and benchmarks/RESULTS.md's, generated from benchmarks/results/*.json:
+``python -m benchmarks readme``.
 
-Rewrites the block between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md with
-one row per model: UAR in the single-utterance protocol and in the speaker-adapted protocol (all of
-the test speaker's unlabelled utterances), macro-F1, and the result file each figure comes from. Each
-figure is the mean ± std over folds, followed in brackets by the same metric pooled over all folds'
-out-of-fold predictions where the result file has it. A
-row whose file is missing is left out and said; nothing else in README changes. ``--check`` only
-reports whether README is up to date (exit 1 if not).
+Rewrites the block between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md (at most ten
+rows: both protocols, the ComParE + SVM peer, the recommended ensemble, its trap and noise figures, each row
+with the command and the minutes that reproduce it) and the same block in benchmarks/RESULTS.md (every row
+measured, with its source files; the dated experiment log below that block is written by hand). UAR is given
+pooled over all folds' out-of-fold predictions, with the mean ± std over folds beside it where the file has
+both. A row whose file is missing is left out and said on stderr; nothing outside the blocks changes. Result
+files that still hold their per-fold probabilities inline are first compacted (``common.compact_results``).
+``--check`` only reports whether both files are up to date (exit 1 if not).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
-from .common import RESULTS
+from .common import RESULTS, compact_results
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+LOG = Path(__file__).resolve().parent / "RESULTS.md"
 
-# (row label, (file, key) single-utterance, (file, key) speaker-adapted or None); key: a model in an
-# emodb-style file's "summary", or "protocol/model" in peers_emodb.json's "results"
+ENS, ENS_S = "emodb_time", "emodb_time_speaker"  # CNN pooled over time + smile (+ BiLSTM): the earlier recommended
+GAP, GAP_S = "emodb_noval3n", "emodb_noval3n_speaker"  # the same with the described global average pooling
+WS, WS_S = "emodb_whisper_smile", "emodb_whisper_smile_speaker"  # whisper + smile (configs/recommended.yaml)
+VOTE = "ensemble (weighted on inner CV)"  # the vote benchmarks.emodb records for model.calibration: inner
+SUITE_VOTE = "ensemble whisper+smile (weighted on inner CV)"
+TRAP = "speaker-adapted: one-emotion trap [shrunk, averaged with the single-utterance model]"
+SINGLE = "single utterance (per-utterance normalisation)"
+
+
+def _suite(condition: str, row: str) -> list[tuple[str, tuple[str, str]]]:
+    return [(f, (condition, row)) for f in ("suite_emodb_whisper_smile", "suite_emodb_whisper_smile_babble")]
+
+
+def _suite_s(condition: str, row: str) -> list[tuple[str, tuple[str, str]]]:
+    return [(f, (condition, row)) for f in ("suite_emodb_whisper_smile_speaker",
+                                            "suite_emodb_whisper_smile_speaker_babble")]
+
+
+# README's table: at most ten rows
+FRONT_ROWS = [
+    ("peer: ComParE_2016 functionals + SVM", ("peers_emodb", "standard/ComParE_2016 + SVM"),
+     ("peers_emodb", "speaker-adapted/ComParE_2016 + SVM")),
+    ("CNN (log-mel, pooled over time) + `smile`, equal vote (recommended before)",
+     (ENS, "cnn + smile (equal)"), (ENS_S, "cnn + smile (equal)")),
+    ("`smile` alone (ComParE functionals, 20 quantiles, logistic regression)",
+     ("emodb_smile_quantiles_nocopies", "smile"), ("emodb_smile_quantiles_nocopies_speaker", "smile")),
+    ("`whisper` alone (Whisper base's frozen encoder, logistic regression)", (WS, "whisper"),
+     (WS_S, "whisper")),
+    ("**`whisper` + `smile`, vote chosen on inner CV** (`configs/recommended.yaml`)", (WS, VOTE), (WS_S, VOTE)),
+    ("`whisper` + `smile`, the trap (a speaker's statistics from one emotion), with the companion",
+     ("adaptation_emodb_whisper_smile", SINGLE), ("adaptation_emodb_whisper_smile", TRAP)),
+    ("`whisper` + `smile` at 10 dB white noise", _suite("white 10 dB", SUITE_VOTE), _suite_s("white 10 dB", SUITE_VOTE)),
+    ("the peer at 10 dB white noise", _suite("white 10 dB", "ComParE_2016 + SVM"),
+     _suite_s("white 10 dB", "ComParE_2016 + SVM")),
+    ("`whisper` + `smile` at 10 dB babble", _suite("babble 10 dB", SUITE_VOTE), _suite_s("babble 10 dB", SUITE_VOTE)),
+]
+
+# RESULTS.md's full table: (row label, single-utterance spec, speaker-adapted spec or None); a spec is (file, key)
+# or a list of such alternatives, the first found wins; key: a row of the file's "summary", "protocol/model" in
+# peers_emodb.json's "results", or (condition, row) in a suite file's "summary"
 ENS, ENS_S = "emodb_time", "emodb_time_speaker"  # the ensemble as recommended: CNN pooled over time
 GAP, GAP_S = "emodb_noval3n", "emodb_noval3n_speaker"  # the same with the described global average pooling
-ROWS = [
+LOG_ROWS = [
     ("CNN on log-mel, early stopping on one validation speaker (the earlier default run)",
      ("emodb_default", "cnn"), None),
     ("CNN on log-mel, global average pooling (as described)", (GAP, "cnn"), (GAP_S, "cnn")),
@@ -108,6 +150,11 @@ ROWS = [
      ("combine_emodb_quantiles_speaker", "cnn + lstm + smile (calibrated, weighted)")),
     ("CNN (time pooling) + BiLSTM (level) + `smile`, soft vote of members from two runs",
      ("combine_emodb_time_level", "cnn + lstm + smile (equal weights)"), None),
+    ("`whisper` member alone (Whisper base's frozen encoder, blocks chosen by inner CV, calibrated logistic regression)",
+     (WS, "whisper"), (WS_S, "whisper")),
+    ("`whisper` + `smile`, soft vote, equal weights", (WS, "ensemble (equal)"), (WS_S, "ensemble (equal)")),
+    ("**`whisper` + `smile`, temperatures and vote weights chosen on the members' inner CV** (`model.calibration: "
+     "inner`)", (WS, VOTE), (WS_S, VOTE)),
     ("peer: openSMILE eGeMAPSv02 + SVM", ("peers_emodb", "standard/eGeMAPSv02 + SVM"),
      ("peers_emodb", "speaker-adapted/eGeMAPSv02 + SVM")),
     ("peer: openSMILE ComParE_2016 + SVM", ("peers_emodb", "standard/ComParE_2016 + SVM"),
@@ -115,53 +162,125 @@ ROWS = [
 ]
 
 
-def _summary(results: Path, file: str, key: str) -> dict | None:
-    p = results / f"{file}.json"
-    if not p.is_file():
-        return None
-    data = json.loads(p.read_text(encoding="utf-8"))
+
+
+def _load(results: Path, file: str, cache: dict) -> dict | None:
+    if file not in cache:
+        p = results / f"{file}.json"
+        cache[file] = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+    return cache[file]
+
+
+def _lookup(data: dict, key) -> dict | None:
+    if isinstance(key, tuple):  # (condition, row) in a suite file
+        return ((data.get("summary") or {}).get(key[0]) or {}).get(key[1])
     if "/" in key and "results" in data:
         protocol, model = key.split("/", 1)
-        return data["results"].get(protocol, {}).get(model, {}).get("summary")
-    s = data.get("summary", {}).get(key)
+        r = data["results"].get(protocol, {}).get(model, {})
+        s = r.get("summary")
+        if s is not None and "pooled" not in s and r.get("pooled_confusion"):  # peers' files before pooling
+            s = {**s, "pooled": _pooled(r["pooled_confusion"])}
+        return s
+    s = (data.get("summary") or {}).get(key)
     if s is not None and "pooled" not in s and isinstance(data.get("pooled"), dict):  # files before crossval
         s = {**s, "pooled": data["pooled"].get(key)}
     return s
 
 
+def _pooled(confusion: list[list[int]]) -> dict:
+    """UAR and macro-F1 of a confusion matrix summed over folds (rows: true class): the pooled figures."""
+    recall, f1 = [], []
+    for i, row in enumerate(confusion):
+        tp, true, said = row[i], sum(row), sum(r[i] for r in confusion)
+        recall.append(tp / true if true else 0.0)
+        f1.append(2 * tp / (true + said) if true + said else 0.0)
+    return {"uar": sum(recall) / len(recall), "macro_f1": sum(f1) / len(f1)}
+
+
+def _find(results: Path, spec, cache: dict, missing: list[str]) -> tuple[str | None, dict | None]:
+    """(file, summary) of the first alternative of ``spec`` present; an absent file goes to ``missing``."""
+    if spec is None:
+        return None, None
+    for file, key in spec if isinstance(spec, list) else [spec]:
+        data = _load(results, file, cache)
+        if data is None:
+            continue
+        s = _lookup(data, key)
+        if s is not None:
+            return file, s
+    names = [f for f, _ in (spec if isinstance(spec, list) else [spec])]
+    if not any(_load(results, f, cache) is not None for f in names):
+        missing.extend(f for f in names[:1] if f not in missing)
+    return None, None
+
+
 def _cell(s: dict | None, metric: str = "uar") -> str:
+    """pooled (mean ± std over folds), in %; the mean ± std alone where the file has no pooled figure."""
     if s is None:
         return "–"
     pooled = (s.get("pooled") or {}).get(metric)
-    return f"{100 * s[metric]['mean']:.1f} ± {100 * s[metric]['std']:.1f}" + (
-        f" ({100 * pooled:.1f})" if pooled is not None else "")
+    spread = f"{100 * s[metric]['mean']:.1f} ± {100 * s[metric]['std']:.1f}"
+    return f"{100 * pooled:.1f} ({spread})" if pooled is not None else spread
 
 
-def table(results: Path = RESULTS) -> tuple[str, list[str]]:
-    """The Markdown table and the names of files that were missing."""
-    lines = ["| model | UAR %, single utterance | UAR %, speaker-adapted | macro-F1 %, single utterance | "
-             "source (`benchmarks/results/`) |", "|---|---|---|---|---|"]
-    # each cell: mean ± std over folds, then (in brackets, where the file has them) pooled over all folds'
-    # out-of-fold predictions
-    missing = []
-    for label, (f1, k1), second in ROWS:
-        f2, k2 = second or (f1, None)
-        s1 = _summary(results, f1, k1)
-        s2 = _summary(results, f2, k2) if k2 else None
-        for f, s, wanted in ((f1, s1, True), (f2, s2, bool(k2))):
-            if wanted and s is None and f not in missing and not (results / f"{f}.json").is_file():
-                missing.append(f)
+def command(data: dict) -> str:
+    """The command a result file records, with config paths where they are now (benchmarks/configs/)."""
+    cmd = data.get("command") or ""
+    cmd = re.sub(r"\bconfigs/bench-([\w.-]+?)\.yaml", r"benchmarks/configs/\1.yaml", cmd)
+    return re.sub(r"python -m benchmarks\.(\w+)", r"python -m benchmarks \1", cmd)
+
+
+def _minutes(data: dict) -> str:
+    w = data.get("wall_seconds")
+    return f"{w / 60:.0f}" if isinstance(w, (int, float)) else "–"
+
+
+def front_table(results: Path = RESULTS) -> tuple[str, list[str]]:
+    """README's table (Markdown) and the names of files that were missing."""
+    lines = ["| model | UAR %, single utterance | UAR %, speaker-adapted | `python -m benchmarks` ... | min |",
+             "|---|---|---|---|---|"]
+    cache: dict = {}
+    missing: list[str] = []
+    shown: set[str] = set()
+    for label, single, speaker in FRONT_ROWS:
+        (f1, s1), (f2, s2) = _find(results, single, cache, missing), _find(results, speaker, cache, missing)
         if s1 is None and s2 is None:
             continue
-        src = f"`{f1}.md`" + (f", `{f2}.md`" if f2 != f1 else "")
+        files = [f for f in dict.fromkeys((f1, f2)) if f]
+        if set(files) <= shown:  # runs a row above already gives
+            cmds, mins = "runs above", ""
+        else:
+            cmds = "<br>".join(f"`{command(cache[f]).removeprefix('python -m benchmarks ')}`" for f in files)
+            mins = " + ".join(_minutes(cache[f]) for f in files)
+        shown.update(files)
+        lines.append(f"| {label} | {_cell(s1)} | {_cell(s2)} | {cmds} | {mins} |")
+    return "\n".join(lines), missing
+
+
+def log_table(results: Path = RESULTS) -> tuple[str, list[str]]:
+    """RESULTS.md's table of every row (Markdown) and the names of files that were missing."""
+    lines = ["| model | UAR %, single utterance | UAR %, speaker-adapted | macro-F1 %, single utterance | "
+             "source (`benchmarks/results/`) |", "|---|---|---|---|---|"]
+    cache: dict = {}
+    missing: list[str] = []
+    for label, single, speaker in LOG_ROWS:
+        (f1, s1), (f2, s2) = _find(results, single, cache, missing), _find(results, speaker, cache, missing)
+        if s1 is None and s2 is None:
+            continue
+        src = ", ".join(f"`{f}.md`" for f in dict.fromkeys((f1, f2)) if f)
         lines.append(f"| {label} | {_cell(s1)} | {_cell(s2)} | {_cell(s1, 'macro_f1')} | {src} |")
     return "\n".join(lines), missing
 
 
-def render(readme: str, body: str) -> str:
-    if START not in readme or END not in readme or readme.index(START) > readme.index(END):
-        raise SystemExit(f"README.md has no {START} ... {END} block")
-    head, rest = readme.split(START, 1)
+def table(results: Path = RESULTS) -> tuple[str, list[str]]:
+    """README's table and the files it missed (kept for callers of the earlier single-table generator)."""
+    return front_table(results)
+
+
+def render(text: str, body: str, name: str = "README.md") -> str:
+    if START not in text or END not in text or text.index(START) > text.index(END):
+        raise SystemExit(f"{name} has no {START} ... {END} block")
+    head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{START}\n{body}\n{END}{tail}"
 
@@ -169,22 +288,31 @@ def render(readme: str, body: str) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    ap.add_argument("--log", type=Path, default=LOG, help="the full table and experiment log (benchmarks/RESULTS.md)")
     ap.add_argument("--results", type=Path, default=RESULTS)
-    ap.add_argument("--check", action="store_true", help="only say whether README is up to date")
+    ap.add_argument("--check", action="store_true", help="only say whether README and RESULTS.md are up to date")
     a = ap.parse_args(argv)
-    body, missing = table(a.results)
-    old = a.readme.read_text(encoding="utf-8")
-    new = render(old, body)
-    for f in missing:
-        print(f"benchmarks.readme: {f}.json not found; its figures are left out", file=sys.stderr)
-    if a.check:
-        print("README results are up to date" if new == old else "README results are out of date")
-        raise SystemExit(0 if new == old else 1)
-    if new != old:
-        from persemo.corpora.base import atomic_write_text
+    if not a.check:
+        compact_results(a.results, log=lambda m: print(f"benchmarks.readme: {m}", file=sys.stderr))
+    front, missing = front_table(a.results)
+    full, missing_log = log_table(a.results)
+    for f in dict.fromkeys(missing + missing_log):
+        print(f"benchmarks.readme: {f}.json not found; its rows are left out", file=sys.stderr)
+    stale = []
+    for path, body in ((a.readme, front), (a.log, full)):
+        old = path.read_text(encoding="utf-8")
+        new = render(old, body, path.name)
+        if new == old:
+            continue
+        stale.append(path.name)
+        if not a.check:
+            from persemo.atomic import atomic_write_text
 
-        atomic_write_text(a.readme, new)
-    print(body)
+            atomic_write_text(path, new)
+    if a.check:
+        print(f"out of date: {', '.join(stale)}" if stale else "README and RESULTS.md results are up to date")
+        raise SystemExit(1 if stale else 0)
+    print(front)
 
 
 if __name__ == "__main__":

@@ -88,8 +88,10 @@ def model_rows(model, probs: np.ndarray, validation: bool) -> dict[str, np.ndarr
     for r in range(2, len(kinds) + 1):
         for team in itertools.combinations(range(len(kinds)), r):
             rows[f"ensemble {'+'.join(kinds[i] for i in team)} (equal)"] = probs[list(team)].mean(0)
-    if len(kinds) > 1 and validation or model.companion is not None:
-        rows[f"ensemble {'+'.join(kinds)} ({'weighted on val' if validation else 'vote'})"] = probs[-1]
+    inner = model.cfg.model.calibration == "inner"  # the vote chosen on the members' inner CV
+    if len(kinds) > 1 and (validation or inner) or model.companion is not None:
+        how = "weighted on val" if validation else "weighted on inner CV" if inner else "vote"
+        rows[f"ensemble {'+'.join(kinds)} ({how})"] = probs[-1]
     return rows
 
 
