@@ -49,7 +49,7 @@ FRONT_ROWS = [
      ("peers_emodb", "speaker-adapted/ComParE_2016 + SVM")),
     ("CNN (log-mel, pooled over time) + `smile`, equal vote (recommended before)",
      (ENS, "cnn + smile (equal)"), (ENS_S, "cnn + smile (equal)")),
-    ("`smile` alone (ComParE functionals, 20 quantiles, logistic regression)",
+    ("`smile` alone (ComParE functionals, 20 quantiles, clean clips only)",
      ("emodb_smile_quantiles_nocopies", "smile"), ("emodb_smile_quantiles_nocopies_speaker", "smile")),
     ("`whisper` alone (Whisper base's frozen encoder, logistic regression)", (WS, "whisper"),
      (WS_S, "whisper")),
