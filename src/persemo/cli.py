@@ -348,7 +348,9 @@ def serve(model: Path = typer.Option(..., "--model", help="run directory of a tr
           max_queue: int = typer.Option(64, "--max-queue", help="inference jobs waiting per process; beyond: 503 "
                                                                 "at once"),
           stream_slots: int = typer.Option(0, "--stream-slots", help="inference slots streams may hold at once; 0: "
-                                                                     "all but one, so /v1/predict keeps one")):
+                                                                     "all but one, so /v1/predict keeps one"),
+          max_concurrency: int = typer.Option(0, "--max-concurrency", help="inferences at once per process (worker "
+                                                                           "threads); 0: CPUs / workers")):
     """Web service and page: POST /v1/predict, WebSocket /v1/stream (live), GET /v1/model, /health, /docs."""
     try:
         from .serve import Settings, run
@@ -359,7 +361,7 @@ def serve(model: Path = typer.Option(..., "--model", help="run directory of a tr
                         header_timeout=header_timeout, body_timeout=body_timeout,
                         keep_alive_timeout=keep_alive_timeout, stream_idle_timeout=stream_idle_timeout,
                         max_connections=max_connections, max_streams=max_streams, queue_timeout=queue_timeout,
-                        max_queue=max_queue, stream_slots=stream_slots))
+                        max_queue=max_queue, stream_slots=stream_slots, max_concurrency=max_concurrency))
 
 
 @app.command()

@@ -490,11 +490,12 @@ def test_limit_settings_and_flags(model_dir, monkeypatch):
     monkeypatch.setattr(persemo.serve, "run", lambda model, settings: seen.setdefault("s", settings))
     flags = {"--header-timeout": "2.5", "--body-timeout": "7", "--keep-alive-timeout": "3",
              "--stream-idle-timeout": "12", "--max-connections": "40", "--max-streams": "9",
-             "--queue-timeout": "4", "--max-queue": "11", "--stream-slots": "1"}
+             "--queue-timeout": "4", "--max-queue": "11", "--stream-slots": "1", "--max-concurrency": "3"}
     res = CliRunner().invoke(app, ["serve", "--model", str(model_dir), *[x for kv in flags.items() for x in kv]])
     assert res.exit_code == 0, res.output
     s = seen["s"]
     assert (s.header_timeout, s.body_timeout, s.keep_alive_timeout, s.stream_idle_timeout) == (2.5, 7, 3, 12)
     assert (s.max_connections, s.max_streams, s.queue_timeout, s.max_queue, s.stream_slots) == (40, 9, 4, 11, 1)
+    assert s.max_concurrency == 3
     res = CliRunner().invoke(app, ["serve", "--model", str(model_dir), "--header-timeout", "0"])
     assert res.exit_code == 2 and "header_timeout must be a positive" in res.output
