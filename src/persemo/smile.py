@@ -94,10 +94,10 @@ def extract_functionals(utterances: Sequence[Utterance | str | Path], feature_se
             wave = load_audio(path)
         except AudioError as exc:
             return None, exc.reason
-        if getattr(local, "smile", None) is None:
-            local.smile = _new_smile(feature_set)
+        if getattr(local, "extractor", None) is None:
+            local.extractor = _new_smile(feature_set)
         try:
-            x = local.smile.process_signal(wave, SAMPLE_RATE).to_numpy(dtype=np.float32).reshape(-1)
+            x = local.extractor.process_signal(wave, SAMPLE_RATE).to_numpy(dtype=np.float32).reshape(-1)
         except Exception as exc:  # noqa: BLE001 - openSMILE raises plain RuntimeErrors
             return None, f"openSMILE failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
         cache.put(digest, {"x": x})
