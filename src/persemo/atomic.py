@@ -26,17 +26,22 @@ def _clean_stale(path: Path) -> None:
             pass
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None], mode: int = 0o644) -> Path:
-    """Call ``write(tmp_path)`` to fill a temporary file beside ``path``, then rename it into place."""
+def atomic_write(path: str | Path, write: Callable[[str], None], mode: int = 0o644, durable: bool = True) -> Path:
+    """Call ``write(tmp_path)`` to fill a temporary file beside ``path``, then rename it into place.
+
+    ``durable`` (artifacts, reports): flush to disk before the rename, and remove stale temporary files of
+    the same target. A cache entry, rebuilt when lost, passes False: no fsync, no folder scan per write."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale(path)
+    if durable:
+        _clean_stale(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.chmod(tmp, mode)  # mkstemp makes 0600; an artifact is meant to be shared
         os.replace(tmp, path)
     except BaseException:

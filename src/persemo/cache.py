@@ -14,10 +14,12 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file
+
+from .atomic import atomic_write
 
 CACHE_ENV = "PERSEMO_CACHE"
 FORMAT = 2  # bump when the entry layout or the stored values change (2: per-item delta edges)
@@ -69,8 +71,6 @@ class FeatureCache:
         p = self._path(file_hash)
         if not p.is_file():
             return None
-        from safetensors.numpy import load_file
-
         try:
             return load_file(str(p))
         except Exception:  # noqa: BLE001 - unreadable entry: a miss, rewritten by put()
@@ -79,22 +79,11 @@ class FeatureCache:
     def put(self, file_hash: str, arrays: dict[str, np.ndarray]) -> None:
         if not self.enabled:
             return
-        p = self._path(file_hash)
-        if p.parent not in self._made:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            self._made.add(p.parent)
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=p.parent)
-        except FileNotFoundError:  # the folder was removed since: make it again
-            p.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
                 write_entry(fh, arrays)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        atomic_write(self._path(file_hash), write, durable=False)
 
 
 _DTYPES = {"float32": "F32", "float64": "F64", "float16": "F16", "int64": "I64", "int32": "I32",

@@ -31,15 +31,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.numpy import load_file, save_file
 from torch import nn
 
+from ..atomic import atomic_write, atomic_write_text
 from ..cache import FeatureCache
 from ..features import mel_filterbank, torch_threads
 
@@ -237,28 +237,14 @@ class WhisperEncoder:
 
     def save(self, folder: str | Path) -> None:
         """Write ``encoder.safetensors`` and ``encoder.json`` into ``folder`` (each atomically)."""
-        from safetensors.numpy import save_file
-
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         config, tensors = self.state()
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=folder)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp)
-            os.replace(tmp, folder / STATE_FILE)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(config, fh, indent=1)
-        os.replace(tmp, folder / CONFIG_FILE)
+        atomic_write(folder / STATE_FILE, lambda tmp: save_file(tensors, tmp))
+        atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=1))
 
     @classmethod
     def load(cls, folder: str | Path) -> "WhisperEncoder":
         """Read what ``save`` wrote."""
-        from safetensors.numpy import load_file
-
         folder = Path(folder)
         config = json.loads((folder / CONFIG_FILE).read_text())
         return cls.from_state(config, load_file(str(folder / STATE_FILE)))
