@@ -14,6 +14,7 @@ SCRIPTS = {
     "suite": "suite",                # accuracy (peers, members, ensembles), both protocols, noise sweep
     "adaptation": "adaptation",      # speaker adaptation: all / enrolment / trap / curve
     "peers": "peers",                # openSMILE ComParE and eGeMAPS + SVM alone
+    "confound": "confound",          # speakers heard in k emotions only: smile member vs plain peers
     "emodb": "emodb",                # the ensemble alone, k-fold
     "combine": "combine",            # ensemble with / without the openSMILE member, from saved predictions
     "rtf": "bench_rtf",              # inference real-time factor, torch vs onnxruntime

@@ -1,0 +1,375 @@
+"""The speaker-emotion confound benchmark on EmoDB (issue 22): training speakers heard in k emotions only.
+
+    python -m benchmarks confound [--data PATH] [--folds 5] [--seed 0] [--ks 1,2,3,all] [--quick]
+                                  [--cache DIR] [--results DIR]
+
+Folds: ``persemo.splits.make_folds(utterances, 5, "speaker", 0.0, seed)`` (speakers held out, no
+validation part). In each fold's TRAINING speakers only k emotions per speaker are kept (``keep_emotions``:
+a seeded draw, each speaker's emotions chosen so that every emotion stays present in the training part);
+the test speakers keep all their emotions. With k = 1 the speaker is the easiest thing to learn: a
+model that learns voices instead of emotions is punished on the held-out speakers.
+
+Rows, per k, on the same folds and the same functionals (cached by file, ``persemo.smile.extract_functionals``):
+- the ``smile`` member trained through ``persemo.training.train_ensemble`` on a config
+  ``model: {members: [smile], smile: {...}}, split: {val_fraction: 0}`` (its defaults, and variants);
+  single utterance, and speaker-adapted (``features.normalisation: speaker``, no companion);
+- the peers: plain scikit-learn standardise + class-balanced logistic regression, C by inner GroupKFold over
+  the training speakers (UAR), and standardise + class-balanced RBF SVM (``benchmarks.peers.peer_svm``);
+- ``SmileMember`` fitted directly on the clean functionals (the member's classifier without noisy copies),
+  and the ablations behind the diagnosis of issue 22 (``ABLATIONS``).
+
+UAR and macro-F1 pooled over all out-of-fold predictions beside the mean ± std over folds; with a
+ShEMO-like class distribution too (``--imbalance``: the training part subsampled, neutral and anger
+common, fear rare).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .common import EMODB, POOLED_NOTE, RESULTS, Rows, machine_info, write_results
+
+KS: tuple[int | None, ...] = (1, 2, 3, None)  # None: all emotions
+PEER_LR_C = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+INNER = 4  # inner GroupKFold folds of the peers
+# ShEMO's training distribution (share of clips), as EmoDB's labels: anger, neutral common, fear rare
+SHEMO_SHARES = {"anger": 0.34, "neutral": 0.34, "sadness": 0.15, "happiness": 0.07, "boredom": 0.05,
+                "disgust": 0.03, "fear": 0.01}
+
+
+def k_name(k: int | None) -> str:
+    return "all" if k is None else str(k)
+
+
+def keep_emotions(speakers: Sequence[str], emotions: Sequence[str], k: int | None, seed: int) -> np.ndarray:
+    """Boolean mask over the rows (speaker, emotion) of a training part: each speaker's rows of k of their
+    emotions (all with ``k`` None). Speakers are taken in a seeded order; each first takes, at random, emotions
+    no speaker before it took (while it has any), then any of its other emotions: every emotion present in
+    the part stays present when speakers x k allows it."""
+    speakers, emotions = np.asarray(speakers), np.asarray(emotions)
+    if k is None:
+        return np.ones(len(speakers), bool)
+    rng = np.random.default_rng(seed)
+    names = np.unique(speakers)
+    covered: set[str] = set()
+    keep = np.zeros(len(speakers), bool)
+    for s in rng.permutation(names):
+        own = sorted(set(emotions[speakers == s].tolist()))
+        new = [e for e in own if e not in covered]
+        old = [e for e in own if e in covered]
+        chosen = (list(rng.permutation(new)) + list(rng.permutation(old)))[:k] if new or old else []
+        covered |= set(chosen)
+        keep |= (speakers == s) & np.isin(emotions, chosen)
+    return keep
+
+
+def shemo_like(y: np.ndarray, labels: Sequence[str], seed: int, shares: dict | None = None) -> np.ndarray:
+    """Row indices of a subsample of ``y`` whose class shares follow ``shares`` (ShEMO's by default): the
+    largest subsample with those shares, each class at least 2 clips where it has them."""
+    shares = shares or SHEMO_SHARES
+    rng = np.random.default_rng(seed)
+    counts = {c: int(np.sum(y == i)) for i, c in enumerate(labels)}
+    w = {c: shares.get(c, 0.0) for c in labels}
+    total = min(counts[c] / w[c] for c in labels if w[c] > 0 and counts[c] > 0)
+    rows = []
+    for i, c in enumerate(labels):
+        idx = np.flatnonzero(y == i)
+        n = min(len(idx), max(2, int(round(total * w[c]))))
+        rows += rng.permutation(idx)[:n].tolist()
+    return np.sort(np.array(rows, np.int64))
+
+
+# --------------------------------------------------------------------------------------------- peers
+
+def peer_logreg(X: np.ndarray, y: np.ndarray, groups: np.ndarray, grid: Sequence[float] = PEER_LR_C):
+    """StandardScaler + LogisticRegression(class_weight='balanced'); C by inner GroupKFold (UAR, the first of
+    ties). Returns (fitted pipeline, {"C", "inner_uar"})."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    splits = list(GroupKFold(n_splits=min(INNER, len(np.unique(groups)))).split(X, y, groups))
+    scores = np.zeros(len(grid))
+    for tr, te in splits:
+        scaler = StandardScaler().fit(X[tr])
+        a, b = scaler.transform(X[tr]), scaler.transform(X[te])
+        for i, C in enumerate(grid):
+            clf = LogisticRegression(C=C, class_weight="balanced", max_iter=2000).fit(a, y[tr])
+            scores[i] += balanced_accuracy_score(y[te], clf.predict(b)) / len(splits)
+    i = int(np.argmax(scores))
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=grid[i], class_weight="balanced", max_iter=2000))
+    return model.fit(X, y), {"C": grid[i], "inner_uar": float(scores[i])}
+
+
+def onehot(pred: np.ndarray, n: int) -> np.ndarray:
+    return np.eye(n)[np.asarray(pred, np.int64)]
+
+
+def peer_rows(n_classes: int) -> dict[str, Callable]:
+    """name -> fit_predict(Xtr, ytr, groups, Xte) -> (probs (N, C), selected) for the scikit-learn peers."""
+    from .peers import peer_svm
+
+    def lr(Xtr, ytr, g, Xte):
+        m, sel = peer_logreg(Xtr, ytr, g)
+        return onehot(m.predict(Xte), n_classes), sel
+
+    def svm(Xtr, ytr, g, Xte):
+        m, sel = peer_svm(Xtr, ytr, g)
+        return onehot(m.predict(Xte), n_classes), sel
+
+    return {"logreg": lr, "svm": svm}
+
+
+def smile_direct(n_classes: int, **kw) -> Callable:
+    """``SmileMember`` fitted on the clean functionals (no copies), its calibrated probabilities."""
+    from persemo.smile import SmileMember
+
+    def fit_predict(Xtr, ytr, g, Xte):
+        m = SmileMember(kw.get("kind", "logreg"), quantiles=kw.get("quantiles", 0),
+                        calibration=kw.get("calibration", "temperature")).fit(
+            Xtr, ytr, n_classes, groups=g, seed=0)
+        return m.predict_proba(Xte), {**m.chosen, "inner_uar": m.meta["inner_cv"]["uar"]}
+
+    return fit_predict
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+def fold_parts(splits, pos: dict[str, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(np.array([pos[i] for i in sp.train + sp.val]), np.array([pos[i] for i in sp.test])) for sp in splits]
+
+
+def training_rows(tr: np.ndarray, spk: np.ndarray, emo: np.ndarray, y: np.ndarray, labels, k, seed: int,
+                  fold: int, imbalance: bool = False) -> np.ndarray:
+    """The fold's training rows kept for k (and the ShEMO-like subsample with ``imbalance``)."""
+    keep = tr[keep_emotions(spk[tr], emo[tr], k, seed + 1000 * fold)]
+    if imbalance:
+        keep = keep[shemo_like(y[keep], labels, seed + 1000 * fold)]
+    return keep
+
+
+def evaluate_vectors(feats: dict[str, np.ndarray], y: np.ndarray, spk: np.ndarray, labels: list[str],
+                     parts: Sequence[tuple[np.ndarray, np.ndarray]], ks: Sequence[int | None],
+                     rows: dict[str, tuple[str, Callable]], seed: int = 0, imbalance: bool = False,
+                     log=print) -> dict:
+    """Every row (name -> (feature set, fit_predict)) on every k and fold: {k: {"rows": Rows, "selected":
+    {name: [...]}, "n_train": [...]}}. The benchmark's core on per-clip vectors (no audio needed)."""
+    emo = np.array([labels[i] for i in y])
+    out = {}
+    for k in ks:
+        table, selected, n_train = Rows(labels), {n: [] for n in rows}, []
+        for f, (tr, te) in enumerate(parts):
+            keep = training_rows(tr, spk, emo, y, labels, k, seed, f, imbalance)
+            n_train.append(int(len(keep)))
+            line = []
+            for name, (fs, fit_predict) in rows.items():
+                X = feats[fs]
+                probs, sel = fit_predict(X[keep], y[keep], spk[keep], X[te])
+                selected[name].append(sel)
+                line.append(f"{name} {100 * table.add(name, y[te], probs)['uar']:.1f}")
+            log(f"k={k_name(k)} fold {f + 1}/{len(parts)} (train {len(keep)}): UAR " + ", ".join(line))
+        out[k_name(k)] = {"rows": table, "selected": selected, "n_train": n_train}
+    return out
+
+
+# ------------------------------------------------------------------- the smile member through training
+
+MEMBER_ROWS = {  # row name -> (model.smile settings, speaker-adapted)
+    "smile eGeMAPSv02": ({"feature_set": "eGeMAPSv02"}, False),
+    "smile eGeMAPSv02, noise_copies 0": ({"feature_set": "eGeMAPSv02", "noise_copies": 0}, False),
+    "smile ComParE_2016": ({"feature_set": "ComParE_2016"}, False),
+    "smile ComParE_2016, quantiles 20, noise_copies 0": (
+        {"feature_set": "ComParE_2016", "quantiles": 20, "noise_copies": 0}, False),
+    "smile eGeMAPSv02, speaker-adapted": ({"feature_set": "eGeMAPSv02"}, True),
+    "smile ComParE_2016, speaker-adapted": ({"feature_set": "ComParE_2016"}, True),
+}
+QUICK_MEMBER_ROWS = ("smile eGeMAPSv02", "smile ComParE_2016", "smile eGeMAPSv02, speaker-adapted")
+
+
+def member_config(smile: dict, speaker: bool, seed: int = 0):
+    from persemo.config import load_config
+
+    sections = {"model": {"members": ["smile"], "smile": dict(smile)}, "split": {"val_fraction": 0},
+                "train": {"num_threads": 1, "seed": seed}}
+    if speaker:
+        sections["features"] = {"normalisation": "speaker"}
+        sections["adaptation"] = {"single_companion": False}
+    return load_config(None, **sections)
+
+
+def member_fit_predict(smile: dict, speaker: bool, labels: list[str], cache_dir, memo: dict, seed: int = 0):
+    """fit_predict(train items, test items) -> (probs of the member (N, C), selected): ``train_ensemble`` on
+    the training items, then ``predict_items`` on the test items (speaker-adapted: each test speaker's own
+    statistics over all their test clips, no labels)."""
+    from persemo.crossval import held_out_statistics
+    from persemo.training import predict_items, train_ensemble
+
+    cfg = member_config(smile, speaker, seed)
+
+    def fit_predict(train, test):
+        model, info = train_ensemble(cfg, labels, train, [], None, progress=False, log=lambda m: None,
+                                     cache_dir=cache_dir)
+        model.memo = memo  # a test window's functionals do not depend on the model
+        stats = held_out_statistics(cfg, model, test, cache_dir) if speaker else None
+        probs = predict_items(model, test, cfg, stats)[0]
+        m = info["members"]["smile"]
+        return probs, {**m.get("chosen", {}), "inner_uar": m.get("inner_cv_uar")}
+
+    return fit_predict
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+def run(data: Path, folds: int, seed: int, ks: Sequence[int | None], cache_dir: Path, quick: bool = False,
+        imbalance: bool = True, log=print) -> dict:
+    from persemo.config import load_config
+    from persemo.corpora import scan_corpus
+    from persemo.prepare import prepare
+    from persemo.smile import extract_functionals, usable
+    from persemo.splits import check_speaker_independent, make_folds
+
+    scan = scan_corpus("emodb", data, durations=False)
+    labels = scan.labels
+    prepared = prepare(scan.utterances, load_config().features, cache_dir=cache_dir)
+    utts = [it.utt for it in prepared.items]
+    feats, t0 = {}, time.perf_counter()
+    for fs in ("eGeMAPSv02", "ComParE_2016"):
+        X, _, problems = extract_functionals(utts, fs, cache_dir, threads=2)
+        if problems:
+            raise SystemExit(f"benchmarks.confound: {len(problems)} clips without {fs} functionals")
+        feats[fs] = np.asarray(X, np.float64)
+    log(f"{len(utts)} clips, functionals in {time.perf_counter() - t0:.0f} s")
+    y = np.array([labels.index(u.emotion) for u in utts])
+    spk = np.array([u.speaker for u in utts])
+    emo = np.array([u.emotion for u in utts])
+    splits = make_folds(utts, folds, "speaker", 0.0, seed)
+    for sp in splits:
+        check_speaker_independent(sp, utts)
+    parts = fold_parts(splits, {u.id: i for i, u in enumerate(utts)})
+    C = len(labels)
+    peers = peer_rows(C)
+    vector_rows = {"peer: standardise + logreg, eGeMAPSv02": ("eGeMAPSv02", peers["logreg"]),
+                   "peer: standardise + logreg, ComParE_2016": ("ComParE_2016", peers["logreg"]),
+                   "peer: standardise + RBF SVM, eGeMAPSv02": ("eGeMAPSv02", peers["svm"]),
+                   "peer: standardise + RBF SVM, ComParE_2016": ("ComParE_2016", peers["svm"]),
+                   "SmileMember (clean functionals), eGeMAPSv02": ("eGeMAPSv02", smile_direct(C)),
+                   "SmileMember (clean functionals), ComParE_2016": ("ComParE_2016", smile_direct(C)),
+                   "SmileMember (clean), eGeMAPSv02, matrix calibration (before the fix)": (
+                       "eGeMAPSv02", smile_direct(C, calibration="matrix")),
+                   "SmileMember (clean), ComParE_2016, matrix calibration (before the fix)": (
+                       "ComParE_2016", smile_direct(C, calibration="matrix"))}
+    member_rows = {n: v for n, v in MEMBER_ROWS.items() if not quick or n in QUICK_MEMBER_ROWS}
+    memo: dict = {}
+    fitters = {n: member_fit_predict(s, sp_, labels, cache_dir, memo, seed) for n, (s, sp_) in member_rows.items()}
+    variants = [("balanced", False)] + ([("ShEMO-like", True)] if imbalance else [])
+    out: dict = {}
+    for variant, imb in variants:
+        for k in ks if not imb else [k for k in ks if k in (2, None)]:
+            key = f"{variant} k={k_name(k)}"
+            table, selected, n_train, seconds = Rows(labels), {}, [], {}
+            for f, (tr, te) in enumerate(parts):
+                keep = training_rows(tr, spk, emo, y, labels, k, seed, f, imb)
+                n_train.append(int(len(keep)))
+                line = []
+                for name, (fs, fp) in vector_rows.items():
+                    t = time.perf_counter()
+                    probs, sel = fp(feats[fs][keep], y[keep], spk[keep], feats[fs][te])
+                    seconds.setdefault(name, []).append(time.perf_counter() - t)
+                    selected.setdefault(name, []).append(sel)
+                    line.append(f"{name} {100 * table.add(name, y[te], probs)['uar']:.1f}")
+                for name, fp in fitters.items():
+                    t = time.perf_counter()
+                    probs, sel = fp([prepared.items[i] for i in keep], [prepared.items[i] for i in te])
+                    seconds.setdefault(name, []).append(time.perf_counter() - t)
+                    selected.setdefault(name, []).append(sel)
+                    line.append(f"{name} {100 * table.add(name, y[te], probs)['uar']:.1f}")
+                log(f"{key} fold {f + 1}/{len(parts)} (train {len(keep)} clips, "
+                    f"{len(set(emo[keep].tolist()))} emotions): UAR " + "; ".join(line))
+            summary = table.summary()
+            out[key] = {"variant": variant, "k": k_name(k), "n_train": n_train,
+                        "rows": {n: {"summary": summary[n], "selected": selected[n], "seconds_per_fold": seconds[n]}
+                                 for n in summary}}
+    return {"labels": labels, "n_utterances": len(utts), "n_speakers": len(set(spk.tolist())),
+            "folds": [{"fold": sp.fold, "test_speakers": sorted(set(spk[te].tolist()))}
+                      for sp, (_, te) in zip(splits, parts)], "results": out}
+
+
+def _pct(s: dict, m: str) -> str:
+    return f"{100 * s[m]['mean']:.1f} ± {100 * s[m]['std']:.1f}"
+
+
+def render(res: dict, cmd: str, wall: float) -> str:
+    md = ["## EmoDB: the speaker-emotion confound benchmark (issue 22)", "",
+          f"Command: `{cmd}` ({wall / 60:.1f} min on this machine). {res['n_utterances']} clips, "
+          f"{res['n_speakers']} speakers, speaker-grouped {len(res['folds'])} folds "
+          f"(`make_folds(utts, {len(res['folds'])}, \"speaker\", 0.0, {res['seed']})`). In each fold's training "
+          "speakers only k emotions per speaker are kept (a seeded draw keeping every emotion present); the test "
+          "speakers keep all. " + POOLED_NOTE + " The peers' probabilities are their one-hot decisions.", ""]
+    if res.get("note"):
+        md += [res["note"], ""]
+    for key, r in res["results"].items():
+        md += [f"### {key} (training clips per fold: {', '.join(map(str, r['n_train']))})", "",
+               "| model | UAR pooled | UAR mean ± std | macro-F1 pooled | macro-F1 mean ± std |",
+               "|---|---|---|---|---|"]
+        for n, row in r["rows"].items():
+            s = row["summary"]
+            md.append(f"| {n} | {100 * s['pooled']['uar']:.1f} | {_pct(s, 'uar')} | "
+                      f"{100 * s['pooled']['macro_f1']:.1f} | {_pct(s, 'macro_f1')} |")
+        md.append("")
+    md += ["### UAR pooled per k (%)", ""]
+    keys = list(res["results"])
+    names = list(res["results"][keys[0]]["rows"])
+    md += ["| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for n in names:
+        md.append(f"| {n} | " + " | ".join(
+            f"{100 * res['results'][k]['rows'][n]['summary']['pooled']['uar']:.1f}" if n in res["results"][k]["rows"]
+            else "-" for k in keys) + " |")
+    md.append("")
+    return "\n".join(md) + "\n"
+
+
+def main(argv=None) -> None:
+    from persemo.cache import default_cache_dir
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=EMODB)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ks", default="1,2,3,all", help="emotions per training speaker, comma-separated")
+    ap.add_argument("--quick", action="store_true", help="fewer smile-member rows")
+    ap.add_argument("--no-imbalance", action="store_true", help="skip the ShEMO-like class distribution")
+    ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    a = ap.parse_args(argv)
+    if not Path(a.data).exists():
+        raise SystemExit(f"benchmarks.confound: data not found: {a.data}")
+    ks = [None if s.strip() == "all" else int(s) for s in a.ks.split(",") if s.strip()]
+    warnings.filterwarnings("ignore")
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    with threadpool_limits(limits=1):
+        res = run(Path(a.data), a.folds, a.seed, ks, a.cache or default_cache_dir(), a.quick, not a.no_imbalance)
+    wall = time.perf_counter() - t0
+    cmd = "python -m benchmarks confound" + "".join(
+        f" {flag}" for flag, on in (("--quick", a.quick), ("--no-imbalance", a.no_imbalance)) if on) + (
+        f" --ks {a.ks}" if a.ks != "1,2,3,all" else "") + (f" --seed {a.seed}" if a.seed else "")
+    res = {"benchmark": "speaker-emotion confound on EmoDB", "command": cmd, "seed": a.seed, "wall_seconds": wall,
+           "peer_logreg_C": PEER_LR_C, "shemo_shares": SHEMO_SHARES, "machine": machine_info(), **res}
+    md = render(res, cmd, wall)
+    write_results("confound_emodb", res, md, a.results)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
