@@ -122,7 +122,7 @@ def test_wrong_format_version(saved):
     (lambda m: m["config"]["features"].update(n_mels=32), "front end|do not fit"),
     (lambda m: m.update(member_temperatures=[1.5]), "one finite number per member"),
     (lambda m: m.update(member_temperatures=[1.5, 0.0]), "member_temperatures"),
-    (lambda m: m.update(ensemble_weights=[-0.3, 1.3]), "non-negative"),
+    (lambda m: m.update(ensemble_weights=[-0.3, 1.3]), "ensemble_weights must be from 0 to 1e6"),
     (lambda m: m.update(members=["lstm", "cnn"]), "differ from the config"),
     (lambda m: m.update(labels=["anger", "anger"]), "labels"),
     (lambda m: m.pop("member_state"), "member_state"),
