@@ -73,7 +73,7 @@ def test_temperature_calibration_fits_a_temperature_and_falls_back_to_one():
     y = np.array([rng.choice(3, p=row) for row in p])  # labels drawn from softmax(logits): calibrated at T = 1
     W, b = fit_temperature_calibration(10.0 * logits, y, 3)  # scores 10x too sharp: 1/T near 0.1
     assert np.allclose(W, W[0, 0] * np.eye(3)) and np.all(b == 0)
-    assert 0.08 < W[0, 0] < 0.12
+    assert 0.07 < W[0, 0] < 0.15
     W, b = fit_temperature_calibration(logits[:5], y[:5], 3)  # too few rows: T = 1
     assert np.array_equal(W, np.eye(3))
 

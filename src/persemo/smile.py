@@ -465,9 +465,9 @@ MIN_CALIBRATION_ROWS = 10  # fewer fair held-out rows than this (or one class): 
 
 
 def fit_temperature_calibration(scores: np.ndarray, y: np.ndarray, n_present: int,
-                                min_rows: int = MIN_CALIBRATION_ROWS) -> tuple[np.ndarray, np.ndarray]:
+                                min_rows: int = MIN_CALIBRATION_ROWS, l2: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
     """Temperature scaling as a calibration map: W = I / T, b = 0 with T minimising the log-loss of
-    softmax(scores / T) on held-out scores (N, C), labels y in 0..C-1. It never changes which class scores
+    softmax(scores / T) (plus ``l2`` * log(T)^2) on held-out scores (N, C), labels y in 0..C-1. It never changes which class scores
     highest, so the classifier's decisions (and UAR) are its own. With fewer than ``min_rows`` rows or a
     single class, T = 1 (a logistic regression's own probabilities)."""
     from scipy.optimize import minimize_scalar
@@ -478,10 +478,10 @@ def fit_temperature_calibration(scores: np.ndarray, y: np.ndarray, n_present: in
         return np.eye(C), np.zeros(C)
     rows = np.arange(len(y))
 
-    def nll(log_inv_t: float) -> float:
+    def nll(log_inv_t: float) -> float:  # + l2 * log(1/T)^2: separable held-out scores stop short of one-hot
         z = scores * np.exp(log_inv_t)
         z = z - z.max(axis=1, keepdims=True)
-        return float(np.mean(np.log(np.exp(z).sum(1)) - z[rows, y]))
+        return float(np.mean(np.log(np.exp(z).sum(1)) - z[rows, y])) + l2 * log_inv_t ** 2
 
     res = minimize_scalar(nll, bounds=(-7.0, 7.0), method="bounded", options={"xatol": 1e-4})
     return np.exp(res.x) * np.eye(C), np.zeros(C)
