@@ -274,6 +274,12 @@ def run(data: Path, folds: int, seed: int, ks: Sequence[int | None], cache_dir: 
     member_rows = {n: v for n, v in MEMBER_ROWS.items() if not quick or n in QUICK_MEMBER_ROWS}
     memo: dict = {}
     fitters = {n: member_fit_predict(s, sp_, labels, cache_dir, memo, seed) for n, (s, sp_) in member_rows.items()}
+
+    def done(results: dict) -> dict:
+        return {"labels": labels, "n_utterances": len(utts), "n_speakers": len(set(spk.tolist())),
+                "folds": [{"fold": sp.fold, "test_speakers": sorted(set(spk[te].tolist()))}
+                          for sp, (_, te) in zip(splits, parts)], "results": dict(results)}
+
     variants = [("balanced", False)] + ([("ShEMO-like", True)] if imbalance else [])
     out: dict = {}
     for variant, imb in variants:
@@ -305,11 +311,6 @@ def run(data: Path, folds: int, seed: int, ks: Sequence[int | None], cache_dir: 
                                  for n in summary}}
             if partial is not None:
                 partial(done(out))
-
-    def done(results: dict) -> dict:
-        return {"labels": labels, "n_utterances": len(utts), "n_speakers": len(set(spk.tolist())),
-                "folds": [{"fold": sp.fold, "test_speakers": sorted(set(spk[te].tolist()))}
-                          for sp, (_, te) in zip(splits, parts)], "results": dict(results)}
 
     return done(out)
 
