@@ -426,3 +426,20 @@ def test_speaker_mode_standardises_each_noisy_copy_set_by_its_own_statistics(mon
             np.testing.assert_allclose(X[rows].mean(0), 0.0, atol=1e-5)
     assert member.head.quantiles == 5 and member.head.state()[0]["quantiles"].shape == (5, X.shape[1])
     assert info["dimensions"] == X.shape[1]
+
+
+def test_the_calibration_setting_reaches_the_classifier():
+    assert Config().model.section("smile").calibration == "temperature"
+    cfg = Config().replace(model={"members": ["smile"], "smile": {"calibration": "matrix"}})
+    assert cfg.model.section("smile").calibration == "matrix"
+    with pytest.raises(ConfigError, match="smile.calibration"):
+        Config().replace(model={"members": ["smile"], "smile": {"calibration": "platt"}})
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(-1, 1, (24, 6)), rng.normal(1, 1, (24, 6))])
+    y = np.repeat([0, 1], 24)
+    groups = np.tile(["a", "b", "c", "d"], 12)
+    from persemo.smile import SmileMember
+
+    for how in ("temperature", "matrix"):
+        head = SmileMember("logreg", None, 0, how).fit(X, y, 2, groups=groups)
+        assert head.meta.get("calibration", "matrix") == how

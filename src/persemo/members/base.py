@@ -316,7 +316,7 @@ class VectorMember(Member):
             y = np.concatenate([y] * (1 + len(copies)))
             speakers = speakers * (1 + len(copies))
         self.head = SmileMember(self._setting("kind", "logreg"), self.stats_signature,
-                                int(self._setting("quantiles", 0))).fit(
+                                int(self._setting("quantiles", 0)), self._setting("calibration", "temperature")).fit(
             X, y, len(self.labels), groups=speakers, seed=job.cfg.train.seed, origin=origin)
         self.train_oof = self.head.oof_proba[: len(items)]  # the original training clips' held-out rows
         seconds = time.perf_counter() - start

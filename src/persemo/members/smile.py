@@ -48,12 +48,19 @@ class SmileSettings:
         default=0,
         metadata={"help": "0 = off; n >= 2: each functional is first Gaussianised through n of its training "
                           "quantiles (monotone, label-free; kept in the model), then standardised"})
+    calibration: str = field(
+        default="temperature",
+        metadata={"help": "how the classifier's scores become probabilities: temperature (one temperature on the "
+                          "fair inner held-out rows; never changes its answer) or matrix (the full Platt map used "
+                          "before issue 22, which overruled the classifier on speaker-confounded data)"})
     speeds: list[float] = field(
         default_factory=list,
         metadata={"help": "speed-perturbed copies of each training utterance it also learns from, one per "
                           "factor (f plays f times faster); [] = none, [0.9, 1.1] = Kaldi's recipe"})
 
     def __post_init__(self) -> None:
+        if self.calibration not in ("temperature", "matrix"):
+            raise ConfigError(f"model.smile.calibration must be temperature or matrix, not {self.calibration!r}")
         if self.feature_set not in FEATURE_SETS:
             raise ConfigError(f"model.smile.feature_set must be one of {', '.join(FEATURE_SETS)}, "
                               f"not {self.feature_set!r}")

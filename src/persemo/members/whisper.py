@@ -49,10 +49,17 @@ class WhisperSettings:
     noise_copies: int = field(default=1, metadata={"help": "noisy copies of each training clip it also learns "
                                                              "from (white noise, SNR from train.noise_snr_db)"})
     speeds: list[float] = field(default_factory=list, metadata={"help": "speed-perturbed copies, one per factor"})
+    calibration: str = field(
+        default="temperature",
+        metadata={"help": "how the classifier's scores become probabilities: temperature (one temperature on the "
+                          "fair inner held-out rows; never changes its answer) or matrix (the full Platt map used "
+                          "before issue 22, which overruled the classifier on speaker-confounded data)"})
     carry_weights: bool = field(default=True, metadata={"help": "save the encoder weights in the run directory "
                                                                 "(offline, self-contained); false: a reference"})
 
     def __post_init__(self) -> None:
+        if self.calibration not in ("temperature", "matrix"):
+            raise ConfigError(f"model.whisper.calibration must be temperature or matrix, not {self.calibration!r}")
         if not isinstance(self.source, str) or not self.source:
             raise ConfigError("model.whisper.source must name a checkpoint (hub id or folder)")
         if self.blocks != "auto" and not (isinstance(self.blocks, (list, tuple)) and 0 < len(self.blocks) <= 64 and all(
