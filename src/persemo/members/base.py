@@ -38,10 +38,11 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from ..config import Config
+from ..config import Config, check_speeds
+from ..errors import ConfigError
 from ..features import FeaturePipeline
 from ..prepare import Item
-from ..smile import SmileMember
+from ..smile import MEMBER_KINDS, SmileMember
 from ..statistics import Perturbation, StatsBook, enrolment_rows, vector_stats
 
 
@@ -109,6 +110,20 @@ class Batch:
             return None
         v = self.speaker_stats[key]
         return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+
+
+def check_vector_settings(kind: str, s) -> None:
+    """The settings every ``VectorMember`` shares (``kind`` of classifier, ``quantiles``, ``noise_copies``,
+    ``speeds``, ``calibration``), checked with errors that name ``model.<kind>.<field>``."""
+    if s.kind not in MEMBER_KINDS:
+        raise ConfigError(f"model.{kind}.kind must be one of {', '.join(MEMBER_KINDS)}, not {s.kind!r}")
+    if not (isinstance(s.noise_copies, int) and 0 <= s.noise_copies <= 10):
+        raise ConfigError(f"model.{kind}.noise_copies must be an integer from 0 to 10")
+    if not (s.quantiles == 0 or 2 <= s.quantiles <= 1000):
+        raise ConfigError(f"model.{kind}.quantiles must be 0 (off) or an integer from 2 to 1000")
+    if s.calibration not in ("temperature", "matrix"):
+        raise ConfigError(f"model.{kind}.calibration must be temperature or matrix, not {s.calibration!r}")
+    check_speeds(f"model.{kind}.speeds", s.speeds)
 
 
 class Member:

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import check_speeds
 from ..errors import ConfigError
 from ..prepare import Item
-from ..smile import DEFAULT_KIND, FEATURE_SETS, MEMBER_KINDS, functionals_from_waves, item_functionals, \
+from ..smile import DEFAULT_KIND, FEATURE_SETS, functionals_from_waves, item_functionals, \
     speed_functionals
 from . import register
-from .base import Batch, VectorMember
+from .base import Batch, VectorMember, check_vector_settings
 
 try:  # the optional extra: without it, the member kind is known but cannot be built
     import opensmile  # noqa: F401
@@ -59,18 +58,10 @@ class SmileSettings:
                           "factor (f plays f times faster); [] = none, [0.9, 1.1] = Kaldi's recipe"})
 
     def __post_init__(self) -> None:
-        if self.calibration not in ("temperature", "matrix"):
-            raise ConfigError(f"model.smile.calibration must be temperature or matrix, not {self.calibration!r}")
         if self.feature_set not in FEATURE_SETS:
             raise ConfigError(f"model.smile.feature_set must be one of {', '.join(FEATURE_SETS)}, "
                               f"not {self.feature_set!r}")
-        if self.kind not in MEMBER_KINDS:
-            raise ConfigError(f"model.smile.kind must be one of {', '.join(MEMBER_KINDS)}, not {self.kind!r}")
-        if not (isinstance(self.noise_copies, int) and 0 <= self.noise_copies <= 10):
-            raise ConfigError("model.smile.noise_copies must be an integer from 0 to 10")
-        if not (self.quantiles == 0 or 2 <= self.quantiles <= 1000):
-            raise ConfigError("model.smile.quantiles must be 0 (off) or an integer from 2 to 1000")
-        check_speeds("model.smile.speeds", self.speeds)
+        check_vector_settings("smile", self)
 
 
 @register

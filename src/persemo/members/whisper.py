@@ -26,10 +26,10 @@ import numpy as np
 from ..encoders.whisper import WhisperEncoder, embed, embed_cached, load_encoder, pool_rows
 from ..errors import ConfigError
 from ..prepare import Item
-from ..smile import MEMBER_KINDS, SmileMember
+from ..smile import SmileMember
 from ..statistics import enrolment_rows, vector_stats
 from . import register
-from .base import FitJob, VectorMember
+from .base import FitJob, VectorMember, check_vector_settings
 
 ENCODER_PREFIX = "encoder."  # the encoder's tensors among the member's arrays
 
@@ -58,8 +58,6 @@ class WhisperSettings:
                                                                 "(offline, self-contained); false: a reference"})
 
     def __post_init__(self) -> None:
-        if self.calibration not in ("temperature", "matrix"):
-            raise ConfigError(f"model.whisper.calibration must be temperature or matrix, not {self.calibration!r}")
         if not isinstance(self.source, str) or not self.source:
             raise ConfigError("model.whisper.source must name a checkpoint (hub id or folder)")
         if self.blocks != "auto" and not (isinstance(self.blocks, (list, tuple)) and 0 < len(self.blocks) <= 64 and all(
@@ -67,12 +65,7 @@ class WhisperSettings:
             raise ConfigError(f"model.whisper.blocks must be auto or a list of block indices, not {self.blocks!r}")
         if self.pooling not in ("mean", "meanstd"):
             raise ConfigError(f"model.whisper.pooling must be mean or meanstd, not {self.pooling!r}")
-        if self.kind not in MEMBER_KINDS:
-            raise ConfigError(f"model.whisper.kind must be one of {', '.join(MEMBER_KINDS)}, not {self.kind!r}")
-        if not (isinstance(self.noise_copies, int) and 0 <= self.noise_copies <= 10):
-            raise ConfigError("model.whisper.noise_copies must be an integer from 0 to 10")
-        if not (self.quantiles == 0 or 2 <= self.quantiles <= 1000):
-            raise ConfigError("model.whisper.quantiles must be 0 (off) or an integer from 2 to 1000")
+        check_vector_settings("whisper", self)
 
 
 def _load(source: str, revision: str | None) -> WhisperEncoder:
