@@ -19,6 +19,7 @@ import time
 
 import pytest
 from .conftest import LABELS, LiveServer, free_port, int16_chunks, voice, wav_bytes
+from .test_api import Slow
 from .test_live_server import read_status
 
 BOUND = 10.0  # s: a client that should be shed is gone within this
@@ -55,20 +56,6 @@ def parse(raw: bytes) -> tuple[int, dict, dict]:
     lines = head.decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
     return int(lines[0].split()[1]), headers, json.loads(body) if body else {}
-
-
-class Slow:
-    """The real recogniser, each prediction held up by ``delay`` seconds (sleeping, not computing)."""
-
-    def __init__(self, rec, delay: float):
-        self._rec, self.delay = rec, delay
-
-    def __getattr__(self, name):
-        return getattr(self._rec, name)
-
-    def predict_wave(self, *a, **k):
-        time.sleep(self.delay)
-        return self._rec.predict_wave(*a, **k)
 
 
 @pytest.fixture(scope="module")

@@ -347,7 +347,7 @@ ERROR_RESPONSES = {code: {"description": text, "content": {"application/json": {
 PREDICT_EXAMPLE = {"file": "clip.wav", "duration": 3.2, "emotion": "anger", "confidence": 0.61,
                    "probabilities": {"anger": 0.61, "fear": 0.03, "happiness": 0.08, "neutral": 0.2, "sadness": 0.03,
                                      "surprise": 0.05},
-                   "members": {"cnn": {"anger": 0.55, "...": 0.45}, "lstm": {"anger": 0.67, "...": 0.33}},
+                   "members": {"<member kind>": {"anger": 0.55, "...": 0.45}, "<another kind>": {"anger": 0.67, "...": 0.33}},
                    "model_version": "0.1.0", "adapted": True,
                    "speaker": {"id": "alice", "utterances": 4, "seconds": 12.8, "required_seconds": 10.0}}
 ERROR_RESPONSES[200] = {"description": "the ensemble's top emotion and distribution, each member's distribution; "
