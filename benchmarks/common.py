@@ -393,11 +393,11 @@ def remembering(fit, memo: dict, log=print):
     """``fit`` (a ``cross_validate`` fit, or None for its default training) whose model remembers each
     window's per-clip vectors in ``memo`` (``Ensemble.memo``), so that the fold's test windows are computed
     once for ``cross_validate``'s predictions and a benchmark's further passes over them."""
-    from persemo.training import train_ensemble
+    from persemo.selection import fit_selected
 
     def run(cfg, labels, train, val, split):
         model, info = (fit(cfg, labels, train, val, split) if fit is not None else
-                       train_ensemble(cfg, labels, train, val, None, progress=False, log=log))
+                       fit_selected(cfg, labels, train, val, None, progress=False, log=log))
         model.memo = memo
         return model, info
 

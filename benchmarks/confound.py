@@ -231,10 +231,65 @@ def member_fit_predict(smile: dict, speaker: bool, labels: list[str], cache_dir,
     return fit_predict
 
 
+# ------------------------------------------------------------------------------- the nested selection
+
+SELECTED = "selected configuration"
+
+
+def selection_fit_predict(config: Path, labels: list[str], cache_dir, memo: dict, seed: int = 0,
+                          speaker: bool = True):
+    """fit_predict(train items, test items) -> ({row: probs (N, C)}, facts): the nested selection of
+    ``config`` (``persemo.selection.fit_selected``) on the training items, every candidate and the selected
+    configuration on the test speakers, single utterance; with ``speaker`` the same selection with speaker
+    normalisation, tested speaker-adapted (each test speaker's statistics over all their test clips, no labels,
+    shrunk by ``adaptation.shrink`` as ``persemo`` does) alone and paired with the single-utterance selection as
+    its companion (what ``persemo train`` builds in speaker mode)."""
+    from persemo.config import load_config
+    from persemo.crossval import held_out_statistics
+    from persemo.selection import fit_selected
+    from persemo.training import predict_items
+
+    over = {"split": {"val_fraction": 0}, "train": {"num_threads": 1, "seed": seed}}
+    cfg_u = load_config(config, **over, features={"normalisation": "utterance"})
+    cfg_s = load_config(config, **over, features={"normalisation": "speaker"})
+
+    def fit_predict(train, test):
+        rows, facts = {}, {}
+        cands: dict = {}
+        model_u, info_u = fit_selected(cfg_u, labels, train, [], None, progress=False, log=lambda m: None,
+                                       cache_dir=cache_dir, candidates_out=cands)
+        for name, m in cands.items():
+            m.memo = memo  # a test window's vectors do not depend on the model
+            rows[f"candidate {name}"] = predict_items(m, test, m.cfg)[-1]
+        rows[SELECTED] = rows[f"candidate {model_u.selected}"]
+        facts["single utterance"] = {c["name"]: c.get("inner_uar") for c in info_u["selection"]["candidates"]}
+        facts["winner"], facts["seconds"] = model_u.selected, info_u["selection"]["seconds"]
+        if speaker:
+            cands_s: dict = {}
+            model_s, info_s = fit_selected(cfg_s, labels, train, [], None, progress=False, log=lambda m: None,
+                                           cache_dir=cache_dir, candidates_out=cands_s)
+            for name, m in cands_s.items():
+                m.memo = memo
+                stats = held_out_statistics(m.cfg, m, test, cache_dir, m.cfg.adaptation.shrink)
+                rows[f"candidate {name}, speaker-adapted"] = predict_items(m, test, m.cfg, stats)[-1]
+            rows[f"{SELECTED}, speaker-adapted alone"] = rows[f"candidate {model_s.selected}, speaker-adapted"]
+            model_s.set_companion(model_u)
+            stats = held_out_statistics(model_s.cfg, model_s, test, cache_dir, model_s.cfg.adaptation.shrink)
+            rows[f"{SELECTED}, speaker-adapted + companion (paired)"] = predict_items(
+                model_s, test, model_s.cfg, stats)[-1]
+            facts["speaker-adapted"] = {c["name"]: c.get("inner_uar") for c in info_s["selection"]["candidates"]}
+            facts["winner_speaker"] = model_s.selected
+            facts["seconds"] += info_s["selection"]["seconds"]
+        return rows, facts
+
+    return fit_predict
+
+
 # ------------------------------------------------------------------------------------------------ run
 
 def run(data: Path, folds: int, seed: int, ks: Sequence[int | None], cache_dir: Path, quick: bool = False,
-        imbalance: bool = True, log=print, partial: Callable | None = None) -> dict:
+        imbalance: bool = True, log=print, partial: Callable | None = None, selection: Path | None = None,
+        variants: Sequence[str] = ("balanced", "ShEMO-like")) -> dict:
     from persemo.config import load_config
     from persemo.corpora import scan_corpus
     from persemo.prepare import prepare
@@ -280,7 +335,8 @@ def run(data: Path, folds: int, seed: int, ks: Sequence[int | None], cache_dir: 
                 "folds": [{"fold": sp.fold, "test_speakers": sorted(set(spk[te].tolist()))}
                           for sp, (_, te) in zip(splits, parts)], "results": dict(results)}
 
-    variants = [("balanced", False)] + ([("ShEMO-like", True)] if imbalance else [])
+    selector = selection_fit_predict(selection, labels, cache_dir, memo, seed) if selection is not None else None
+    variants = [(v, v == "ShEMO-like") for v in variants if imbalance or v != "ShEMO-like"]
     out: dict = {}
     for variant, imb in variants:
         for k in ks if not imb else [k for k in ks if k in (2, None)]:
@@ -302,6 +358,13 @@ def run(data: Path, folds: int, seed: int, ks: Sequence[int | None], cache_dir: 
                     seconds.setdefault(name, []).append(time.perf_counter() - t)
                     selected.setdefault(name, []).append(sel)
                     line.append(f"{name} {100 * table.add(name, y[te], probs)['uar']:.1f}")
+                if selector is not None:
+                    t = time.perf_counter()
+                    rows, facts = selector([prepared.items[i] for i in keep], [prepared.items[i] for i in te])
+                    for name, probs in rows.items():
+                        seconds.setdefault(name, []).append(time.perf_counter() - t)
+                        selected.setdefault(name, []).append(facts)
+                        line.append(f"{name} {100 * table.add(name, y[te], probs)['uar']:.1f}")
                 log(f"{key} fold {f + 1}/{len(parts)} (train {len(keep)} clips, "
                     f"{len(set(emo[keep].tolist()))} emotions): UAR " + "; ".join(line))
             summary = table.summary()
@@ -317,6 +380,37 @@ def run(data: Path, folds: int, seed: int, ks: Sequence[int | None], cache_dir: 
 
 def _pct(s: dict, m: str) -> str:
     return f"{100 * s[m]['mean']:.1f} ± {100 * s[m]['std']:.1f}"
+
+
+PEERS = ("peer: standardise + logreg, eGeMAPSv02", "peer: standardise + RBF SVM, ComParE_2016")
+
+
+def targets(res: dict) -> list[str]:
+    """Issue 22's targets per k, from the pooled UARs: the selected configuration at or above the better of
+    the two peers (eGeMAPS, ComParE + SVM); speaker-adapted with the guards (the companion) within 3 points of
+    single utterance; the smile member within 2 points of the plain logistic regression on the same features."""
+    lines = ["### Targets (UAR pooled, %)", "",
+             "| setting | selected | better peer | selected >= peer | speaker-adapted + companion | - single | "
+             "within 3 | smile eGeMAPS / ComParE member - logreg peer | within 2 |", "|---|---|---|---|---|---|---|---|---|"]
+    any_row = False
+    for key, r in res["results"].items():
+        rows = r["rows"]
+        u = lambda n: 100 * rows[n]["summary"]["pooled"]["uar"] if n in rows else None  # noqa: E731
+        sel, paired = u(SELECTED), u(f"{SELECTED}, speaker-adapted + companion (paired)")
+        peer = max((u(p) for p in PEERS if u(p) is not None), default=None)
+        gaps = [(u(m), u(p)) for m, p in (("smile eGeMAPSv02", PEERS[0]),
+                                          ("smile ComParE_2016", "peer: standardise + logreg, ComParE_2016"))]
+        gaps = [a - b for a, b in gaps if a is not None and b is not None]
+        if sel is None and not gaps:
+            continue
+        any_row = True
+        f = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+        yes = lambda ok: "-" if ok is None else ("yes" if ok else "**no**")  # noqa: E731
+        lines.append(f"| {key} | {f(sel)} | {f(peer)} | {yes(None if sel is None or peer is None else sel >= peer)} | "
+                     f"{f(paired)} | {f(None if paired is None or sel is None else paired - sel)} | "
+                     f"{yes(None if paired is None or sel is None else paired >= sel - 3)} | "
+                     f"{' / '.join(f'{g:+.1f}' for g in gaps) or '-'} | {yes(all(g >= -2 for g in gaps) if gaps else None)} |")
+    return lines + [""] if any_row else []
 
 
 def render(res: dict, cmd: str, wall: float) -> str:
@@ -337,6 +431,7 @@ def render(res: dict, cmd: str, wall: float) -> str:
             md.append(f"| {n} | {100 * s['pooled']['uar']:.1f} | {_pct(s, 'uar')} | "
                       f"{100 * s['pooled']['macro_f1']:.1f} | {_pct(s, 'macro_f1')} |")
         md.append("")
+    md += targets(res)
     md += ["### UAR pooled per k (%)", ""]
     keys = list(res["results"])
     names = list(res["results"][keys[0]]["rows"])
@@ -359,6 +454,12 @@ def main(argv=None) -> None:
     ap.add_argument("--ks", default="1,2,3,all", help="emotions per training speaker, comma-separated")
     ap.add_argument("--quick", action="store_true", help="fewer smile-member rows")
     ap.add_argument("--no-imbalance", action="store_true", help="skip the ShEMO-like class distribution")
+    ap.add_argument("--selection", type=Path, default=None, metavar="CONFIG",
+                    help="also the nested selection of CONFIG (e.g. benchmarks/configs/selected.yaml): every "
+                         "candidate, the selected configuration, and speaker-adapted with and without its companion")
+    ap.add_argument("--variants", default="balanced,ShEMO-like",
+                    help="which class distributions of the training part: balanced (EmoDB's), ShEMO-like, or both")
+    ap.add_argument("--tag", default="", help="results/confound_emodb_TAG.{json,md}")
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--results", type=Path, default=RESULTS)
     a = ap.parse_args(argv)
@@ -373,7 +474,9 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     cmd = "python -m benchmarks confound" + "".join(
         f" {flag}" for flag, on in (("--quick", a.quick), ("--no-imbalance", a.no_imbalance)) if on) + (
-        f" --ks {a.ks}" if a.ks != "1,2,3,all" else "") + (f" --seed {a.seed}" if a.seed else "")
+        f" --ks {a.ks}" if a.ks != "1,2,3,all" else "") + (f" --seed {a.seed}" if a.seed else "") + (
+        f" --selection {a.selection}" if a.selection else "") + (
+        f" --variants {a.variants}" if a.variants != "balanced,ShEMO-like" else "") + (f" --tag {a.tag}" if a.tag else "")
 
     def save(res: dict, final: bool = False) -> str:
         wall = time.perf_counter() - t0
@@ -383,12 +486,12 @@ def main(argv=None) -> None:
         if not final:
             res["note"] = "Partial: the run was still going when this was written."
         md = render(res, cmd, wall)
-        write_results("confound_emodb", res, md, a.results)
+        write_results("confound_emodb" + (f"_{a.tag}" if a.tag else ""), res, md, a.results)
         return md
 
     with threadpool_limits(limits=1):
         res = run(Path(a.data), a.folds, a.seed, ks, a.cache or default_cache_dir(), a.quick, not a.no_imbalance,
-                  partial=save)
+                  partial=save, selection=a.selection, variants=[v.strip() for v in a.variants.split(",") if v.strip()])
     print(save(res, final=True))
 
 

@@ -30,7 +30,7 @@ from persemo.cache import default_cache_dir
 from persemo.config import load_config
 from persemo.crossval import SINGLE_TAG, SPEAKER_TAG, cross_validate
 from persemo.evaluation import markdown_table, per_class_table
-from persemo.pipeline import labels_of, load_items
+from persemo.pipeline import SELECTED_ROW, labels_of, load_items
 from persemo.splits import make_folds
 
 from .common import POOLED_NOTE, Rows, add_run_args, machine_info, reuse_fit, save_fold_model, write_results
@@ -68,6 +68,7 @@ def run(corpus: str, data: Path, cfg, folds: int, log=print, save_models: Path |
     fit = reuse_fit(reuse_members, cache_dir, log) if reuse_members is not None else None
     table = Rows(labels)
     fold_records = []
+    winners: list[dict] = []
     times: dict[str, list[float]] = {}
     protocols = set()
     for fold in cross_validate(cfg, items, splits, labels, fit=fit, cache_dir=cache_dir, log=log,
@@ -82,6 +83,11 @@ def run(corpus: str, data: Path, cfg, folds: int, log=print, save_models: Path |
         protocols.add(tag)
         chosen_on = "inner CV" if info.get("calibration") == "inner" else "val" if info.get("validation", True) else None
         rows = fold_rows(model, fold.probs[tag], chosen_on)
+        sel = info.get("selection")
+        if sel:  # the nested selection: the procedure's answer in every fold, whichever candidate won
+            rows[SELECTED_ROW] = fold.probs[tag][-1]
+            times.setdefault("selection (every candidate)", []).append(sel["seconds"])
+            winners.append({"fold": fold.split.fold, "winner": sel["winner"], "candidates": sel["candidates"]})
         for n, p in rows.items():
             table.add(n, fold.y, p)
         fold_records.append({"fold": fold.split.fold, "test_ids": [it.utt.id for it in fold.test],
@@ -91,7 +97,7 @@ def run(corpus: str, data: Path, cfg, folds: int, log=print, save_models: Path |
         log("  " + ", ".join(f"{n} UAR {100 * table.per[n][-1]['uar']:.1f}" for n in rows))
     summary = table.summary()
     return {"labels": labels, "protocol": protocols.pop(), "summary": summary,
-            "pooled": {n: s["pooled"] for n, s in summary.items()}, "folds": fold_records,
+            "pooled": {n: s["pooled"] for n, s in summary.items()}, "folds": fold_records, "selection": winners,
             "train_seconds": {n: {"per_fold_mean": float(np.mean(t)), "total": float(np.sum(t))}
                               for n, t in times.items()}}
 
@@ -141,6 +147,15 @@ def main(argv=None) -> None:
           "Per-class recall, pooled over folds (%):", "", per_class_table(res["pooled"], res["labels"]), "",
           "Training time per fold (s): " + (", ".join(f"{n} {v['per_fold_mean']:.0f}"
                                                      for n, v in res["train_seconds"].items()) or "none trained")]
+    if res["selection"]:
+        md += ["", "Nested selection, per fold (inner-CV UAR on the training speakers, %; the winner in bold):", "",
+               "| fold | " + " | ".join(c["name"] for c in res["selection"][0]["candidates"]) + " |",
+               "|---|" + "---|" * len(res["selection"][0]["candidates"])]
+        for w in res["selection"]:
+            md.append(f"| {w['fold'] + 1} | " + " | ".join(
+                "skipped" if c.get("inner_uar") is None else
+                (f"**{100 * c['inner_uar']:.1f}**" if c["name"] == w["winner"] else f"{100 * c['inner_uar']:.1f}")
+                for c in w["candidates"]) + " |")
     write_results(name, data, "\n".join(md) + "\n", a.results)
     print("\n".join(md))
 

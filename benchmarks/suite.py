@@ -280,7 +280,8 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     _quiet()
     members = [m.strip() for m in a.members.split(",") if m.strip()]
-    over = {"model": {"members": members}} if members else {}
+    # --members names the model trained here: no nested selection
+    over = {"model": {"members": members}, "selection": {"candidates": []}} if members else {}
     if a.config is None:  # the measured-best configuration (no validation split), with --members
         a.config = Path(__file__).resolve().parents[1] / "configs" / "recommended.yaml"
     if a.epochs:

@@ -101,7 +101,8 @@ def _quiet_lightning() -> None:
 @guarded
 def train(corpus: str = CorpusOpt, data: Path = DataOpt,
           out: Path = typer.Option(..., "--out", help="run directory: model, reports, logs"),
-          config: Optional[Path] = typer.Option(None, "--config", help="JSON or YAML config file"),
+          config: Optional[Path] = typer.Option(None, "--config", help="JSON or YAML config file (default: "
+                                                                      "configs/recommended.yaml, the nested selection)"),
           split: Optional[str] = typer.Option(None, "--split", help="speaker (independent, default) or random "
                                                                     "(speaker-dependent, for comparison only)"),
           folds: int = typer.Option(0, "--folds", help="K > 1: speaker-grouped K-fold cross-validation"),
@@ -136,6 +137,10 @@ def train(corpus: str = CorpusOpt, data: Path = DataOpt,
         over["split"]["kind"] = split
     if normalisation:
         over["features"]["normalisation"] = normalisation
+    if config is None:  # the recommended nested selection; the selection logs its candidates as it starts
+        from .config import RECOMMENDED
+
+        config = RECOMMENDED
     cfg = load_config(config, **over)
     if cfg.split.kind == "random":
         typer.echo("note: --split random is speaker-dependent (speakers in both train and test); its figures "

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from . import members as registry
-from .errors import ConfigError
+from .errors import ConfigError, MissingExtra
 
 
 def check_speeds(name: str, speeds) -> None:
@@ -222,7 +222,7 @@ def _member_class(kind: str) -> type:
     except registry.UnknownMember as exc:
         raise ConfigError(f"model.members: {exc}") from None
     except ImportError as exc:  # an optional extra is missing
-        raise ConfigError(f"model.members: member kind {kind!r} needs a package that is not installed "
+        raise MissingExtra(f"model.members: member kind {kind!r} needs a package that is not installed "
                           f"({exc}); see README, Configuration") from None
 
 
@@ -336,6 +336,47 @@ class SplitConfig:
                               "must sum below 1")
 
 
+MAX_CANDIDATES = 32
+# what `persemo train` uses without --config: the nested selection among the recommended candidates
+RECOMMENDED = Path(__file__).resolve().parent / "configs" / "recommended.yaml"
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Nested selection (``persemo.selection``): the model is chosen among candidate configurations by
+    speaker-grouped inner cross-validation on the training speakers only."""
+
+    candidates: tuple = field(
+        default=(),
+        metadata={"help": "candidate configurations, each {name: NAME, model: {...}}: the model section laid over "
+                          "this config's (members and their settings; temperatures, weights and calibration are "
+                          "chosen on the inner CV). Empty = no selection, the model section is trained as it is. "
+                          "Every member of a candidate needs an inner cross-validation (smile, whisper); a "
+                          "candidate whose extra is not installed, or whose encoder cannot be loaded, is skipped "
+                          "with a log line. List the simpler candidates first (see margin)"})
+    margin: float = field(
+        default=0.5,
+        metadata={"help": "UAR points: the first-listed candidate within this margin of the best inner-CV score "
+                          "wins (the vote of a team is tuned on the rows it is scored on, so a team's score is a "
+                          "little optimistic; list simpler candidates first)"})
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.candidates, (list, tuple)) or len(self.candidates) > MAX_CANDIDATES:
+            raise ConfigError(f"selection.candidates must be a list of at most {MAX_CANDIDATES} candidates")
+        names = []
+        for i, c in enumerate(self.candidates):
+            if not isinstance(c, dict) or set(c) - {"name", "model"} or not isinstance(c.get("model"), dict):
+                raise ConfigError(f"selection.candidates[{i}] must be a mapping {{name: ..., model: {{...}}}}")
+            name = c.get("name")
+            if not isinstance(name, str) or not name or len(name) > 80:
+                raise ConfigError(f"selection.candidates[{i}].name must be a short non-empty string")
+            names.append(name)
+        if len(set(names)) != len(names):
+            raise ConfigError("selection.candidates: names must be unique")
+        if not (isinstance(self.margin, (int, float)) and 0 <= self.margin <= 100):
+            raise ConfigError("selection.margin must be a number of UAR points from 0 to 100")
+
+
 @dataclass(frozen=True)
 class Config:
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -343,10 +384,40 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
 
     def __post_init__(self) -> None:
         if self.model.calibration == "validation" and self.split.val_fraction <= 0:
             raise ConfigError("model.calibration: validation needs a validation split (split.val_fraction > 0)")
+        for name, cand in self.candidates():  # every candidate builds (or only lacks an optional extra)
+            if isinstance(cand, MissingExtra):
+                continue
+            no_cv = [k for k in cand.model.members if not getattr(_member_class(k), "inner_cv", False)]
+            if no_cv:
+                raise ConfigError(f"selection.candidates[{name}]: {', '.join(no_cv)} has no inner cross-validation "
+                                  f"to score it on the training speakers; candidates are made of members with one "
+                                  f"(smile, whisper)")
+
+    def candidates(self) -> list[tuple[str, "Config | MissingExtra"]]:
+        """Each candidate of ``selection.candidates`` as (name, its whole config, without a selection of its
+        own and with ``model.calibration: inner``), or (name, the ``MissingExtra`` error) when a member it
+        names needs a package that is not installed."""
+        out = []
+        base = self.to_dict()
+        base["selection"] = {}
+        for c in self.selection.candidates:
+            model = merge({k: v for k, v in base["model"].items() if k not in ("members", "temperatures", "weights")},
+                          c["model"])
+            model.update(temperatures=[], weights=[], calibration="inner")
+            model = {k: v for k, v in model.items()  # only the sections of its own members
+                     if not isinstance(v, dict) or k in model.get("members", ())}
+            try:
+                out.append((c["name"], Config.from_dict({**base, "model": model})))
+            except MissingExtra as exc:
+                out.append((c["name"], exc))
+            except ConfigError as exc:
+                raise ConfigError(f"selection.candidates[{c['name']}]: {exc}") from None
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (self.model.to_dict() if f.name == "model" else dataclasses.asdict(getattr(self, f.name)))
@@ -364,6 +435,7 @@ class Config:
                 raise ConfigError(f"config section {f.name!r} must be a mapping")
             if f.name == "model":
                 parts[f.name] = ModelConfig.from_dict(section)
+
             else:
                 parts[f.name] = _build(f.default_factory, section, f.name)  # type: ignore[misc]
         unknown = set(data) - {f.name for f in fields(cls)}

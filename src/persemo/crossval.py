@@ -1,6 +1,7 @@
 """Speaker-grouped k-fold cross-validation: one loop for ``persemo train --folds`` and every benchmark.
 
-``cross_validate`` trains a model per fold (``training.train_ensemble`` unless another ``fit`` is given)
+``cross_validate`` trains a model per fold (``selection.fit_selected``, i.e. ``training.train_ensemble`` or the
+nested selection, unless another ``fit`` is given)
 and predicts its held-out test speakers in each protocol the model supports: single utterance, and for a
 speaker-normalised model speaker-adapted too (each test speaker's statistics from all their test
 utterances, no labels; shrunk toward the training statistics by ``shrink_k``). ``summarise`` reports
@@ -21,7 +22,8 @@ from .evaluation import compute_metrics, summarise_folds
 from .prepare import Item
 from .splits import Split, check_speaker_independent
 from .statistics import speaker_statistics
-from .training import predict_items, train_ensemble
+from .selection import fit_selected
+from .training import predict_items
 
 SPEAKER_TAG = "speaker-adapted"
 SINGLE_TAG = "single utterance"
@@ -72,7 +74,7 @@ def cross_validate(cfg: Config, items: Sequence[Item], splits: Sequence[Split], 
         log(f"fold {(sp.fold or 0) + 1}" + (f"/{len(splits)}" if len(splits) > 1 else "") + f": train {len(train)}, val {len(val)}, test {len(test)} "
             f"(test speakers {sorted({it.utt.speaker for it in test})})")
         if fit is None:
-            model, info = train_ensemble(cfg, labels, train, val, None, progress=False, log=log)
+            model, info = fit_selected(cfg, labels, train, val, None, progress=False, log=log, cache_dir=cache_dir)
         else:
             model, info = fit(cfg, labels, train, val, sp)
         y = np.array([index[it.utt.emotion] for it in test])

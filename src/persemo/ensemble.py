@@ -87,6 +87,7 @@ class Ensemble:
         self.weights = _check_weights(w, n, self.kinds) / w.sum()
         self.memo: dict | None = None  # a dict: members remember per-window results (benchmarks)
         self.companion: Ensemble | None = None
+        self.selected: str | None = None  # the winning candidate's name, when nested selection chose it
         if companion is not None:
             self.set_companion(companion)
 

@@ -32,9 +32,11 @@ from .evaluation import compute_metrics, plot_curves, write_report
 from .prepare import Item, prepare
 from .splits import Split, load_splits, make_folds, make_split, save_splits
 from .statistics import speaker_statistics
-from .training import predict_items, train_ensemble, write_history
+from .selection import fit_selected
+from .training import predict_items, write_history
 
 PROTOCOL_SINGLE = SINGLE_TAG
+SELECTED_ROW = "selected configuration"
 RUN_MARKERS = ("model.json", "config.json", "splits.json", "splits_all.json")  # what makes a folder a run
 
 
@@ -67,14 +69,15 @@ def labels_of(items: list[Item]) -> list[str]:
 
 def fit_model(cfg: Config, labels: list[str], train: list[Item], val: list[Item], out: Path | None = None,
               progress: bool = True, log=print, cache_dir=None) -> tuple[Ensemble, dict]:
-    """``train_ensemble``, and for a speaker-normalised model with ``adaptation.single_companion`` the
-    single-utterance companion trained on the same data: (model, info with the history of both)."""
-    model, info = train_ensemble(cfg, labels, train, val, out, progress, log, cache_dir=cache_dir)
+    """``train_ensemble`` (or the nested selection, ``selection.fit_selected``), and for a speaker-normalised
+    model with ``adaptation.single_companion`` the single-utterance companion trained (or selected) on the
+    same data: (model, info with the history of both)."""
+    model, info = fit_selected(cfg, labels, train, val, out, progress, log, cache_dir=cache_dir)
     if model.adaptable and cfg.adaptation.single_companion:
         log("training the single-utterance companion (adaptation.single_companion)")
         cfg_u = cfg.replace(features={"normalisation": "utterance", "enrolment": None})
-        single, info_u = train_ensemble(cfg_u, labels, train, val, out / "single_training" if out else None,
-                                        progress, log, cache_dir=cache_dir)
+        single, info_u = fit_selected(cfg_u, labels, train, val, out / "single_training" if out else None,
+                                      progress, log, cache_dir=cache_dir)
         model.set_companion(single)
         info = {**info, "companion": {k: v for k, v in info_u.items() if k != "history"},
                 "history": {**info["history"], **{COMPANION_PREFIX + k: v for k, v in info_u["history"].items()}}}
@@ -92,6 +95,8 @@ def result_rows(model: Ensemble, probs: np.ndarray) -> dict[str, np.ndarray]:
     elif len(model.members) > 1:
         rows["ensemble (equal)"] = probs[:-1].mean(0)
         rows["ensemble (weighted " + "/".join(f"{x:.1f}" for x in model.weights) + ")"] = probs[-1]
+    if model.selected is not None:  # the whole procedure's answer, whichever candidate won this fold
+        rows[SELECTED_ROW] = probs[-1]
     return rows
 
 
@@ -104,6 +109,27 @@ def _tagged(per_protocol: dict[str, dict], speaker_mode: bool) -> dict:
     if not speaker_mode:
         return dict(per_protocol.get(SINGLE_TAG, {}))
     return {f"{k} [{tag}]": v for tag in (SPEAKER_TAG, SINGLE_TAG) for k, v in per_protocol.get(tag, {}).items()}
+
+
+def selection_note(info: dict, fold: int | None = None) -> str | None:
+    """One line on what the nested selection chose (and its companion's, in speaker mode), or None."""
+    parts = []
+    for who, sel in (("", info.get("selection")), ("companion: ", (info.get("companion") or {}).get("selection"))):
+        if not sel:
+            continue
+        scored = sorted((c for c in sel["candidates"] if c.get("inner_uar") is not None),
+                        key=lambda c: -c["inner_uar"])
+        win = next(c for c in scored if c["name"] == sel["winner"])
+        others = [c for c in scored if c is not win]
+        line = f"{who}{sel['winner']} (inner-CV UAR {100 * win['inner_uar']:.1f}"
+        if others:
+            line += f"; next {others[0]['name']} {100 * others[0]['inner_uar']:.1f}"
+        skipped = [c["name"] for c in sel["candidates"] if c.get("skipped")]
+        parts.append(line + ")" + (f", skipped {', '.join(skipped)}" if skipped else ""))
+    if not parts:
+        return None
+    return ("selected" + (f" in fold {fold}" if fold is not None else "") + " among the candidates on the training "
+            "speakers' inner CV: " + "; ".join(parts))
 
 
 def _notes(cfg: Config, split: Split, test: list[Item]) -> tuple[list[str], str]:
@@ -140,6 +166,8 @@ def save_run(out: Path, model: Ensemble, info: dict, split: Split, fold_results:
     write_history(info["history"], out / "history.csv")
     plot_curves(info["history"], out / "curves.png")
     notes, protocol = _notes(cfg, split, test)
+    chosen = selection_note(info)
+    notes += [chosen] if chosen else []
     write_report(out / "report", fold_results, model.labels, f"{corpus} test set", notes=notes,
                  extra={"split": split.kind, "protocol": protocol})
 
@@ -213,6 +241,7 @@ def _train_into(out: Path, corpus: str, data, cfg: Config, folds: int, items: li
     pooled_rows: dict[str, tuple[list, list]] = {}
     oof: dict[str, list] = {}
     last = None
+    winners: list[str | None] = []
     for fold in cross_validate(cfg, items, splits, labels, fit=fit, cache_dir=cache_dir,
                                shrink_k=cfg.adaptation.shrink if speaker_mode else 0.0, log=log):
         per_protocol = {}
@@ -225,7 +254,7 @@ def _train_into(out: Path, corpus: str, data, cfg: Config, folds: int, items: li
                 ys, ps = pooled_rows.setdefault(key, ([], []))
                 ys.append(fold.y)
                 ps.append(p)
-            if fold.model.companion is None:  # calibration across folds: members at temperature 1
+            if fold.model.companion is None and fold.model.selected is None:  # across folds: members at T = 1
                 oof.setdefault(tag, []).append(
                     (fold.y, at_unit_temperature(probs[:-1], fold.model.temperatures)))
         results = _tagged(per_protocol, speaker_mode)
@@ -235,10 +264,11 @@ def _train_into(out: Path, corpus: str, data, cfg: Config, folds: int, items: li
             key = re.sub(r"^ensemble \(weighted [^)]*\)", "ensemble (weighted)", name)
             per_fold.setdefault(key, []).append(r)
         last = results
+        winners.append(selection_note(fold.info, (fold.split.fold or 0) + 1 if folds else None))
     if not folds:
         return {"results": last}
     notes = [f"split: {splits[0].description}, seed {s.seed}; mean ± std over folds, and pooled over all "
-             "out-of-fold predictions"]
+             "out-of-fold predictions"] + [w for w in winners if w]
     extra: dict = {"folds": len(splits)}
     if oof:
         tag = SPEAKER_TAG if SPEAKER_TAG in oof else SINGLE_TAG

@@ -45,11 +45,12 @@ def set_front_statistics(model: Ensemble, train_items: list[Item]) -> None:
 
 def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_items: list[Item],
                    out: Path | None = None, progress: bool = True, log=print, cache_dir=None,
-                   keep: dict | None = None):
+                   keep: dict | None = None, memo: dict | None = None):
     """Train every member, set the front end's statistics and the vote; returns (``Ensemble``, info).
 
     ``keep``: members already fitted on these items, by kind, taken as they are instead of being fitted
-    (e.g. a benchmark reusing the saved members whose settings did not change); the vote is chosen anew."""
+    (e.g. a benchmark reusing the saved members whose settings did not change); the vote is chosen anew.
+    ``memo``: a dict several fits on the same items share (``FitJob.memo``)."""
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
@@ -63,7 +64,7 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
     set_front_statistics(model, train_items)
     stats = training_statistics(cfg, train_items, val_items) if model.adaptable else None
     job = FitJob(cfg, list(labels), train_items, val_items, model.front, stats, cache_dir, log,
-                 out / "logs" if out is not None else None, progress, fit_torch)
+                 out / "logs" if out is not None else None, progress, fit_torch, memo)
     members: dict[str, dict] = {}
     history: dict[str, list] = {}
     for member in model.members:

@@ -80,3 +80,38 @@ def test_core_runs_on_generated_vectors():
     md = render({"n_utterances": len(y), "n_speakers": n_spk, "folds": [{}] * 3, "seed": 0, "results": out},
                 "python -m benchmarks confound", 60.0)
     assert "UAR pooled" in md and "balanced k=1" in md
+
+
+def test_selection_rows_and_targets(tmp_path):
+    """The nested-selection rows on generated speakers (the test's own vector kinds of tests/test_selection.py):
+    every candidate, the selected configuration, speaker-adapted alone and paired with its companion; the
+    targets table reads them."""
+    import json
+
+    from test_selection import CANDIDATES
+    from test_training import LABELS, synth_items, tiny_config
+
+    from benchmarks.confound import SELECTED, selection_fit_predict, targets
+
+    cfg = tmp_path / "sel.json"
+    cfg.write_text(json.dumps({"features": {"frames": 32}, "selection": {"candidates": CANDIDATES[:2]}}))
+    items = synth_items(tiny_config(), per_class=5, speakers=("s1", "s2", "s3", "s4", "s5"))
+    train, test = items[:40], items[40:]
+    rows, facts = selection_fit_predict(cfg, LABELS, None, {})(train, test)
+    assert set(rows) == {"candidate noise", "candidate pitch", SELECTED, "candidate noise, speaker-adapted",
+                         "candidate pitch, speaker-adapted", f"{SELECTED}, speaker-adapted alone",
+                         f"{SELECTED}, speaker-adapted + companion (paired)"}
+    assert facts["winner"] == "pitch" and set(facts["single utterance"]) == {"noise", "pitch"}
+    np.testing.assert_array_equal(rows[SELECTED], rows["candidate pitch"])
+    for p in rows.values():
+        assert p.shape == (len(test), len(LABELS)) and np.allclose(p.sum(1), 1, atol=1e-4)
+
+    def summary(uar):
+        return {"summary": {"pooled": {"uar": uar}}}
+
+    res = {"results": {"balanced k=1": {"rows": {
+        SELECTED: summary(0.40), f"{SELECTED}, speaker-adapted + companion (paired)": summary(0.36),
+        "peer: standardise + logreg, eGeMAPSv02": summary(0.38), "peer: standardise + RBF SVM, ComParE_2016":
+            summary(0.30), "smile eGeMAPSv02": summary(0.35)}}}}
+    md = "\n".join(targets(res))
+    assert "| balanced k=1 | 40.0 | 38.0 | yes | 36.0 | -4.0 | **no** | -3.0 | **no** |" in md

@@ -65,6 +65,10 @@ class FitJob:
     # the torch members' training loop (``torch_training.fit_torch``), handed in by ``training`` so that
     # inference never imports Lightning
     fit_torch: Callable | None = None
+    # a dict shared by several fits on the same items (the nested selection): a vector member remembers its
+    # noisy copies' vectors there (``VectorMember.remembered_vectors``), so two settings of one kind that read
+    # the same vectors compute them once
+    memo: dict | None = None
 
     @property
     def y(self) -> np.ndarray:
@@ -132,6 +136,9 @@ class Member:
     kind: ClassVar[str] = ""
     Settings: ClassVar[type] = object
     not_exportable: ClassVar[str] = "this member kind has no torch graph"
+    # whether ``fit`` runs an inner speaker-grouped cross-validation that sets ``train_oof`` (what
+    # ``model.calibration: inner`` and the nested selection score a member on)
+    inner_cv: ClassVar[bool] = False
 
     def __init__(self, cfg: Config, labels: Sequence[str]):
         self.cfg = cfg
@@ -261,6 +268,8 @@ class VectorMember(Member):
     mean and std are kept as the fallback for a clip without speaker statistics.
     """
 
+    inner_cv = True
+
     def __init__(self, cfg: Config, labels: Sequence[str]):
         super().__init__(cfg, labels)
         self.head = None  # a fitted smile.SmileMember
@@ -307,7 +316,7 @@ class VectorMember(Member):
         copies = []
         for _ in range(int(self._setting("noise_copies", 0))):
             waves = [Perturbation(snr_db=float(rng.uniform(lo, hi))).apply(it.wave, rng) for it in items]
-            copies.append(np.asarray(self.clip_vectors(waves), np.float64))
+            copies.append(self.remembered_vectors(waves, job.memo))
         faster = [np.asarray(self.speed_vectors(items, f, job.cache_dir), np.float64)
                   for f in self._setting("speeds", [])]
         if self.speaker_mode:
