@@ -116,6 +116,22 @@ class Batch:
         return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
 
 
+def babble_of(items: Sequence[Item], i: int, rng: np.random.Generator, voices: int = 4) -> np.ndarray:
+    """Babble for training item ``i``: the sum of up to ``voices`` other training clips of other speakers (each
+    at unit power), cut or repeated to its length: background speech, as in the benchmarks' babble condition
+    (which is made of other test clips)."""
+    n = len(items[i].wave)
+    others = [j for j in range(len(items)) if items[j].utt.speaker != items[i].utt.speaker] or \
+        [j for j in range(len(items)) if j != i]
+    out = np.zeros(n, np.float32)
+    for j in rng.choice(others, size=min(voices, len(others)), replace=False) if others else []:
+        seg = np.resize(np.asarray(items[j].wave, np.float32), n)
+        out += seg / (np.sqrt(np.mean(seg ** 2)) + 1e-8)
+    if not out.any():  # nothing to mix (one clip, or silent ones): white noise
+        out = rng.standard_normal(n).astype(np.float32)
+    return out
+
+
 def check_vector_settings(kind: str, s) -> None:
     """The settings every ``VectorMember`` shares (``kind`` of classifier, ``quantiles``, ``noise_copies``,
     ``speeds``, ``calibration``), checked with errors that name ``model.<kind>.<field>``."""
@@ -128,6 +144,9 @@ def check_vector_settings(kind: str, s) -> None:
     if s.calibration not in ("temperature", "matrix"):
         raise ConfigError(f"model.{kind}.calibration must be temperature or matrix, not {s.calibration!r}")
     check_speeds(f"model.{kind}.speeds", s.speeds)
+    kinds = getattr(s, "noise_kinds", ["white"])
+    if not (isinstance(kinds, (list, tuple)) and 1 <= len(kinds) <= 4 and all(k in ("white", "babble") for k in kinds)):
+        raise ConfigError(f"model.{kind}.noise_kinds must be a list of white and/or babble, not {kinds!r}")
 
 
 class Member:
@@ -314,8 +333,11 @@ class VectorMember(Member):
         rng = np.random.default_rng(job.cfg.train.seed + 7)
         lo, hi = job.cfg.train.noise_snr_db
         copies = []
-        for _ in range(int(self._setting("noise_copies", 0))):
-            waves = [Perturbation(snr_db=float(rng.uniform(lo, hi))).apply(it.wave, rng) for it in items]
+        kinds = list(self._setting("noise_kinds", ["white"]))
+        for c in range(int(self._setting("noise_copies", 0))):
+            kind = kinds[c % len(kinds)]
+            waves = [Perturbation(snr_db=float(rng.uniform(lo, hi))).apply(
+                it.wave, rng, babble_of(items, i, rng) if kind == "babble" else None) for i, it in enumerate(items)]
             copies.append(self.remembered_vectors(waves, job.memo))
         faster = [np.asarray(self.speed_vectors(items, f, job.cache_dir), np.float64)
                   for f in self._setting("speeds", [])]

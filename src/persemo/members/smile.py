@@ -43,6 +43,10 @@ class SmileSettings:
         metadata={"help": "noisy copies of each training utterance it also learns from (white noise at an SNR "
                           "drawn from train.noise_snr_db); 0 = clean only, which collapsed to chance at 10 dB "
                           "SNR on EmoDB"})
+    noise_kinds: list[str] = field(
+        default_factory=lambda: ["white"],
+        metadata={"help": "the noise of the noisy copies, copy i taking kind i modulo the list: white (Gaussian) or "
+                          "babble (the sum of four other training speakers' clips)"})
     quantiles: int = field(
         default=0,
         metadata={"help": "0 = off; n >= 2: each functional is first Gaussianised through n of its training "

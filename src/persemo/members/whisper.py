@@ -48,6 +48,10 @@ class WhisperSettings:
     quantiles: int = field(default=0, metadata={"help": "0 = off; n: Gaussianise each value through n quantiles"})
     noise_copies: int = field(default=1, metadata={"help": "noisy copies of each training clip it also learns "
                                                              "from (white noise, SNR from train.noise_snr_db)"})
+    noise_kinds: list[str] = field(
+        default_factory=lambda: ["white"],
+        metadata={"help": "the noise of the noisy copies, copy i taking kind i modulo the list: white (Gaussian) or "
+                          "babble (the sum of four other training speakers' clips)"})
     speeds: list[float] = field(default_factory=list, metadata={"help": "speed-perturbed copies, one per factor"})
     calibration: str = field(
         default="temperature",
