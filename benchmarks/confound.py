@@ -247,7 +247,7 @@ def selection_fit_predict(config: Path, labels: list[str], cache_dir, memo: dict
     from persemo.config import load_config
     from persemo.crossval import held_out_statistics
     from persemo.selection import fit_selected
-    from persemo.training import predict_items
+    from persemo.training import choose_pair_weight, predict_items
 
     over = {"split": {"val_fraction": 0}, "train": {"num_threads": 1, "seed": seed}}
     cfg_u = load_config(config, **over, features={"normalisation": "utterance"})
@@ -273,7 +273,10 @@ def selection_fit_predict(config: Path, labels: list[str], cache_dir, memo: dict
                 stats = held_out_statistics(m.cfg, m, test, cache_dir, m.cfg.adaptation.shrink)
                 rows[f"candidate {name}, speaker-adapted"] = predict_items(m, test, m.cfg, stats)[-1]
             rows[f"{SELECTED}, speaker-adapted alone"] = rows[f"candidate {model_s.selected}, speaker-adapted"]
-            model_s.set_companion(model_u)
+            pair = choose_pair_weight(model_s, model_u, np.array([labels.index(it.utt.emotion) for it in train]),
+                                      labels)
+            model_s.set_companion(model_u, pair["weight"] if pair else None)
+            facts["pair_weight"] = model_s.pair_weight
             stats = held_out_statistics(model_s.cfg, model_s, test, cache_dir, model_s.cfg.adaptation.shrink)
             rows[f"{SELECTED}, speaker-adapted + companion (paired)"] = predict_items(
                 model_s, test, model_s.cfg, stats)[-1]

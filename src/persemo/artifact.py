@@ -78,7 +78,8 @@ def save_model(out: str | Path, model: Ensemble, extra_meta: dict[str, Any] | No
         extra_meta["companion"] = {
             "dir": COMPANION, "weights_sha256": smeta["weights_sha256"], "members": smeta["members"],
             "role": "single-utterance model: its vote is averaged with the adapted vote when speaker statistics "
-                    "are given, and used alone when they are not"}
+                    "are given, and used alone when they are not",
+            "speaker_vote_weight": float(model.pair_weight)}
     arrays = model_arrays(model)
     atomic_write(out / WEIGHTS, lambda tmp: save_file(arrays, tmp))
     digest = sha256_file(out / WEIGHTS)
@@ -293,7 +294,7 @@ def load_model(path: str | Path) -> tuple[Ensemble, dict, dict[str, np.ndarray]]
         raise ArtifactError(f"{cdir}: not this model's single-utterance companion (its weights' digest differs); "
                             "the save was interrupted or the folders come from different models")
     try:
-        model.set_companion(single)
+        model.set_companion(single, comp.get("speaker_vote_weight", 0.5))  # 0.5: saved before it was chosen
     except ValueError as exc:
         raise ArtifactError(f"{cdir}: {exc}") from None
     return model.eval(), meta, extra

@@ -4,7 +4,8 @@
 weight, over one front end (``features.FeaturePipeline``: log-mel and MFCC frames, normalised, shared by
 the members that read frames). A speaker-normalised model may carry a ``companion``: the same
 ensemble trained with per-utterance normalisation. The companion is a voting policy: with speaker
-statistics the vote is the mean of the two ensembles' votes, without them the companion's vote alone
+statistics the vote is the weighted mean of the two ensembles' votes (``pair_weight`` for the adapted one,
+0.5 unless chosen on inner CV), without them the companion's vote alone
 (a lone clip is served by the model trained for lone clips), which keeps adaptation near the
 single-utterance result when a speaker's audio misleads the statistics.
 
@@ -88,6 +89,9 @@ class Ensemble:
         self.memo: dict | None = None  # a dict: members remember per-window results (benchmarks)
         self.companion: Ensemble | None = None
         self.selected: str | None = None  # the winning candidate's name, when nested selection chose it
+        # with a companion and speaker statistics: the speaker-adapted vote's share of the paired vote (the
+        # companion's is the rest); chosen on the two models' inner-CV predictions when they have them
+        self.pair_weight = 0.5
         if companion is not None:
             self.set_companion(companion)
 
@@ -107,7 +111,11 @@ class Ensemble:
         """Whether the model reads speaker statistics (trained with speaker normalisation)."""
         return self.cfg.features.normalisation == "speaker"
 
-    def set_companion(self, companion: "Ensemble") -> None:
+    def set_companion(self, companion: "Ensemble", pair_weight: float | None = None) -> None:
+        if pair_weight is not None:
+            if not (isinstance(pair_weight, (int, float)) and 0.0 <= float(pair_weight) <= 1.0):
+                raise ValueError(f"the pair weight must be a number from 0 to 1, not {pair_weight!r}")
+            self.pair_weight = float(pair_weight)
         if not self.adaptable or companion.adaptable:
             raise ValueError("a companion pairs a speaker-normalised ensemble with a single-utterance one")
         if companion.labels != self.labels:
@@ -178,7 +186,7 @@ class Ensemble:
         if self.companion is not None:
             comp = self.companion.predict(wave, lengths)
             rows.append(comp[:-1])
-            vote = comp[-1] if speaker_stats is None else (vote + comp[-1]) / 2
+            vote = comp[-1] if speaker_stats is None else self.pair_weight * vote + (1 - self.pair_weight) * comp[-1]
         return np.concatenate(rows + [vote[None]]).astype(np.float32)
 
     def __call__(self, wave, lengths=None, speaker_stats: dict | None = None) -> torch.Tensor:

@@ -33,7 +33,7 @@ from .prepare import Item, prepare
 from .splits import Split, load_splits, make_folds, make_split, save_splits
 from .statistics import speaker_statistics
 from .selection import fit_selected
-from .training import predict_items, write_history
+from .training import choose_pair_weight, predict_items, write_history
 
 PROTOCOL_SINGLE = SINGLE_TAG
 SELECTED_ROW = "selected configuration"
@@ -78,7 +78,13 @@ def fit_model(cfg: Config, labels: list[str], train: list[Item], val: list[Item]
         cfg_u = cfg.replace(features={"normalisation": "utterance", "enrolment": None})
         single, info_u = fit_selected(cfg_u, labels, train, val, out / "single_training" if out else None,
                                       progress, log, cache_dir=cache_dir)
-        model.set_companion(single)
+        index = {l: i for i, l in enumerate(labels)}
+        pair = choose_pair_weight(model, single, np.array([index[it.utt.emotion] for it in train]), labels)
+        model.set_companion(single, pair["weight"] if pair else None)
+        log(f"paired vote: the speaker-adapted vote's share {model.pair_weight:.1f}"
+            + (" (chosen on both models' inner-CV predictions for the training speakers)" if pair else
+               " (no inner CV to choose it on)"))
+        info_u = {**info_u, "pair_weight": model.pair_weight, "pair_inner_uar": pair["inner_uar"] if pair else None}
         info = {**info, "companion": {k: v for k, v in info_u.items() if k != "history"},
                 "history": {**info["history"], **{COMPANION_PREFIX + k: v for k, v in info_u["history"].items()}}}
     return model, info

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config, ConfigError
-from .ensemble import Ensemble, soften
+from .ensemble import Ensemble
 from .evaluation import compute_metrics
 from .prepare import Item
-from .training import train_ensemble
+from .training import inner_vote, train_ensemble
 
 __all__ = ["choose", "fit_selected", "inner_vote_uar"]
 
@@ -45,14 +45,13 @@ def member_key(cfg: Config, kind: str) -> str:
 def inner_vote_uar(model: Ensemble, y: np.ndarray, labels: list[str]) -> float:
     """The UAR of ``model``'s vote (its temperatures and weights) on its members' inner-CV held-out rows of
     the training items; rows some member's inner CV did not hold out are left out."""
-    oofs = [m.train_oof for m in model.members]
-    if any(o is None for o in oofs):
+    got = inner_vote(model)
+    if got is None:
         raise ConfigError("selection: every candidate member needs an inner cross-validation")
-    rows = np.all([np.isfinite(o).all(1) for o in oofs], axis=0)
+    rows, vote = got
     if not rows.any():
         raise ConfigError("selection: no training item was held out by the members' inner cross-validation")
-    probs = np.stack([soften(o[rows], float(t)) for o, t in zip(oofs, model.temperatures)])
-    return float(compute_metrics(y[rows], model.vote(probs), labels)["uar"])
+    return float(compute_metrics(y[rows], vote, labels)["uar"])
 
 
 def choose(scores: list[dict], margin: float) -> dict:

@@ -133,6 +133,39 @@ def calibrate_inner(model: Ensemble, y: np.ndarray, labels: list[str], fixed=Non
         + ", ".join(f"{k} {w:.2f}" for k, w in zip(model.kinds, model.weights)))
 
 
+def inner_vote(model: Ensemble) -> tuple[np.ndarray, np.ndarray] | None:
+    """(rows, vote): the vote of ``model`` (its temperatures and weights) on its members' inner-CV held-out
+    predictions for the training items, on the rows every member held out; None if a member has none."""
+    oofs = [m.train_oof for m in model.members]
+    if any(o is None for o in oofs):
+        return None
+    rows = np.all([np.isfinite(o).all(1) for o in oofs], axis=0)
+    probs = np.stack([soften(o[rows], float(t)) for o, t in zip(oofs, model.temperatures)])
+    return rows, model.vote(probs)
+
+
+PAIR_GRID = tuple(i / 10 for i in range(11))
+
+
+def choose_pair_weight(model: Ensemble, companion: Ensemble, y: np.ndarray, labels: list[str]) -> dict | None:
+    """The speaker-adapted vote's share in the paired vote (``Ensemble.pair_weight``), chosen on both models'
+    inner-CV predictions for the training speakers (max UAR over 0, 0.1, ..., 1; ties go nearest 0.5). A
+    speaker's held-out predictions in the speaker-normalised model's inner CV use that speaker's own
+    statistics, so where training speakers are heard in few emotions (the statistics carry the emotion) the
+    adapted model scores low here and the companion takes over. None when a member has no inner CV."""
+    a, b = inner_vote(model), inner_vote(companion)
+    if a is None or b is None:
+        return None
+    rows = a[0] & b[0]
+    if rows.sum() < 2:
+        return None
+    va, vb = a[1][rows[a[0]]], b[1][rows[b[0]]]
+    scores = {w: float(compute_metrics(y[rows], w * va + (1 - w) * vb, labels)["uar"]) for w in PAIR_GRID}
+    best = max(scores.values())
+    w = min((w for w, s in scores.items() if s >= best - 1e-9), key=lambda w: abs(w - 0.5))
+    return {"weight": w, "inner_uar": {f"{k:.1f}": v for k, v in scores.items()}}
+
+
 def predict_items(model: Ensemble, items: list[Item], cfg: Config,
                   stats: dict[str, dict[str, np.ndarray]] | None = None, noise_snr: float | None = None,
                   noise: str = "white", seed: int = 0, batch_size: int = 64) -> np.ndarray:
