@@ -201,3 +201,30 @@ def test_a_member_that_failed_is_not_tried_again(items, monkeypatch):
     sel = {c["name"]: c for c in info["selection"]["candidates"]}
     assert sel["noise2"]["skipped"] == sel["pitch+noise"]["skipped"] == "the band2 extra is not installed"
     assert len(calls) == 1
+
+
+def test_pair_weight_hands_a_confounded_corpus_to_the_companion(items, tmp_path):
+    """Training speakers heard in one emotion each: normalising a speaker by their own statistics removes the
+    emotion, the speaker-normalised model's inner CV says so, and the paired vote goes to the companion."""
+    from persemo.training import choose_pair_weight
+
+    one = [it for it in items[:48] if (it.utt.speaker in ("s1", "s2")) == (it.utt.emotion == "anger")]
+    y = np.array([LABELS.index(it.utt.emotion) for it in one])
+    cands = CANDIDATES[1:2]
+    single, _ = fit_selected(selecting(cands), LABELS, one, [], log=lambda m: None)
+    adapted, _ = fit_selected(selecting(cands).replace(features={"normalisation": "speaker"}), LABELS, one, [],
+                              log=lambda m: None)
+    pair = choose_pair_weight(adapted, single, y, LABELS)
+    assert pair["inner_uar"]["0.0"] > 0.9 and pair["inner_uar"]["1.0"] < 0.7
+    assert pair["weight"] <= 0.2
+    adapted.set_companion(single, pair["weight"])
+    save_model(tmp_path / "pair", adapted)
+    loaded, meta, _ = load_model(tmp_path / "pair")
+    assert loaded.pair_weight == pair["weight"] and meta["companion"]["speaker_vote_weight"] == pair["weight"]
+    # every training speaker heard in both emotions: the adapted model holds its share
+    both = items[:48]
+    yb = np.array([LABELS.index(it.utt.emotion) for it in both])
+    single, _ = fit_selected(selecting(cands), LABELS, both, [], log=lambda m: None)
+    adapted, _ = fit_selected(selecting(cands).replace(features={"normalisation": "speaker"}), LABELS, both, [],
+                              log=lambda m: None)
+    assert choose_pair_weight(adapted, single, yb, LABELS)["weight"] >= 0.3

@@ -149,7 +149,8 @@ PAIR_GRID = tuple(i / 10 for i in range(11))
 
 def choose_pair_weight(model: Ensemble, companion: Ensemble, y: np.ndarray, labels: list[str]) -> dict | None:
     """The speaker-adapted vote's share in the paired vote (``Ensemble.pair_weight``), chosen on both models'
-    inner-CV predictions for the training speakers (max UAR over 0, 0.1, ..., 1; ties go nearest 0.5). A
+    inner-CV predictions for the training speakers (max UAR over 0, 0.1, ..., 1; among ties the least log-loss,
+    so a model whose held-out probabilities are flat, changing no answer there, gets no share). A
     speaker's held-out predictions in the speaker-normalised model's inner CV use that speaker's own
     statistics, so where training speakers are heard in few emotions (the statistics carry the emotion) the
     adapted model scores low here and the companion takes over. None when a member has no inner CV."""
@@ -160,10 +161,16 @@ def choose_pair_weight(model: Ensemble, companion: Ensemble, y: np.ndarray, labe
     if rows.sum() < 2:
         return None
     va, vb = a[1][rows[a[0]]], b[1][rows[b[0]]]
-    scores = {w: float(compute_metrics(y[rows], w * va + (1 - w) * vb, labels)["uar"]) for w in PAIR_GRID}
+    yr = y[rows]
+    scores, losses = {}, {}
+    for w in PAIR_GRID:
+        p = w * va + (1 - w) * vb
+        scores[w] = float(compute_metrics(yr, p, labels)["uar"])
+        losses[w] = float(-np.mean(np.log(np.clip(p[np.arange(len(yr)), yr], 1e-12, None))))
     best = max(scores.values())
-    w = min((w for w, s in scores.items() if s >= best - 1e-9), key=lambda w: abs(w - 0.5))
-    return {"weight": w, "inner_uar": {f"{k:.1f}": v for k, v in scores.items()}}
+    w = min((w for w, s in scores.items() if s >= best - 1e-9), key=lambda w: (round(losses[w], 9), abs(w - 0.5)))
+    return {"weight": w, "inner_uar": {f"{k:.1f}": v for k, v in scores.items()},
+            "inner_log_loss": {f"{k:.1f}": v for k, v in losses.items()}}
 
 
 def predict_items(model: Ensemble, items: list[Item], cfg: Config,
