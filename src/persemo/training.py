@@ -62,7 +62,8 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
     if keep:
         model.members = [keep.get(m.kind, m) for m in model.members]
     set_front_statistics(model, train_items)
-    stats = training_statistics(cfg, train_items, val_items) if model.adaptable else None
+    stats = (training_statistics(cfg, train_items, val_items)
+             if model.adaptable and any(m.reads_voice_stats for m in model.members) else None)
     job = FitJob(cfg, list(labels), train_items, val_items, model.front, stats, cache_dir, log,
                  out / "logs" if out is not None else None, progress, fit_torch, memo)
     members: dict[str, dict] = {}

@@ -158,6 +158,9 @@ class Member:
     # whether ``fit`` runs an inner speaker-grouped cross-validation that sets ``train_oof`` (what
     # ``model.calibration: inner`` and the nested selection score a member on)
     inner_cv: ClassVar[bool] = False
+    # whether ``fit`` reads ``FitJob.stats`` (every training voice's front-end statistics, speaker mode):
+    # computed only for models with such a member
+    reads_voice_stats: ClassVar[bool] = False
 
     def __init__(self, cfg: Config, labels: Sequence[str]):
         self.cfg = cfg
@@ -226,6 +229,7 @@ class TorchMember(Member):
     """
 
     uses: ClassVar[str] = "logmel"
+    reads_voice_stats = True
 
     def __init__(self, cfg: Config, labels: Sequence[str]):
         super().__init__(cfg, labels)
