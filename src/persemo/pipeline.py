@@ -82,9 +82,9 @@ def fit_model(cfg: Config, labels: list[str], train: list[Item], val: list[Item]
         pair = choose_pair_weight(model, single, np.array([index[it.utt.emotion] for it in train]), labels)
         model.set_companion(single, pair["weight"] if pair else None)
         log(f"paired vote: the speaker-adapted vote's share {model.pair_weight:.1f}"
-            + (" (chosen on both models' inner-CV predictions for the training speakers)" if pair else
-               " (no inner CV to choose it on)"))
-        info_u = {**info_u, "pair_weight": model.pair_weight, "pair_inner_uar": pair["inner_uar"] if pair else None}
+            + ((f" ({pair['why']})" if "why" in pair else " (chosen on both models' inner-CV predictions for "
+                "the training speakers)") if pair else " (no inner CV to choose it on)"))
+        info_u = {**info_u, "pair_weight": model.pair_weight, "pair_choice": pair}
         info = {**info, "companion": {k: v for k, v in info_u.items() if k != "history"},
                 "history": {**info["history"], **{COMPANION_PREFIX + k: v for k, v in info_u["history"].items()}}}
     return model, info

@@ -44,11 +44,14 @@ def member_key(cfg: Config, kind: str) -> str:
 
 def inner_vote_uar(model: Ensemble, y: np.ndarray, labels: list[str]) -> float:
     """The UAR of ``model``'s vote (its temperatures and weights) on its members' inner-CV held-out rows of
-    the training items; rows some member's inner CV did not hold out are left out."""
-    got = inner_vote(model)
-    if got is None:
+    the training items whose emotion the inner training part held (all held-out rows where those cover fewer
+    than two emotions); rows some member's inner CV did not hold out are left out."""
+    fair = inner_vote(model, fair=True)
+    if fair is None:
         raise ConfigError("selection: every candidate member needs an inner cross-validation")
-    rows, vote = got
+    rows, vote = fair
+    if len(set(y[rows].tolist())) < 2:  # too few fair rows: every held-out row
+        rows, vote = inner_vote(model)
     if not rows.any():
         raise ConfigError("selection: no training item was held out by the members' inner cross-validation")
     return float(compute_metrics(y[rows], vote, labels)["uar"])

@@ -521,6 +521,7 @@ class SmileMember:
         self.arrays: dict[str, np.ndarray] = {}
         self.meta: dict = {}
         self.oof_proba: np.ndarray | None = None  # after fit: held-out probabilities of the training rows
+        self.oof_fair: np.ndarray | None = None  # after fit: rows whose class their inner training part held
 
     # --- public API
     def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int, groups: Sequence | None = None,
@@ -575,6 +576,7 @@ class SmileMember:
         for tr, te in splits:
             fair[te] = np.isin(yc[te], yc[tr])
         fair &= covered
+        self.oof_fair = fair  # the held-out rows whose class the inner model saw
         if self.calibration == "matrix":  # as before issue 22 (on every held-out row)
             cal_w, cal_b = fit_matrix_calibration(oof[covered], yc[covered], len(present))
         else:

@@ -115,7 +115,9 @@ def train_ensemble(cfg: Config, labels: list[str], train_items: list[Item], val_
 def calibrate_inner(model: Ensemble, y: np.ndarray, labels: list[str], fixed=None, log=print) -> None:
     """``model.calibration: inner``: each member's temperature, then the vote weights, chosen on the members'
     inner cross-validation predictions for the training speakers (``Member.train_oof``): no validation split,
-    and nothing outside the training data. Rows that some member's inner CV did not hold out are left out."""
+    and nothing outside the training data. Rows that some member's inner CV did not hold out are left out, and
+    so are rows whose emotion the inner training part lacked (wrong by construction), unless the rest cover
+    fewer than two emotions."""
     oofs = [m.train_oof for m in model.members]
     missing = [m.kind for m, o in zip(model.members, oofs) if o is None]
     if missing:
@@ -124,6 +126,12 @@ def calibrate_inner(model: Ensemble, y: np.ndarray, labels: list[str], fixed=Non
     rows = np.all([np.isfinite(o).all(1) for o in oofs], axis=0)
     if rows.sum() < 2 or len(set(y[rows].tolist())) < 2:
         raise ConfigError("model.calibration: inner: too few held-out training predictions to calibrate on")
+    fair = rows.copy()  # rows whose emotion the inner training part held, where those cover two emotions
+    for m in model.members:
+        if m.train_fair is not None:
+            fair &= m.train_fair
+    if fair.sum() >= 2 and len(set(y[fair].tolist())) >= 2:
+        rows = fair
     probs = np.stack([o[rows] for o in oofs])
     temperatures = [fit_temperature(p, y[rows]) for p in probs]
     model.set_temperatures(temperatures)
@@ -134,13 +142,18 @@ def calibrate_inner(model: Ensemble, y: np.ndarray, labels: list[str], fixed=Non
         + ", ".join(f"{k} {w:.2f}" for k, w in zip(model.kinds, model.weights)))
 
 
-def inner_vote(model: Ensemble) -> tuple[np.ndarray, np.ndarray] | None:
+def inner_vote(model: Ensemble, fair: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
     """(rows, vote): the vote of ``model`` (its temperatures and weights) on its members' inner-CV held-out
-    predictions for the training items, on the rows every member held out; None if a member has none."""
+    predictions for the training items, on the rows every member held out (with ``fair``, only those whose
+    emotion every member's inner training part held: ``Member.train_fair``); None if a member has none."""
     oofs = [m.train_oof for m in model.members]
     if any(o is None for o in oofs):
         return None
     rows = np.all([np.isfinite(o).all(1) for o in oofs], axis=0)
+    if fair:
+        for m in model.members:
+            if m.train_fair is not None:
+                rows &= m.train_fair
     probs = np.stack([soften(o[rows], float(t)) for o, t in zip(oofs, model.temperatures)])
     return rows, model.vote(probs)
 
@@ -154,13 +167,16 @@ def choose_pair_weight(model: Ensemble, companion: Ensemble, y: np.ndarray, labe
     so a model whose held-out probabilities are flat, changing no answer there, gets no share). A
     speaker's held-out predictions in the speaker-normalised model's inner CV use that speaker's own
     statistics, so where training speakers are heard in few emotions (the statistics carry the emotion) the
-    adapted model scores low here and the companion takes over. None when a member has no inner CV."""
-    a, b = inner_vote(model), inner_vote(companion)
+    adapted model scores low here and the companion takes over. Only the fair held-out rows count (those whose
+    emotion the inner training part held); with fewer than two emotions among them adaptation cannot be
+    measured and gets no share (weight 0). None when a member has no inner CV."""
+    a, b = inner_vote(model, fair=True), inner_vote(companion, fair=True)
     if a is None or b is None:
         return None
     rows = a[0] & b[0]
-    if rows.sum() < 2:
-        return None
+    if rows.sum() < 2 or len(set(y[rows].tolist())) < 2:  # nothing to measure adaptation on
+        return {"weight": 0.0, "why": "fewer than two emotions among the fair held-out rows (training speakers "
+                                      "heard in few emotions): the companion answers"}
     va, vb = a[1][rows[a[0]]], b[1][rows[b[0]]]
     yr = y[rows]
     scores, losses = {}, {}

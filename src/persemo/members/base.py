@@ -174,6 +174,9 @@ class Member:
     # after fit, a member with an inner cross-validation sets ``train_oof``: (N_train, C) held-out
     # probabilities of the training items (rows NaN where no inner fold held the item out)
     train_oof: np.ndarray | None = None
+    # and ``train_fair``: (N_train,) bool, the rows whose emotion the inner fold's training part held (a row
+    # whose emotion was not there is wrong by construction: speakers heard in few emotions), or None
+    train_fair: np.ndarray | None = None
 
     def probabilities(self, batch: Batch) -> np.ndarray:
         """(B, C) class probabilities at temperature 1."""
@@ -369,6 +372,7 @@ class VectorMember(Member):
                                 int(self._setting("quantiles", 0)), self._setting("calibration", "temperature")).fit(
             X, y, len(self.labels), groups=speakers, seed=job.cfg.train.seed, origin=origin)
         self.train_oof = self.head.oof_proba[: len(items)]  # the original training clips' held-out rows
+        self.train_fair = self.head.oof_fair[: len(items)]
         seconds = time.perf_counter() - start
         inner = self.head.meta["inner_cv"]
         job.log(f"{self.kind}: {self.head.kind} on {X.shape[1]} values per clip, inner {inner['folds']}-fold UAR "
