@@ -288,3 +288,25 @@ def test_model_from_another_format_version(runner, tiny_model, tmp_path):
 def test_predict_missing_model(runner, tmp_path):
     res = runner.invoke(app, ["predict", "--model", str(tmp_path / "nope"), str(tmp_path / "x.wav")])
     _one_error_line(res, "model not found")
+
+
+@pytest.mark.slow
+def test_train_without_config_runs_the_recommended_selection(runner, tmp_path, monkeypatch):
+    """No --config: the nested selection of configs/recommended.yaml. Here the Whisper checkpoint cannot be
+    fetched (no network), so its candidates are skipped with a line and the functional candidates compete."""
+    pytest.importorskip("opensmile")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    manifest = write_synthetic_corpus(tmp_path / "c", speakers=6, per_class=4)
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["train", "--corpus", "csv", "--data", str(manifest), "--out", str(out),
+                              "--cache", str(tmp_path / "cache"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "selection: 7 candidates" in res.output and "selection: skipping candidate whisper:" in res.output
+    meta = json.loads((out / "model.json").read_text(encoding="utf-8"))
+    sel = meta["training"]["selection"]
+    assert sel["winner"] in ("egemaps", "egemaps-quantiles", "compare", "compare-quantiles")
+    assert {c["name"] for c in sel["candidates"] if c.get("skipped")} == {"whisper", "whisper+egemaps",
+                                                                          "whisper+compare"}
+    assert meta["config"]["model"]["members"] == ["smile"]
+    report = (out / "report" / "report.md").read_text(encoding="utf-8")
+    assert f"selected among the candidates on the training speakers' inner CV: {sel['winner']}" in report
