@@ -112,6 +112,7 @@ def test_selection_rows_and_targets(tmp_path):
     res = {"results": {"balanced k=1": {"rows": {
         SELECTED: summary(0.40), f"{SELECTED}, speaker-adapted + companion (paired)": summary(0.36),
         "peer: standardise + logreg, eGeMAPSv02": summary(0.38), "peer: standardise + RBF SVM, ComParE_2016":
-            summary(0.30), "smile eGeMAPSv02": summary(0.35)}}}}
+            summary(0.30), "peer: standardise + logreg, ComParE_2016": summary(0.36),
+        "smile eGeMAPSv02": summary(0.35)}}}}
     md = "\n".join(targets(res))
     assert "| balanced k=1 | 40.0 | 38.0 | yes | 36.0 | -4.0 | **no** | -3.0 | **no** |" in md
