@@ -38,7 +38,7 @@ from persemo.config import load_config
 from persemo.crossval import cross_validate
 from persemo.evaluation import compute_metrics, markdown_table, per_class_table, save_figure
 from persemo.features import crop_wave, window_samples
-from persemo.pipeline import labels_of, load_items
+from persemo.pipeline import SELECTED_ROW, labels_of, load_items
 from persemo.smile import normalise_by_group, normalise_by_reference
 from persemo.splits import make_folds
 from persemo.statistics import heard_items, speaker_statistics
@@ -112,6 +112,8 @@ def sweep(fold, labels, whole, conditions, log=print, threads: int = 2, quiet_st
     y_fit = np.array([index[it.utt.emotion] for it in fit_items])
     g_fit = np.array([it.utt.speaker for it in fit_items])
     seconds = {m: v["seconds"] for m, v in fold.info.get("members", {}).items() if "seconds" in v}
+    if fold.info.get("selection"):
+        seconds["selection (every candidate)"] = fold.info["selection"]["seconds"]
     # speaker-normalised models: the speaker-adapted protocol, the peers too (every speaker, train or test, by
     # their own statistics; a test speaker's from all their test audio as heard in each condition; no labels)
     adapted = model.adaptable
@@ -140,7 +142,10 @@ def sweep(fold, labels, whole, conditions, log=print, threads: int = 2, quiet_st
         stats = None
         if adapted:
             stats = quiet or speaker_statistics(heard_items(test, waves, cfg.features), model)
-        rows = model_rows(model, predict_items(model, noisy_items, cfg, stats), bool(fold.val))
+        probs = predict_items(model, noisy_items, cfg, stats)
+        rows = model_rows(model, probs, bool(fold.val))
+        if model.selected is not None:  # the nested selection's answer, whichever candidate won the fold
+            rows[SELECTED_ROW] = probs[-1]
         for name, fs in PEERS.items():
             X = np.stack([whole[name][it.utt.id] for it in test]) if snr is None else \
                 functionals_from_waves(waves, fs, threads=threads, memo=memo)
