@@ -47,25 +47,29 @@ def _suite_s(condition: str, row: str) -> list[tuple[str, tuple[str, str]]]:
 
 
 # README's table: at most ten rows
+SS, SS_S = "suite_emodb_selected", "suite_emodb_selected_speaker"  # the selection, clean and in noise
+BC = "suite_emodb_whisper_smile_babblecopies"  # whisper + smile with white and babble copies (issue 21 lever)
+CS = "suite_emodb_whisper_clean_smile_speaker"  # speaker mode, the whisper member without noisy copies
 FRONT_ROWS = [
     ("peer: ComParE_2016 functionals + SVM", ("peers_emodb", "standard/ComParE_2016 + SVM"),
      ("peers_emodb", "speaker-adapted/ComParE_2016 + SVM")),
-    ("CNN (log-mel, pooled over time) + `smile`, equal vote (recommended before)",
+    ("CNN (log-mel, pooled over time) + `smile`, equal vote (recommended two issues ago)",
      (ENS, "cnn + smile (equal)"), (ENS_S, "cnn + smile (equal)")),
-    ("`smile` alone (ComParE functionals, 20 quantiles, clean clips only)",
-     ("emodb_smile_quantiles_nocopies", "smile"), ("emodb_smile_quantiles_nocopies_speaker", "smile")),
     ("`whisper` alone (Whisper base's frozen encoder, logistic regression)", (WS, "whisper"),
      (WS_S, "whisper")),
     ("`whisper` + `smile`, vote chosen on inner CV (fixed; recommended before the selection)", (WS, VOTE),
      (WS_S, VOTE)),
-    ("**the selected configuration** (nested selection among 7 candidates on the training speakers' inner CV; "
-     "`configs/recommended.yaml`)", (SEL, SELECTED), (SEL_S, SELECTED)),
+    ("**the selected configuration** (`configs/recommended.yaml`: 7 candidates scored on the training "
+     "speakers' inner CV, white and babble noisy copies)", (SS, ("clean", SELECTED)), (SS_S, ("clean", SELECTED))),
+    ("the selection with white noisy copies only", (SEL, SELECTED), (SEL_S, SELECTED)),
     ("`whisper` + `smile`, the trap (a speaker's statistics from one emotion), with the companion",
      ("adaptation_emodb_whisper_smile", SINGLE), ("adaptation_emodb_whisper_smile", TRAP)),
-    ("`whisper` + `smile` at 10 dB white noise", _suite("white 10 dB", SUITE_VOTE), _suite_s("white 10 dB", SUITE_VOTE)),
-    ("the peer at 10 dB white noise", _suite("white 10 dB", "ComParE_2016 + SVM"),
-     _suite_s("white 10 dB", "ComParE_2016 + SVM")),
-    ("`whisper` + `smile` at 10 dB babble", _suite("babble 10 dB", SUITE_VOTE), _suite_s("babble 10 dB", SUITE_VOTE)),
+    ("the selected configuration at 10 dB white noise", (SS, ("white 10 dB", SELECTED)),
+     (SS_S, ("white 10 dB", SELECTED))),
+    ("the selected configuration at 10 dB babble", (SS, ("babble 10 dB", SELECTED)),
+     (SS_S, ("babble 10 dB", SELECTED))),
+    ("the peer at 10 dB white noise", (SS, ("white 10 dB", "ComParE_2016 + SVM")),
+     (SS_S, ("white 10 dB", "ComParE_2016 + SVM"))),
 ]
 
 # RESULTS.md's full table: (row label, single-utterance spec, speaker-adapted spec or None); a spec is (file, key)
@@ -163,6 +167,23 @@ LOG_ROWS = [
      "inner`)", (WS, VOTE), (WS_S, VOTE)),
     ("**the selected configuration** (nested selection, `configs/recommended.yaml`)", (SEL, SELECTED),
      (SEL_S, SELECTED)),
+    ("**the selected configuration, white and babble noisy copies** (`configs/recommended.yaml`)",
+     (SS, ("clean", SELECTED)), (SS_S, ("clean", SELECTED))),
+    ("the selected configuration at 10 dB white", (SS, ("white 10 dB", SELECTED)),
+     (SS_S, ("white 10 dB", SELECTED))),
+    ("the selected configuration at 10 dB babble", (SS, ("babble 10 dB", SELECTED)),
+     (SS_S, ("babble 10 dB", SELECTED))),
+    ("`whisper` + `smile` (fixed), white and babble noisy copies: clean", (BC, ("clean", SUITE_VOTE)), None),
+    ("the same at 10 dB white", (BC, ("white 10 dB", SUITE_VOTE)), None),
+    ("the same at 10 dB babble", (BC, ("babble 10 dB", SUITE_VOTE)), None),
+    ("`whisper` + `smile` (fixed, white copies only) at 10 dB white", _suite("white 10 dB", SUITE_VOTE),
+     _suite_s("white 10 dB", SUITE_VOTE)),
+    ("`whisper` + `smile` (fixed, white copies only) at 10 dB babble", _suite("babble 10 dB", SUITE_VOTE),
+     _suite_s("babble 10 dB", SUITE_VOTE)),
+    ("`whisper` + `smile` speaker-adapted, the whisper member on clean clips only: clean",
+     None, (CS, ("clean", SUITE_VOTE))),
+    ("the same at 10 dB white", None, (CS, ("white 10 dB", SUITE_VOTE))),
+    ("the same at 10 dB babble", None, (CS, ("babble 10 dB", SUITE_VOTE))),
     ("`whisper` + `smile` (quantiles, clean clips only), calibrated and weighted, cross-fitted",
      (XF, "whisper + smile (calibrated, weighted)"), (XF_S, "whisper + smile (calibrated, weighted)")),
     ("`whisper` + CNN (`timestats`), calibrated and weighted, cross-fitted",
