@@ -366,7 +366,7 @@ def run(data: Path, folds: int, seed: int, ks: Sequence[int | None], cache_dir: 
                     rows, facts = selector([prepared.items[i] for i in keep], [prepared.items[i] for i in te])
                     for name, probs in rows.items():
                         seconds.setdefault(name, []).append(time.perf_counter() - t)
-                        selected.setdefault(name, []).append(facts)
+                        selected.setdefault(name, []).append(facts if name == SELECTED else {})
                         line.append(f"{name} {100 * table.add(name, y[te], probs)['uar']:.1f}")
                 log(f"{key} fold {f + 1}/{len(parts)} (train {len(keep)} clips, "
                     f"{len(set(emo[keep].tolist()))} emotions): UAR " + "; ".join(line))

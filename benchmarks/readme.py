@@ -61,7 +61,8 @@ FRONT_ROWS = [
      (WS_S, VOTE)),
     ("**the selected configuration** (`configs/recommended.yaml`: 7 candidates scored on the training "
      "speakers' inner CV, white and babble noisy copies)", (SS, ("clean", SELECTED)), (SS_S, ("clean", SELECTED))),
-    ("the selection with white noisy copies only", (SEL, SELECTED), (SEL_S, SELECTED)),
+    ("the selection with white noisy copies only (measured as `selected[-speaker].yaml` before the babble copies; "
+     "now `selected-white[-speaker].yaml`)", (SEL, SELECTED), (SEL_S, SELECTED)),
     ("`whisper` + `smile`, the trap (a speaker's statistics from one emotion), with the companion",
      ("adaptation_emodb_whisper_smile", SINGLE), ("adaptation_emodb_whisper_smile", TRAP)),
     ("the selected configuration at 10 dB white noise", (SS, ("white 10 dB", SELECTED)),
