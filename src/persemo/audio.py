@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -176,9 +177,14 @@ def noisy_versions(waves: list[np.ndarray], snr_db: float, kind: str, rng: np.ra
             out.append(add_noise(w, snr_db, rng))
             continue
         others = [j for j in rng.choice(len(waves), size=min(5, len(waves)), replace=False) if j != i][:4]
-        babble = np.zeros(len(w), np.float32)
-        for j in others:
-            seg = np.resize(np.asarray(waves[j], np.float32), len(w))
-            babble += seg / (np.sqrt(np.mean(seg**2)) + 1e-8)
-        out.append(add_noise(w, snr_db, rng, babble if others else None))
+        out.append(add_noise(w, snr_db, rng, mix_voices([waves[j] for j in others], len(w)) if others else None))
+    return out
+
+
+def mix_voices(waves: Sequence[np.ndarray], n: int) -> np.ndarray:
+    """Babble of ``n`` samples: the sum of ``waves``, each cut or repeated to ``n`` and scaled to unit power."""
+    out = np.zeros(n, np.float32)
+    for w in waves:
+        seg = np.resize(np.asarray(w, np.float32), n)
+        out += seg / (np.sqrt(np.mean(seg**2)) + 1e-8)
     return out

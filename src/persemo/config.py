@@ -435,7 +435,6 @@ class Config:
                 raise ConfigError(f"config section {f.name!r} must be a mapping")
             if f.name == "model":
                 parts[f.name] = ModelConfig.from_dict(section)
-
             else:
                 parts[f.name] = _build(f.default_factory, section, f.name)  # type: ignore[misc]
         unknown = set(data) - {f.name for f in fields(cls)}

@@ -112,10 +112,8 @@ class Ensemble:
         return self.cfg.features.normalisation == "speaker"
 
     def set_companion(self, companion: "Ensemble", pair_weight: float | None = None) -> None:
-        if pair_weight is not None:
-            if not (isinstance(pair_weight, (int, float)) and 0.0 <= float(pair_weight) <= 1.0):
-                raise ValueError(f"the pair weight must be a number from 0 to 1, not {pair_weight!r}")
-            self.pair_weight = float(pair_weight)
+        if pair_weight is not None and not (isinstance(pair_weight, (int, float)) and 0.0 <= pair_weight <= 1.0):
+            raise ValueError(f"the pair weight must be a number from 0 to 1, not {pair_weight!r}")
         if not self.adaptable or companion.adaptable:
             raise ValueError("a companion pairs a speaker-normalised ensemble with a single-utterance one")
         if companion.labels != self.labels:
@@ -123,6 +121,8 @@ class Ensemble:
         if companion.companion is not None:
             raise ValueError("a companion has no companion of its own")
         self.companion = companion
+        if pair_weight is not None:
+            self.pair_weight = float(pair_weight)
 
     def set_weights(self, weights: Sequence[float]) -> None:
         w = np.asarray(weights, np.float64).reshape(-1)

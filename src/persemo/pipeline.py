@@ -78,16 +78,25 @@ def fit_model(cfg: Config, labels: list[str], train: list[Item], val: list[Item]
         cfg_u = cfg.replace(features={"normalisation": "utterance", "enrolment": None})
         single, info_u = fit_selected(cfg_u, labels, train, val, out / "single_training" if out else None,
                                       progress, log, cache_dir=cache_dir)
-        index = {l: i for i, l in enumerate(labels)}
-        pair = choose_pair_weight(model, single, np.array([index[it.utt.emotion] for it in train]), labels)
-        model.set_companion(single, pair["weight"] if pair else None)
-        log(f"paired vote: the speaker-adapted vote's share {model.pair_weight:.1f}"
-            + ((f" ({pair['why']})" if "why" in pair else " (chosen on both models' inner-CV predictions for "
-                "the training speakers)") if pair else " (no inner CV to choose it on)"))
+        pair = pair_with_companion(model, single, train, labels, log)
         info_u = {**info_u, "pair_weight": model.pair_weight, "pair_choice": pair}
         info = {**info, "companion": {k: v for k, v in info_u.items() if k != "history"},
                 "history": {**info["history"], **{COMPANION_PREFIX + k: v for k, v in info_u["history"].items()}}}
     return model, info
+
+
+def pair_with_companion(model: Ensemble, single: Ensemble, train: list[Item], labels: list[str],
+                        log=print) -> dict | None:
+    """Give the speaker-normalised ``model`` its single-utterance companion ``single``, the adapted vote's share
+    chosen on both models' inner-CV predictions for ``train`` (``training.choose_pair_weight``; 0.5 when they
+    have none). Returns that choice."""
+    index = {l: i for i, l in enumerate(labels)}
+    pair = choose_pair_weight(model, single, np.array([index[it.utt.emotion] for it in train]), labels)
+    model.set_companion(single, pair["weight"] if pair else None)
+    log(f"paired vote: the speaker-adapted vote's share {model.pair_weight:.1f}"
+        + ((f" ({pair['why']})" if "why" in pair else " (chosen on both models' inner-CV predictions for "
+            "the training speakers)") if pair else " (no inner CV to choose it on)"))
+    return pair
 
 
 def result_rows(model: Ensemble, probs: np.ndarray) -> dict[str, np.ndarray]:
@@ -362,5 +371,5 @@ def run_evaluate(model_dir: str | Path, corpus: str, data: str | Path, out: str 
     return {"title": title, "results": results, "labels": labels}
 
 
-__all__ = ["fit_model", "labels_of", "load_items", "result_rows", "run_evaluate", "run_train", "save_run",
-           "speaker_statistics"]
+__all__ = ["fit_model", "labels_of", "load_items", "pair_with_companion", "result_rows", "run_evaluate",
+           "run_train", "save_run", "speaker_statistics"]

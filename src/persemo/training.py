@@ -123,13 +123,10 @@ def calibrate_inner(model: Ensemble, y: np.ndarray, labels: list[str], fixed=Non
     if missing:
         raise ConfigError(f"model.calibration: inner needs members with an inner cross-validation; "
                           f"{', '.join(missing)} has none (use calibration: none, or validation with a split)")
-    rows = np.all([np.isfinite(o).all(1) for o in oofs], axis=0)
+    rows = held_out_rows(model.members)
     if rows.sum() < 2 or len(set(y[rows].tolist())) < 2:
         raise ConfigError("model.calibration: inner: too few held-out training predictions to calibrate on")
-    fair = rows.copy()  # rows whose emotion the inner training part held, where those cover two emotions
-    for m in model.members:
-        if m.train_fair is not None:
-            fair &= m.train_fair
+    fair = held_out_rows(model.members, fair=True)  # used where those cover two emotions
     if fair.sum() >= 2 and len(set(y[fair].tolist())) >= 2:
         rows = fair
     probs = np.stack([o[rows] for o in oofs])
@@ -142,6 +139,17 @@ def calibrate_inner(model: Ensemble, y: np.ndarray, labels: list[str], fixed=Non
         + ", ".join(f"{k} {w:.2f}" for k, w in zip(model.kinds, model.weights)))
 
 
+def held_out_rows(members, fair: bool = False) -> np.ndarray:
+    """The training rows every member's inner CV held out (``Member.train_oof`` finite); with ``fair``, only
+    those whose emotion every member's inner training part held (``Member.train_fair``)."""
+    rows = np.all([np.isfinite(m.train_oof).all(1) for m in members], axis=0)
+    if fair:
+        for m in members:
+            if m.train_fair is not None:
+                rows &= m.train_fair
+    return rows
+
+
 def inner_vote(model: Ensemble, fair: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
     """(rows, vote): the vote of ``model`` (its temperatures and weights) on its members' inner-CV held-out
     predictions for the training items, on the rows every member held out (with ``fair``, only those whose
@@ -149,11 +157,7 @@ def inner_vote(model: Ensemble, fair: bool = False) -> tuple[np.ndarray, np.ndar
     oofs = [m.train_oof for m in model.members]
     if any(o is None for o in oofs):
         return None
-    rows = np.all([np.isfinite(o).all(1) for o in oofs], axis=0)
-    if fair:
-        for m in model.members:
-            if m.train_fair is not None:
-                rows &= m.train_fair
+    rows = held_out_rows(model.members, fair)
     probs = np.stack([soften(o[rows], float(t)) for o, t in zip(oofs, model.temperatures)])
     return rows, model.vote(probs)
 

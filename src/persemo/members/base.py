@@ -38,6 +38,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
+from ..audio import mix_voices
 from ..config import Config, check_speeds
 from ..errors import ConfigError
 from ..features import FeaturePipeline
@@ -116,17 +117,17 @@ class Batch:
         return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
 
 
-def babble_of(items: Sequence[Item], i: int, rng: np.random.Generator, voices: int = 4) -> np.ndarray:
-    """Babble for training item ``i``: the sum of up to ``voices`` other training clips of other speakers (each
-    at unit power), cut or repeated to its length: background speech, as in the benchmarks' babble condition
-    (which is made of other test clips)."""
+def babble_of(items: Sequence[Item], i: int, rng: np.random.Generator, voices: int = 4,
+              others: Sequence[int] | None = None) -> np.ndarray:
+    """Babble for training item ``i`` (``audio.mix_voices``): up to ``voices`` other training clips of other
+    speakers (``others``: their indices, when the caller has them), cut or repeated to its length: background
+    speech, as in the benchmarks' babble condition (which is made of other test clips)."""
     n = len(items[i].wave)
-    others = [j for j in range(len(items)) if items[j].utt.speaker != items[i].utt.speaker] or \
-        [j for j in range(len(items)) if j != i]
-    out = np.zeros(n, np.float32)
-    for j in rng.choice(others, size=min(voices, len(others)), replace=False) if others else []:
-        seg = np.resize(np.asarray(items[j].wave, np.float32), n)
-        out += seg / (np.sqrt(np.mean(seg ** 2)) + 1e-8)
+    if others is None:
+        others = [j for j in range(len(items)) if items[j].utt.speaker != items[i].utt.speaker]
+    others = list(others) or [j for j in range(len(items)) if j != i]
+    picked = rng.choice(others, size=min(voices, len(others)), replace=False) if others else []
+    out = mix_voices([items[j].wave for j in picked], n)
     if not out.any():  # nothing to mix (one clip, or silent ones): white noise
         out = rng.standard_normal(n).astype(np.float32)
     return out
@@ -341,10 +342,13 @@ class VectorMember(Member):
         lo, hi = job.cfg.train.noise_snr_db
         copies = []
         kinds = list(self._setting("noise_kinds", ["white"]))
+        by_speaker = {s: [j for j, sp in enumerate(speakers) if sp != s] for s in set(speakers)} \
+            if "babble" in kinds else {}  # each speaker's babble sources: the other speakers' clips
         for c in range(int(self._setting("noise_copies", 0))):
             kind = kinds[c % len(kinds)]
             waves = [Perturbation(snr_db=float(rng.uniform(lo, hi))).apply(
-                it.wave, rng, babble_of(items, i, rng) if kind == "babble" else None) for i, it in enumerate(items)]
+                it.wave, rng, babble_of(items, i, rng, others=by_speaker[speakers[i]]) if kind == "babble" else None)
+                for i, it in enumerate(items)]
             copies.append(self.remembered_vectors(waves, job.memo))
         faster = [np.asarray(self.speed_vectors(items, f, job.cache_dir), np.float64)
                   for f in self._setting("speeds", [])]
