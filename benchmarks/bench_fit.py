@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from .common import EMODB, machine_info, write_results
+from .common import EMODB, command_line, machine_info, write_results
 
 
 def _median_pair(a, b, repeats: int) -> tuple[float, float]:
@@ -121,7 +121,7 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=7)
     a = ap.parse_args(argv)
     rows = [cnn_step(a.repeats), logreg_fit(a.repeats), peer_grid(a.repeats)]
-    cmd = "python -m benchmarks fit" + "".join(f" {x}" for x in (argv or []))
+    cmd = command_line("python -m benchmarks fit", argv or [])
     md = ["## Training-side speed-ups, side by side", "",
           f"Command: `{cmd}`. Medians over alternating repeats; ratio = before / after.", "",
           "| what | before | after | before (s) | after (s) | ratio | check |", "|---|---|---|---|---|---|---|"]

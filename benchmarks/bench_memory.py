@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import EMODB, machine_info, write_results
+from .common import EMODB, command_line, machine_info, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 # the benchmark ensemble (three members, no validation split): its file since the bench configs moved, else
@@ -61,7 +61,7 @@ def main(argv=None) -> None:
         p1_wall, p1_rss = _run(exe + ["predict", "--model", str(out), files[0], "--json"])
     rows = [("train (EmoDB split, %d epochs)" % a.epochs, t_wall, t_rss),
             ("predict, 10 files", p_wall, p_rss), ("predict, 1 file", p1_wall, p1_rss)]
-    cmd = "python -m benchmarks memory" + "".join(f" {x}" for x in (argv or []))
+    cmd = command_line("python -m benchmarks memory", argv or [])
     md = ["## Peak resident memory (one process each)", "",
           f"Command: `{cmd}`; config `{a.config.relative_to(ROOT) if a.config.is_relative_to(ROOT) else a.config}`. "
           "Wall time includes start-up (imports, model loading; for train, also the feature cache and the "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
@@ -30,6 +31,12 @@ SHARED = (ROOT / ".." / "shared").resolve()
 EMODB = SHARED / "data" / "emodb" / "wav"  # the benchmarks' default corpus, read in place
 PACKAGES = ("persemo", "torch", "librosa", "numpy", "soxr", "soundfile", "scipy", "scikit-learn",
             "lightning", "onnxruntime", "opensmile")
+
+
+def command_line(prefix: str, argv) -> str:
+    """The command a result file records: ``prefix`` and the arguments, each quoted for a shell where it needs
+    it (an empty ``--members ''`` stays copyable)."""
+    return " ".join([prefix, *(shlex.quote(str(x)) for x in argv)])
 
 
 def cpu_model() -> str:
@@ -294,14 +301,14 @@ def write_json(path: Path, data: dict) -> dict:
 
 
 def compact_results(results: str | Path = RESULTS, log=print) -> list[Path]:
-    """Rewrite every results JSON in ``results`` that still holds its probabilities inline (or in the long
-    indented form) in the compact form ``write_results`` writes now; returns the files rewritten."""
+    """Rewrite every results JSON in ``results`` that still holds its probabilities inline (or in a longer
+    form) in the compact form ``write_results`` writes now; returns the files rewritten."""
     done = []
     for path in sorted(Path(results).glob("*.json")):
         text = path.read_text(encoding="utf-8")
         raw = json.loads(text)
-        if not split_probs(raw)[1] and text == dumps(_rounded(raw)) + "\n":
-            continue  # already compact
+        if not split_probs(raw)[1] and len(text) <= len(dumps(_rounded(raw)) + "\n"):
+            continue  # already compact (or smaller still, as the confound benchmark writes it)
         data = read_results(path)
         before = path.stat().st_size
         write_json(path, data)

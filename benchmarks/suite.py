@@ -44,7 +44,7 @@ from persemo.splits import make_folds
 from persemo.statistics import heard_items, speaker_statistics
 from persemo.training import predict_items
 
-from .common import (POOLED_NOTE, Rows, add_run_args, load_fit, machine_info, remembering, saved_config,
+from .common import (POOLED_NOTE, Rows, add_run_args, command_line, load_fit, machine_info, remembering, saved_config,
                      usable_cores, write_results)
 from .emodb import _quiet
 from .peers import PEERS, peer_svm
@@ -303,7 +303,7 @@ def main(argv=None) -> None:
     name = f"suite_{a.corpus}" + (f"_{a.tag}" if a.tag else "")
     png = f"robustness_{a.corpus}" + (f"_{a.tag}" if a.tag else "") + ".png"
     plot(res["summary"], conditions, a.results / png, res["protocol"])
-    cmd = "python -m benchmarks suite" + "".join(f" {x}" for x in (sys.argv[1:] if argv is None else argv))
+    cmd = command_line("python -m benchmarks suite", sys.argv[1:] if argv is None else argv)
     md = [f"## {a.corpus}: peers, members and ensembles, speaker-independent {a.folds}-fold", "",
           f"Command: `{cmd}` ({wall / 60:.1f} min on this machine with {a.jobs} fold worker(s), training, openSMILE "
           "extraction and the noise sweep included). Protocol: " + PROTOCOLS[res["protocol"]] + ". " + POOLED_NOTE

@@ -66,3 +66,25 @@ def test_a_saved_fold_model_loads_only_for_its_own_fold(tmp_path):
         fold_model(tmp_path, SimpleNamespace(fold=1, test=["u1", "u3"], val=[]), LABELS)
     with pytest.raises(SystemExit, match="labels"):
         fold_model(tmp_path, split, ["anger", "neutral", "fear"])
+
+
+def test_command_line_quotes_what_a_shell_would_lose():
+    from benchmarks.common import command_line
+
+    cmd = command_line("python -m benchmarks suite", ["--members", "", "--tag", "a b", "--snrs", "10"])
+    assert cmd == "python -m benchmarks suite --members '' --tag 'a b' --snrs 10"
+
+
+def test_compact_results_leaves_a_smaller_file_alone(tmp_path):
+    """A results JSON already written smaller than the indented form (the confound benchmark's one line) is
+    not rewritten larger."""
+    import json
+
+    from benchmarks.common import compact_results
+
+    data = {"rows": {f"model {i}": {"uar": [0.5 + i / 100] * 5, "per_fold": list(range(30))} for i in range(20)}}
+    path = tmp_path / "confound_x.json"
+    text = json.dumps(data, separators=(",", ":")) + "\n"
+    path.write_text(text)
+    assert compact_results(tmp_path, log=lambda *_: None) == []
+    assert path.read_text() == text
