@@ -342,7 +342,15 @@ def main(argv=None) -> None:
     ap.add_argument("--data", type=Path, default=EMODB)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--no-head", action="store_true", help="skip the torch head")
+    ap.add_argument("--head-only", action="store_true",
+                    help="only the torch head on every fold (no speed, agreement or linear probe): "
+                         "results/encoder_probe_emodb_head[_TAG]")
+    ap.add_argument("--protocols", default="single,speaker",
+                    help="with --head-only: single, speaker or both (default: %(default)s)")
+    ap.add_argument("--tag", default="")
     a = ap.parse_args(argv)
+    if a.head_only:
+        return head_only(a)
     if not Path(a.data).exists():
         raise SystemExit(f"benchmarks.encoder_probe: data not found: {a.data}")
     import torch
@@ -407,6 +415,66 @@ def main(argv=None) -> None:
     md = markdown(data)
     write_results("encoder_probe_emodb", data, md)
     print(md)
+
+
+def head_only(a) -> None:
+    """The torch head (block weights + attentive pooling, fixed hyperparameters) on every fold, beside the
+    linear probe's figures of ``encoder_probe_emodb.json`` where that file is there."""
+    import torch
+
+    from persemo.encoders.whisper import load_encoder
+    from persemo.splits import make_folds
+
+    from .common import RESULTS, command_line, read_results
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    utts, waves = load_corpus(a.data)
+    labels = sorted({u.emotion for u in utts})
+    y = np.array([labels.index(u.emotion) for u in utts])
+    speakers = np.array([u.speaker for u in utts])
+    ids = [u.id for u in utts]
+    enc = load_encoder(a.model)
+    splits = make_folds(utts, a.folds, "speaker", 0.0, 0)
+    F, lengths = head_frames(enc, waves)
+    print(f"frames {F.shape} in {time.perf_counter() - t0:.0f} s")
+    wanted = {p.strip() for p in a.protocols.split(",")}
+    head_res, seconds = {}, {}
+    for proto, adapted, key in (("single utterance", False, "single"), ("speaker-adapted", True, "speaker")):
+        if key in wanted:
+            print(f"torch head, {proto}:")
+            th = time.perf_counter()
+            head_res[proto] = head_probe(F, lengths, y, speakers, splits, ids, labels, adapted)
+            seconds[proto] = time.perf_counter() - th
+    linear = {}
+    if (RESULTS / "encoder_probe_emodb.json").is_file():
+        probe_res = read_results(RESULTS / "encoder_probe_emodb.json").get("probe", {})
+        linear = {proto: next(iter(r.values())) for proto, r in probe_res.items()}
+    wall = time.perf_counter() - t0
+    argv = ["--head-only", "--protocols", a.protocols] + (["--tag", a.tag] if a.tag else [])
+    cmd = command_line("python -m benchmarks.encoder_probe", argv)
+    md = ["## Whisper base: the torch head against the linear probe, EmoDB, speakers held out", "",
+          f"Command: `{cmd}` ({wall / 60:.1f} min on this machine, one torch thread). The head: softmax weights "
+          "over the encoder's blocks, layer norm, attentive pooling over frames (mean and standard deviation), "
+          "dropout 0.3, a linear layer; AdamW (lr 2e-3, weight decay 1e-2), 40 epochs, batch 32, class weights; "
+          "hyperparameters fixed beforehand, nothing tuned. Speaker-adapted: each speaker's frames standardised "
+          "by their own frames. The linear probe (`encoder_probe_emodb.md`): pooled block means, its variant "
+          "chosen per fold by inner CV, the `smile` member's calibrated logistic regression.", "",
+          "| head | protocol | UAR pooled | UAR mean ± std over folds | seconds |", "|---|---|---|---|---|"]
+    for proto, r in head_res.items():
+        pooled, ms = _fmt(r)
+        md.append(f"| torch head | {proto} | {pooled} | {ms} | {seconds[proto]:.0f} |")
+        if proto in linear:
+            pooled, ms = _fmt(linear[proto])
+            md.append(f"| linear probe (`encoder_probe_emodb.md`) | {proto} | {pooled} | {ms} | - |")
+    md += ["", "Block weights learned (blocks 0-6), per fold: " + "; ".join(
+        f"{proto}: " + " / ".join("[" + " ".join(f"{x:.2f}" for x in w) + "]" for w in r["block_weights"])
+        for proto, r in head_res.items())]
+    name = "encoder_probe_emodb_head" + (f"_{a.tag}" if a.tag else "")
+    write_results(name, {"benchmark": "Whisper torch head", "command": cmd, "labels": labels,
+                         "encoder": enc.meta(), "wall_seconds": wall, "seconds": seconds, "head": head_res,
+                         "machine": machine_info()}, "\n".join(md) + "\n")
+    print("\n".join(md))
 
 
 if __name__ == "__main__":
