@@ -52,6 +52,14 @@ def load_corpus(data: Path, log=print):
     return [it.utt for it in prep.items], [it.wave for it in prep.items]
 
 
+def corpus_arrays(data: Path):
+    """(utterances, waves, labels, y, speakers, ids) of the corpus at ``data``: what the probe and the head use."""
+    utts, waves = load_corpus(data)
+    labels = sorted({u.emotion for u in utts})
+    y = np.array([labels.index(u.emotion) for u in utts])
+    return utts, waves, labels, y, np.array([u.speaker for u in utts]), [u.id for u in utts]
+
+
 def _median_time(fn, runs: int) -> tuple[float, list[float]]:
     fn()  # warm-up
     ts = []
@@ -349,10 +357,10 @@ def main(argv=None) -> None:
                     help="with --head-only: single, speaker or both (default: %(default)s)")
     ap.add_argument("--tag", default="")
     a = ap.parse_args(argv)
-    if a.head_only:
-        return head_only(a)
     if not Path(a.data).exists():
         raise SystemExit(f"benchmarks.encoder_probe: data not found: {a.data}")
+    if a.head_only:
+        return head_only(a)
     import torch
     import transformers
     from threadpoolctl import threadpool_limits
@@ -363,11 +371,7 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(2)
     t0 = time.perf_counter()
-    utts, waves = load_corpus(a.data)
-    labels = sorted({u.emotion for u in utts})
-    y = np.array([labels.index(u.emotion) for u in utts])
-    speakers = np.array([u.speaker for u in utts])
-    ids = [u.id for u in utts]
+    utts, waves, labels, y, speakers, ids = corpus_arrays(a.data)
     enc = load_encoder(a.model)
     print(f"{len(utts)} clips, {len(set(speakers))} speakers, labels {labels}; encoder {enc.weights_sha256[:16]}")
     hf = enc.to_hf()
@@ -429,11 +433,7 @@ def head_only(a) -> None:
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    utts, waves = load_corpus(a.data)
-    labels = sorted({u.emotion for u in utts})
-    y = np.array([labels.index(u.emotion) for u in utts])
-    speakers = np.array([u.speaker for u in utts])
-    ids = [u.id for u in utts]
+    utts, waves, labels, y, speakers, ids = corpus_arrays(a.data)
     enc = load_encoder(a.model)
     splits = make_folds(utts, a.folds, "speaker", 0.0, 0)
     F, lengths = head_frames(enc, waves)
