@@ -36,7 +36,7 @@ from persemo.audio import noisy_versions
 from persemo.cache import default_cache_dir
 from persemo.config import load_config
 from persemo.crossval import cross_validate
-from persemo.evaluation import compute_metrics, markdown_table, per_class_table, save_figure
+from persemo.evaluation import by_subset, compute_metrics, markdown_table, per_class_table, save_figure, subset_table
 from persemo.features import crop_wave, window_samples
 from persemo.pipeline import SELECTED_ROW, labels_of, load_items
 from persemo.smile import normalise_by_group, normalise_by_reference
@@ -157,7 +157,8 @@ def sweep(fold, labels, whole, conditions, log=print, threads: int = 2, quiet_st
     log(f"  fold {fold.split.fold + 1} clean: " + ", ".join(
         f"{m} {100 * compute_metrics(fold.y, p, labels)['uar']:.1f}" for m, p in out[CLEAN].items()))
     protocol = "single utterance" if not adapted else "speaker-adapted, quiet statistics" if quiet else "speaker-adapted"
-    return {"fold": fold.split.fold, "y": fold.y, "rows": out, "seconds": seconds, "protocol": protocol}
+    return {"fold": fold.split.fold, "y": fold.y, "rows": out, "seconds": seconds, "protocol": protocol,
+            "ids": [it.utt.id for it in test], "meta": [dict(it.utt.meta) for it in test]}
 
 
 def run_folds(items, labels, splits, whole, cfg, conditions, models: Path | None = None, log=print,
@@ -204,9 +205,11 @@ def auto_jobs(folds: int, cores: int | None = None) -> int:
 
 
 def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, float | None]], log=print,
-        models: Path | None = None, jobs: int = 1, quiet_stats: bool = False) -> dict:
+        models: Path | None = None, jobs: int = 1, quiet_stats: bool = False, by: list[str] = ()) -> dict:
     """Every fold (``jobs`` at a time, each in its own process with one thread), then the summary: per
-    condition and row, the mean ± std over folds with the metrics pooled over all folds beside them."""
+    condition and row, the mean ± std over folds with the metrics pooled over all folds beside them; and for
+    each metadata column in ``by``, per condition and row the pooled metrics per value of it
+    (``evaluation.by_subset``)."""
     t0 = time.perf_counter()
     if models is not None:  # the saved models' own config (features, crop, folds' seed)
         cfg = saved_config(models)
@@ -236,10 +239,29 @@ def run(corpus: str, data: Path, cfg, folds: int, conditions: list[tuple[str, fl
         for m, v in d["seconds"].items():
             seconds.setdefault(m, []).append(v)
     summary = {c: t.summary() for c, t in tables.items()}
-    return {"labels": labels, "protocol": protocols.pop(), "summary": summary,
+    done = sorted(done, key=lambda d: d["fold"])
+    subsets = {col: subset_rows(done, col, labels) for col in by}
+    return {"labels": labels, "protocol": protocols.pop(), "summary": summary, "by": subsets,
+            "test_ids": [d["ids"] for d in done],
             "pooled_clean": {m: s["pooled"] for m, s in summary[CLEAN].items()},
             "train_seconds": {m: {"per_fold_mean": float(np.mean(v)), "total": float(np.sum(v))}
                               for m, v in seconds.items()}}
+
+
+def subset_rows(done: list[dict], column: str, labels: list[str]) -> dict[str, dict[str, dict]]:
+    """{condition: {row: {"all": pooled metrics, value: pooled metrics of the clips with that value of the
+    metadata ``column``}}} over the folds ``done`` (a clip without the column counts as "(none)")."""
+    y = np.concatenate([d["y"] for d in done])
+    values = [m.get(column) for d in done for m in d["meta"]]
+    if all(v in (None, "") for v in values):
+        raise SystemExit(f"--by {column}: no test clip has that metadata column")
+    out: dict[str, dict[str, dict]] = {}
+    for cond in done[0]["rows"]:
+        out[cond] = {}
+        for row in done[0]["rows"][cond]:
+            p = np.concatenate([d["rows"][cond][row] for d in done])
+            out[cond][row] = {"all": compute_metrics(y, p, labels), **by_subset(y, p, values, labels)}
+    return out
 
 
 def plot(summary: dict, conditions, path: Path, protocol: str = "single utterance") -> None:
@@ -282,8 +304,12 @@ def main(argv=None) -> None:
     ap.add_argument("--quiet-stats", action="store_true",
                     help="speaker-normalised models: each test speaker's statistics from their clean audio in "
                          "every condition (enrolled in quiet, heard in noise) instead of the audio heard there")
+    ap.add_argument("--by", default="",
+                    help="comma-separated metadata columns (e.g. shared_text for ASED): pooled UAR and macro-F1 per "
+                         "value of each, for every row and condition")
     a = ap.parse_args(argv)
     _quiet()
+    by = [c.strip() for c in a.by.split(",") if c.strip()]
     members = [m.strip() for m in a.members.split(",") if m.strip()]
     # --members names the model trained here: no nested selection
     over = {"model": {"members": members}, "selection": {"candidates": []}} if members else {}
@@ -298,7 +324,8 @@ def main(argv=None) -> None:
     if a.jobs < 0:
         raise SystemExit("--jobs must be 0 (automatic) or more")
     a.jobs = a.jobs or auto_jobs(a.folds)
-    res = run(a.corpus, a.data, cfg, a.folds, conditions, models=a.models, jobs=a.jobs, quiet_stats=a.quiet_stats)
+    res = run(a.corpus, a.data, cfg, a.folds, conditions, models=a.models, jobs=a.jobs, quiet_stats=a.quiet_stats,
+              by=by)
     wall = time.perf_counter() - t0
     name = f"suite_{a.corpus}" + (f"_{a.tag}" if a.tag else "")
     png = f"robustness_{a.corpus}" + (f"_{a.tag}" if a.tag else "") + ".png"
@@ -310,9 +337,13 @@ def main(argv=None) -> None:
           + " The peers' SVM gives hard decisions.", "",
           markdown_table(res["summary"][CLEAN], "clean"), "",
           "Per-class recall, pooled over folds (%):", "", per_class_table(res["pooled_clean"], res["labels"]), ""]
+    for col, per_cond in res["by"].items():
+        md += [f"By `{col}` (pooled over folds, clean):", "", subset_table(per_cond[CLEAN], col), ""]
     for cond in res["summary"]:
         if cond != CLEAN:
             md += [markdown_table(res["summary"][cond], cond), ""]
+            for col, per_cond in res["by"].items():
+                md += [f"By `{col}` ({cond}):", "", subset_table(per_cond[cond], col), ""]
     md += [f"![UAR against SNR]({png})", "",
            "Training time per fold (s): " + ", ".join(f"{m} {v['per_fold_mean']:.0f}"
                                                      for m, v in res["train_seconds"].items())]

@@ -35,6 +35,37 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) ->
     }
 
 
+def by_subset(y_true: np.ndarray, probs: np.ndarray, values, labels: list[str]) -> dict[str, dict]:
+    """``compute_metrics`` of the rows with each value of ``values`` (N,) (a metadata column such as ASED's
+    ``shared_text``), values in sorted order; rows with no value (None or "") go under ``"(none)"``."""
+    vals = np.array(["(none)" if v in (None, "") else str(v) for v in values])
+    y_true, probs = np.asarray(y_true), np.asarray(probs)
+    return {v: compute_metrics(y_true[vals == v], probs[vals == v], labels) for v in sorted(set(vals.tolist()))}
+
+
+def subset_table(rows: dict[str, dict[str, dict]], column: str) -> str:
+    """A Markdown table of pooled UAR and macro-F1 per value of ``column``: ``rows`` maps a row name to
+    {"all": metrics, value: metrics, ...}. With exactly two values, the last column is the UAR gap between
+    them (second minus first, in sorted order): with ``shared_text`` (no, yes) the points the clips whose
+    words give the emotion away score above those that measure the voice alone."""
+    values = sorted({v for r in rows.values() for v in r if v != "all"})
+    head = ["all"] + [f"{column}={v}" for v in values]
+    gap = len(values) == 2
+    lines = ["| model | " + " | ".join(f"{h} UAR | {h} macro-F1" for h in head) + (
+        f" | gap ({column}={values[0]} - {values[1]}) |" if gap else " |"),
+             "|---|" + "---|---|" * len(head) + ("---|" if gap else "")]
+    for name, r in rows.items():
+        cells = []
+        for v in ["all"] + values:
+            m = r.get(v)
+            cells += [f"{100 * m['uar']:.1f} (n {m['n']})", f"{100 * m['macro_f1']:.1f}"] if m else ["–", "–"]
+        if gap:
+            a, b = r.get(values[0]), r.get(values[1])
+            cells.append(f"{100 * (a['uar'] - b['uar']):+.1f}" if a and b else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def summarise_folds(per_fold: list[dict]) -> dict:
     """Mean and std over folds of each headline metric: {metric: {"mean", "std", "folds": [...]}}."""
     out = {}

@@ -11,7 +11,7 @@ import io
 import json
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes, atomic_write_text  # noqa: F401 - re-exported
@@ -45,6 +45,9 @@ class Utterance:
     gender: str | None = None
     corpus: str = ""
     duration: float | None = None
+    # the corpus's other columns for this utterance (ASED: gender, sentence, shared_text; EmoDB: text), as
+    # written: what reports break their figures down by (``--by COLUMN``) and what a text-aware split reads
+    meta: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass
@@ -91,7 +94,7 @@ class Scan:
         }
 
 
-MANIFEST_FIELDS = ("id", "path", "emotion", "speaker", "gender", "corpus", "duration")
+MANIFEST_FIELDS = ("id", "path", "emotion", "speaker", "gender", "corpus", "duration", "meta")
 
 
 def save_manifest(utterances: list[Utterance], path: str | Path) -> None:
@@ -100,7 +103,9 @@ def save_manifest(utterances: list[Utterance], path: str | Path) -> None:
     w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS)
     w.writeheader()
     for u in utterances:
-        w.writerow({k: ("" if v is None else v) for k, v in asdict(u).items()})
+        row = {k: ("" if v is None else v) for k, v in asdict(u).items()}
+        row["meta"] = json.dumps(u.meta, ensure_ascii=False, sort_keys=True) if u.meta else ""
+        w.writerow(row)
     atomic_write_text(path, buf.getvalue())
 
 
@@ -117,8 +122,21 @@ def load_manifest(path: str | Path) -> list[Utterance]:
             raise CorpusError(f"{p}: line {i}: missing {', '.join(missing)}")
         out.append(Utterance(id=r["id"], path=r["path"], emotion=r["emotion"], speaker=r["speaker"],
                              gender=r.get("gender") or None, corpus=r.get("corpus", ""),
-                             duration=float(r["duration"]) if r.get("duration") else None))
+                             duration=float(r["duration"]) if r.get("duration") else None,
+                             meta=_meta(r.get("meta"), p, i)))
     return out
+
+
+def _meta(text: str | None, path: Path, line: int) -> dict[str, str]:
+    if not text:
+        return {}
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise CorpusError(f"{path}: line {line}: meta is not a JSON object")
+    return {str(k): str(v) for k, v in meta.items()}
 
 
 def summary_json(scan: Scan) -> str:
@@ -157,6 +175,6 @@ def with_durations(scan: Scan) -> Scan:
         if dur <= 0:
             scan.problems.append(Problem(u.path, "empty audio (no samples)"))
             continue
-        kept.append(Utterance(**{**asdict(u), "duration": round(dur, 4)}))
+        kept.append(replace(u, duration=round(dur, 4)))
     scan.utterances = kept
     return scan

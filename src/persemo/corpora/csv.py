@@ -1,4 +1,5 @@
-"""Any other corpus from a CSV or TSV manifest: columns ``path,emotion[,speaker][,gender]``.
+"""Any other corpus from a CSV or TSV manifest: columns ``path,emotion[,speaker][,gender]`` and any others,
+kept per utterance as metadata (``Utterance.meta``; ``gender`` also fills ``Utterance.gender``).
 
 Paths are relative to the manifest's folder. Without a speaker column every utterance is its own
 speaker, and only the random (speaker-dependent) split is meaningful; the reader says so.
@@ -15,7 +16,10 @@ ALIASES = {"angry": "anger", "happy": "happiness", "joy": "happiness", "sad": "s
            "fearful": "fear", "calm": "neutral", "disgusted": "disgust", "bored": "boredom"}
 
 
-def scan(manifest: str | Path, map_labels: bool = True) -> Scan:
+BUILT_IN = ("path", "emotion", "speaker")  # every other column is kept as the utterance's metadata
+
+
+def scan(manifest: str | Path, map_labels: bool = True, corpus: str = "csv") -> Scan:
     p = Path(manifest).expanduser()
     if p.is_dir():
         candidates = sorted(list(p.glob("*.csv")) + list(p.glob("*.tsv")))
@@ -32,7 +36,7 @@ def scan(manifest: str | Path, map_labels: bool = True) -> Scan:
     for need in ("path", "emotion"):
         if need not in cols:
             raise CorpusError(f"csv: {p}: missing column {need!r} (have: {', '.join(cols) or 'none'})")
-    result = Scan(corpus="csv", root=str(p.parent))
+    result = Scan(corpus=corpus, root=str(p.parent))
     for line, row in enumerate(reader, start=2):
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
         rel, emotion = row.get("path", ""), row.get("emotion", "").lower()
@@ -46,7 +50,8 @@ def scan(manifest: str | Path, map_labels: bool = True) -> Scan:
             result.problems.append(Problem(str(audio), f"listed at {p.name}:{line} but not found"))
             continue
         speaker = row.get("speaker") or f"utt:{rel}"
+        meta = {k: v for k, v in row.items() if k and k not in BUILT_IN}
         result.utterances.append(Utterance(id=Path(rel).stem if "speaker" in row else rel, path=str(audio),
                                            emotion=emotion, speaker=speaker,
-                                           gender=(row.get("gender") or None), corpus="csv"))
+                                           gender=(row.get("gender") or None), corpus=corpus, meta=meta))
     return result

@@ -37,5 +37,5 @@ def scan(root: str | Path) -> Scan:
             continue
         speaker, gender, emotion = parsed
         result.utterances.append(Utterance(id=path.stem, path=str(path), emotion=emotion, speaker=speaker,
-                                           gender=gender, corpus="emodb"))
+                                           gender=gender, corpus="emodb", meta={"text": path.stem[2:5]}))
     return result
