@@ -320,6 +320,23 @@ def compact_results(results: str | Path = RESULTS, log=print) -> list[Path]:
     return done
 
 
+def drop_probs(path: str | Path, why: str) -> int:
+    """Delete the per-fold probabilities file of the results JSON ``path`` (its figures stay), recording
+    ``why`` in the JSON under ``"probs_dropped"``; returns the bytes freed (0 when it had none). For runs whose
+    predictions no table, combination or later benchmark reads: ``results/`` stays small."""
+    path = Path(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    ref = data.pop("probs_file", None)
+    if ref is None:
+        return 0
+    npz = path.parent / ref
+    freed = npz.stat().st_size if npz.is_file() else 0
+    data["probs_dropped"] = why
+    _atomic_write(path, dumps(data) + "\n")
+    npz.unlink(missing_ok=True)
+    return freed
+
+
 def write_results(name: str, data: dict, markdown: str, results_dir: str | Path | None = None
                   ) -> tuple[Path, Path]:
     """Write ``<name>.json`` (``data``, with ``machine`` added when missing; its per-fold probabilities in

@@ -88,3 +88,20 @@ def test_compact_results_leaves_a_smaller_file_alone(tmp_path):
     path.write_text(text)
     assert compact_results(tmp_path, log=lambda *_: None) == []
     assert path.read_text() == text
+
+
+def test_drop_probs_keeps_the_figures_and_says_why(tmp_path):
+    import numpy as np
+
+    from benchmarks.common import drop_probs, read_results, write_results
+
+    data = {"labels": ["a", "b"], "summary": {"x": 1.0},
+            "folds": [{"fold": 0, "test_ids": ["u1"], "probs": {"m": np.array([[0.25, 0.75]])}}]}
+    json_path, _ = write_results("run", data, "# run", tmp_path)
+    assert (tmp_path / "run.probs.npz").is_file()
+    assert drop_probs(json_path, "superseded") > 0
+    assert not (tmp_path / "run.probs.npz").exists()
+    back = read_results(json_path)
+    assert back["summary"] == {"x": 1.0} and back["probs_dropped"] == "superseded"
+    assert "probs" not in back["folds"][0]
+    assert drop_probs(json_path, "again") == 0
