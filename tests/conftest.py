@@ -19,6 +19,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = (REPO_ROOT / ".." / "shared").resolve()
 EMODB_DIR = SHARED_DIR / "data" / "emodb" / "wav"
+ASED_DIR = SHARED_DIR / "data" / "ased"
 SHEMO_TABLE = SHARED_DIR / "data" / "shemo" / "utterances.tsv"
 
 
@@ -73,6 +74,13 @@ def emodb_dir(shared_dir: Path) -> Path:
     if not EMODB_DIR.is_dir() or not any(EMODB_DIR.glob("*.wav")):
         pytest.skip(f"EmoDB recordings not found at {EMODB_DIR}")
     return EMODB_DIR
+
+
+@pytest.fixture(scope="session")
+def ased_dir(shared_dir: Path) -> Path:
+    if not (ASED_DIR / "manifest.csv").is_file():
+        pytest.skip(f"ASED recordings (manifest.csv) not found at {ASED_DIR}")
+    return ASED_DIR
 
 
 @pytest.fixture(scope="session")
