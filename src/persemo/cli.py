@@ -99,7 +99,11 @@ def _quiet_lightning() -> None:
 
 @app.command()
 @guarded
-def train(corpus: str = CorpusOpt, data: Path = DataOpt,
+def train(corpus: Optional[List[str]] = typer.Option(
+              None, "--corpus", help="shemo, emodb, ased or csv, as [NAME=]READER; repeat it with --data for several "
+                                     "corpora at once (paired in order; default: the config's corpora section)"),
+          data: Optional[List[Path]] = typer.Option(
+              None, "--data", help="corpus folder (shemo, emodb, ased) or manifest file (csv); one per --corpus"),
           out: Path = typer.Option(..., "--out", help="run directory: model, reports, logs"),
           config: Optional[Path] = typer.Option(None, "--config", help="JSON or YAML config file (default: "
                                                                       "configs/recommended.yaml, the nested selection)"),
@@ -120,6 +124,8 @@ def train(corpus: str = CorpusOpt, data: Path = DataOpt,
     from .config import load_config
     from .pipeline import run_train
 
+    if len(corpus or []) != len(data or []):
+        fail(f"--corpus and --data come in pairs: got {len(corpus or [])} --corpus and {len(data or [])} --data")
     _quiet_lightning()
     over: dict = {"train": {}, "split": {}, "features": {}}
     if epochs is not None:
@@ -142,14 +148,26 @@ def train(corpus: str = CorpusOpt, data: Path = DataOpt,
 
         config = RECOMMENDED
     cfg = load_config(config, **over)
+    sources = _train_sources(list(corpus or []), list(data or []), cfg)
     if cfg.split.kind == "random":
         typer.echo("note: --split random is speaker-dependent (speakers in both train and test); its figures "
                    "are for comparison with published numbers only", err=True)
-    res = run_train(corpus, data, out, cfg, folds=folds, cache_dir=cache or default_cache_dir(),
+    res = run_train(sources, None, out, cfg, folds=folds, cache_dir=cache or default_cache_dir(),
                     progress=not no_progress, log=lambda m: typer.echo(m, err=True))
     from .evaluation import markdown_table
 
     typer.echo(markdown_table(res["results"]))
+
+
+def _train_sources(corpus: list[str], data: list[Path], cfg) -> list:
+    """``--corpus``/``--data`` pairs (in order) as corpus sources, else the config's ``corpora``."""
+    from .corpora.union import Source, parse_spec
+
+    if corpus:
+        return [Source(reader, str(d), name) for (reader, name), d in zip(map(parse_spec, corpus), data)]
+    if not cfg.corpora:
+        fail("give --corpus and --data (repeat both for several corpora), or a corpora: section in --config")
+    return list(cfg.corpora)
 
 
 @app.command()

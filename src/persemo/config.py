@@ -377,6 +377,28 @@ class SelectionConfig:
             raise ConfigError("selection.margin must be a number of UAR points from 0 to 100")
 
 
+CORPUS_NAME_CHARS = "letters, digits, '_', '.' and '-'"
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    """One corpus of a run on several corpora (a ``corpora:`` list entry in a config file)."""
+
+    corpus: str = field(default="", metadata={"help": "its reader: shemo, emodb, ased or csv"})
+    data: str = field(default="", metadata={"help": "its folder (shemo, emodb, ased) or manifest file (csv); a "
+                                                    "relative path is taken from the working directory"})
+    name: str = field(default="", metadata={"help": "what its utterance and speaker ids are prefixed with (emodb:03) "
+                                                    "and its report rows named by; empty: the reader's name, or a csv "
+                                                    "manifest's file stem. Unique within the list"})
+
+    def __post_init__(self) -> None:
+        for f in ("corpus", "data"):
+            if not isinstance(getattr(self, f), str) or not getattr(self, f).strip():
+                raise ConfigError(f"corpora: each entry needs {f}: a non-empty string")
+        if not isinstance(self.name, str) or (self.name and not all(c.isalnum() or c in "_.-" for c in self.name)):
+            raise ConfigError(f"corpora: name {self.name!r} must be made of {CORPUS_NAME_CHARS}")
+
+
 @dataclass(frozen=True)
 class Config:
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -385,8 +407,16 @@ class Config:
     split: SplitConfig = field(default_factory=SplitConfig)
     adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    corpora: tuple[CorpusSource, ...] = field(
+        default=(),
+        metadata={"help": "train on several corpora at once: a list of {corpus, data, name} (`persemo train` "
+                          "without --corpus/--data; those, when given, replace it). One emotion vocabulary (the "
+                          "union), speaker ids kept apart per corpus, speaker-grouped folds within each corpus, "
+                          "and report rows per corpus on that corpus's own emotions"})
 
     def __post_init__(self) -> None:
+        if not isinstance(self.corpora, tuple) or not all(isinstance(c, CorpusSource) for c in self.corpora):
+            raise ConfigError("corpora must be a list of {corpus, data, name} entries")
         if self.model.calibration == "validation" and self.split.val_fraction <= 0:
             raise ConfigError("model.calibration: validation needs a validation split (split.val_fraction > 0)")
         for name, cand in self.candidates():  # every candidate builds (or only lacks an optional extra)
@@ -420,7 +450,9 @@ class Config:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (self.model.to_dict() if f.name == "model" else dataclasses.asdict(getattr(self, f.name)))
+        return {f.name: (self.model.to_dict() if f.name == "model" else
+                         [dataclasses.asdict(c) for c in self.corpora] if f.name == "corpora" else
+                         dataclasses.asdict(getattr(self, f.name)))
                 for f in fields(self)}
 
     @classmethod
@@ -430,6 +462,9 @@ class Config:
         data = _upgrade(data)
         parts = {}
         for f in fields(cls):
+            if f.name == "corpora":
+                parts[f.name] = _corpora(data.get(f.name) or [])
+                continue
             section = data.get(f.name, {})
             if not isinstance(section, dict):
                 raise ConfigError(f"config section {f.name!r} must be a mapping")
@@ -448,12 +483,34 @@ class Config:
         for name, values in _upgrade(sections).items():  # a moved field given at its old place too
             if name not in merged:
                 raise ConfigError(f"unknown config section {name!r}")
+            if name == "corpora":  # a list: replaced as a whole
+                merged[name] = values
+                continue
             for key, value in values.items():  # a member's section merges field by field
                 if isinstance(value, dict) and isinstance(merged[name].get(key), dict):
                     merged[name][key] = {**merged[name][key], **value}
                 else:
                     merged[name][key] = value
         return Config.from_dict(merged)
+
+
+def _corpora(entries: Any) -> tuple[CorpusSource, ...]:
+    """The ``corpora:`` list of a config file as ``CorpusSource`` entries."""
+    if not isinstance(entries, (list, tuple)):
+        raise ConfigError("corpora must be a list of {corpus, data, name} entries")
+    out = []
+    for i, e in enumerate(entries):
+        if isinstance(e, CorpusSource):
+            out.append(e)
+            continue
+        if not isinstance(e, dict):
+            raise ConfigError(f"corpora[{i}] must be a mapping {{corpus: ..., data: ..., name: ...}}")
+        try:
+            out.append(_build(CorpusSource, {k: str(v) if isinstance(v, Path) else v for k, v in e.items()},
+                              f"corpora[{i}]"))
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("corpora:", f"corpora[{i}]:", 1)) from None
+    return tuple(out)
 
 
 # fields that moved to another section, by their old place: persemo 0.1 configs and model.json files load

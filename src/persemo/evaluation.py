@@ -35,6 +35,21 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) ->
     }
 
 
+def restrict_probs(probs: np.ndarray, labels: list[str], keep: list[str]) -> np.ndarray:
+    """Probabilities (N, C) over ``labels`` restricted to the labels ``keep`` (in ``keep``'s order) and
+    renormalised to sum to 1: (N, len(keep)). A row with no mass on ``keep`` becomes uniform over it.
+
+    >>> restrict_probs(np.array([[0.5, 0.3, 0.2]]), ["a", "b", "c"], ["c", "a"]).round(3).tolist()
+    [[0.286, 0.714]]
+    """
+    missing = [k for k in keep if k not in labels]
+    if missing or not keep:
+        raise ValueError(f"cannot restrict to {keep}: not among the labels {labels}")
+    sub = np.asarray(probs, dtype=np.float64)[:, [labels.index(k) for k in keep]]
+    total = sub.sum(axis=1, keepdims=True)
+    return np.where(total > 0, sub / np.where(total > 0, total, 1.0), 1.0 / len(keep))
+
+
 def by_subset(y_true: np.ndarray, probs: np.ndarray, values, labels: list[str]) -> dict[str, dict]:
     """``compute_metrics`` of the rows with each value of ``values`` (N,) (a metadata column such as ASED's
     ``shared_text``), values in sorted order; rows with no value (None or "") go under ``"(none)"``."""

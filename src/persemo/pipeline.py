@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,13 @@ from .calibration import cross_fold_calibration
 from .config import Config
 from .corpora import scan_corpus
 from .corpora.base import EMOTIONS, EXTRA_EMOTIONS, CorpusError
+from .corpora.union import combine, corpus_labels, prefixed, sources
 from .crossval import SINGLE_TAG, SPEAKER_TAG, cross_validate, fold_items, pool, summarise, held_out_statistics
 from .ensemble import COMPANION_PREFIX, Ensemble, at_unit_temperature
-from .evaluation import compute_metrics, plot_curves, write_report
+from .evaluation import compute_metrics, plot_curves, restrict_probs, write_report
+from .joint import corpora_note, corpus_metrics, corpus_rows, only_labels, shared_labels, union_folds, union_split
 from .prepare import Item, prepare
-from .splits import Split, load_splits, make_folds, make_split, save_splits
+from .splits import Split, load_splits, save_splits
 from .statistics import speaker_statistics
 from .selection import fit_selected
 from .training import choose_pair_weight, predict_items, write_history
@@ -40,13 +43,20 @@ SELECTED_ROW = "selected configuration"
 RUN_MARKERS = ("model.json", "config.json", "splits.json", "splits_all.json")  # what makes a folder a run
 
 
-def load_items(corpus: str, data: str | Path, cfg: Config, cache_dir=None, log=print) -> tuple[list[Item], list]:
-    """Scan and prepare a corpus; problems are reported and skipped. Raises if nothing is usable."""
-    scan = scan_corpus(corpus, data, durations=False)
-    if not scan.utterances:
-        raise CorpusError(f"{corpus}: no usable utterances found under {data}"
-                          + (f" ({len(scan.problems)} problem(s), e.g. {scan.problems[0].path}: "
-                             f"{scan.problems[0].reason})" if scan.problems else ""))
+def load_items(corpus, data: str | Path | None, cfg: Config, cache_dir=None, log=print) -> tuple[list[Item], list]:
+    """Scan and prepare a corpus, or several (``corpus`` a list of sources, ``corpora.union.sources``; each
+    utterance's id and speaker then prefixed by its corpus's name); problems are reported and skipped.
+    Raises if nothing is usable."""
+    scans, srcs = [], sources(corpus, data)
+    for src in srcs:
+        scan = scan_corpus(src.corpus, src.data, durations=False)
+        if not scan.utterances:
+            raise CorpusError(f"{src.corpus}: no usable utterances found under {src.data}"
+                              + (f" ({len(scan.problems)} problem(s), e.g. {scan.problems[0].path}: "
+                                 f"{scan.problems[0].reason})" if scan.problems else ""))
+        scans.append((src.name, scan))
+    scan = combine(scans)
+    corpus, data = (scan.corpus, scan.root) if len(srcs) > 1 else (srcs[0].corpus, srcs[0].data)
     t0 = time.perf_counter()
     prep = prepare(scan.utterances, cfg.features, cache_dir)
     problems = scan.problems + prep.problems
@@ -58,6 +68,9 @@ def load_items(corpus: str, data: str | Path, cfg: Config, cache_dir=None, log=p
         raise CorpusError(f"{corpus}: none of the {len(scan.utterances)} files under {data} could be read")
     log(f"prepared {len(prep.items)} utterances in {time.perf_counter() - t0:.1f} s "
         f"({prep.cache_hits} from cache)")
+    if len(srcs) > 1:
+        log("corpora: " + "; ".join(f"{c} {sum(it.utt.corpus == c for it in prep.items)} utterances ({', '.join(l)})"
+                                    for c, l in corpus_labels([it.utt for it in prep.items]).items()))
     return prep.items, problems
 
 
@@ -169,10 +182,13 @@ def _notes(cfg: Config, split: Split, test: list[Item]) -> tuple[list[str], str]
 
 
 def save_run(out: Path, model: Ensemble, info: dict, split: Split, fold_results: dict, corpus: str, data: str,
-             train: list[Item], val: list[Item], test: list[Item]) -> None:
-    """One trained split's files: the model (with the split's digest), splits.json, history, curves, report."""
+             train: list[Item], val: list[Item], test: list[Item], corpora: list[dict] | None = None) -> None:
+    """One trained split's files: the model (with the split's digest), splits.json, history, curves, report.
+    ``corpora``: a run on several corpora, each {name, corpus, data, labels, n} (``_corpora_meta``)."""
     cfg = model.cfg
-    meta = {"trained_on": {"corpus": corpus, "data": str(Path(data).resolve()), "split": split.kind,
+    where = ({"corpus": corpus, "data": [c["data"] for c in corpora], "corpora": corpora} if corpora else
+             {"corpus": corpus, "data": str(Path(data).resolve())})
+    meta = {"trained_on": {**where, "split": split.kind,
                            "split_description": split.description, "split_sha256": split.digest(),
                            "n_train": len(train), "n_val": len(val), "n_test": len(test)},
             "training": {k: v for k, v in info.items() if k != "history"}}
@@ -183,6 +199,8 @@ def save_run(out: Path, model: Ensemble, info: dict, split: Split, fold_results:
     notes, protocol = _notes(cfg, split, test)
     chosen = selection_note(info)
     notes += [chosen] if chosen else []
+    if corpora:
+        notes.append(corpora_note({c["name"]: c["labels"] for c in corpora}, {c["name"]: c["n"] for c in corpora}))
     write_report(out / "report", fold_results, model.labels, f"{corpus} test set", notes=notes,
                  extra={"split": split.kind, "protocol": protocol})
 
@@ -206,14 +224,16 @@ def _swap_in(stage: Path, out: Path) -> None:
         os.replace(stage, out)
 
 
-def run_train(corpus: str, data: str | Path, out: str | Path, cfg: Config, folds: int = 0,
+def run_train(corpus, data: str | Path | None, out: str | Path, cfg: Config, folds: int = 0,
               cache_dir=None, progress: bool = True, log=print) -> dict:
-    """``persemo train``: one split (folds 0) or speaker-grouped k-fold cross-validation (folds >= 2)."""
+    """``persemo train``: one split (folds 0) or speaker-grouped k-fold cross-validation (folds >= 2), on a
+    corpus or on several (``corpus`` a list of sources, ``data`` None: ``corpora.union.sources``)."""
     if folds is None or folds == 1 or folds < 0:
         raise CorpusError(f"--folds must be 0 (one split) or at least 2, not {folds}")
     out = Path(out)
     _check_out(out)
-    items, _ = load_items(corpus, data, cfg, cache_dir, log)
+    corpus = sources(corpus, data)
+    items, _ = load_items(corpus, None, cfg, cache_dir, log)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -232,12 +252,24 @@ def run_train(corpus: str, data: str | Path, out: str | Path, cfg: Config, folds
     return {**res, "out": str(out)}
 
 
-def _train_into(out: Path, corpus: str, data, cfg: Config, folds: int, items: list[Item], cache_dir, progress,
+def _corpora_meta(srcs, items: list[Item]) -> tuple[dict[str, list[str]], list[dict] | None]:
+    """(corpus name -> its emotions, the model's record of every corpus), both empty/None for one corpus."""
+    if len(srcs) < 2:
+        return {}, None
+    own = corpus_labels([it.utt for it in items])
+    return own, [{"name": s.name, "corpus": s.corpus, "data": str(Path(s.data).resolve()), "labels": own[s.name],
+                  "n": sum(it.utt.corpus == s.name for it in items)} for s in srcs]
+
+
+def _train_into(out: Path, corpus, data, cfg: Config, folds: int, items: list[Item], cache_dir, progress,
                 log) -> dict:
+    srcs = sources(corpus, data)
+    own, corpora = _corpora_meta(srcs, items)
+    corpus, data = ("+".join(s.name for s in srcs), None) if corpora else (srcs[0].corpus, srcs[0].data)
     utts = [it.utt for it in items]
     s = cfg.split
-    splits = (make_folds(utts, folds, s.kind, s.val_fraction, s.seed) if folds else
-              [make_split(utts, s.kind, s.val_fraction, s.test_fraction, s.seed)])
+    splits = (union_folds(utts, folds, s.kind, s.val_fraction, s.seed) if folds else
+              [union_split(utts, s.kind, s.val_fraction, s.test_fraction, s.seed)])
     save_splits(splits, out / "splits_all.json" if folds else out / "splits.json")
     atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=1))
     labels = labels_of(items)
@@ -257,24 +289,30 @@ def _train_into(out: Path, corpus: str, data, cfg: Config, folds: int, items: li
     oof: dict[str, list] = {}
     last = None
     winners: list[str | None] = []
+    row_corpus: dict[str, str] = {}  # a joint run's per-corpus rows (pooled keys) -> their corpus
     for fold in cross_validate(cfg, items, splits, labels, fit=fit, cache_dir=cache_dir,
                                shrink_k=cfg.adaptation.shrink if speaker_mode else 0.0, log=log):
         per_protocol = {}
         for tag, probs in fold.probs.items():
             rows = result_rows(fold.model, probs)
             per_protocol[tag] = _metrics(rows, fold.y, labels)
-            for name, p in rows.items():
+            parts = corpus_rows(rows, fold.y, [it.utt.corpus for it in fold.test], labels, own)
+            per_protocol[tag].update({n: corpus_metrics(y_c, p_c, labels, own[c]) for n, (c, y_c, p_c) in parts.items()})
+            scored = {**{n: (fold.y, p) for n, p in rows.items()}, **{n: (y_c, p_c) for n, (_, y_c, p_c) in parts.items()}}
+            for name, (y_r, p) in scored.items():
                 key = re.sub(r"^ensemble \(weighted [^)]*\)", "ensemble (weighted)", name)
                 key = f"{key} [{tag}]" if speaker_mode else key
+                if name in parts:
+                    row_corpus[key] = parts[name][0]
                 ys, ps = pooled_rows.setdefault(key, ([], []))
-                ys.append(fold.y)
+                ys.append(y_r)
                 ps.append(p)
             if fold.model.companion is None and fold.model.selected is None:  # across folds: members at T = 1
                 oof.setdefault(tag, []).append(
                     (fold.y, at_unit_temperature(probs[:-1], fold.model.temperatures)))
         results = _tagged(per_protocol, speaker_mode)
         save_run(run_dir(fold.split), fold.model, fold.info, fold.split, results, corpus, str(data),
-                 fold.train, fold.val, fold.test)
+                 fold.train, fold.val, fold.test, corpora=corpora)
         for name, r in results.items():
             key = re.sub(r"^ensemble \(weighted [^)]*\)", "ensemble (weighted)", name)
             per_fold.setdefault(key, []).append(r)
@@ -284,6 +322,8 @@ def _train_into(out: Path, corpus: str, data, cfg: Config, folds: int, items: li
         return {"results": last}
     notes = [f"split: {splits[0].description}, seed {s.seed}; mean ± std over folds, and pooled over all "
              "out-of-fold predictions"] + [w for w in winners if w]
+    if corpora:
+        notes.append(corpora_note(own, {c["name"]: c["n"] for c in corpora}))
     extra: dict = {"folds": len(splits)}
     if oof:
         tag = SPEAKER_TAG if SPEAKER_TAG in oof else SINGLE_TAG
@@ -312,6 +352,7 @@ def _train_into(out: Path, corpus: str, data, cfg: Config, folds: int, items: li
             f"{', '.join(f'{t:.2f}' for t in temps)}; vote weights on them: {', '.join(f'{w:.2f}' for w in weights)} "
             f"({out / 'calibration.json'})")
     pooled = {k: pool(ys, ps, labels) for k, (ys, ps) in pooled_rows.items()}
+    pooled.update({k: only_labels(pooled[k], own[c]) for k, c in row_corpus.items()})
     summary = summarise(per_fold, pooled)
     write_report(out / "report", summary, labels, f"{corpus}: {len(splits)}-fold cross-validation",
                  notes=notes, extra=extra)
@@ -321,12 +362,18 @@ def _train_into(out: Path, corpus: str, data, cfg: Config, folds: int, items: li
 def run_evaluate(model_dir: str | Path, corpus: str, data: str | Path, out: str | Path | None = None,
                  noise_snr: float | None = None, noise: str = "white", part: str = "auto", cache_dir=None,
                  log=print) -> dict:
-    """``persemo evaluate``: a saved model on a corpus (its held-out test part when it was trained on it)."""
+    """``persemo evaluate``: a saved model on a corpus (its held-out test part when it was trained on it, or on it
+    among others). Scored on the emotions the model and the corpus share: clips of the corpus's other emotions
+    are skipped, and when the model knows emotions the corpus lacks its probabilities are restricted to the
+    shared ones and renormalised; the log and the report name what was left out on each side."""
     model, meta, _ = load_model(model_dir)
     cfg = model.cfg
     p, _ = read_meta(model_dir)
     trained = meta.get("trained_on", {}) if isinstance(meta.get("trained_on"), dict) else {}
-    same = trained.get("corpus") == corpus and trained.get("data") == str(Path(data).resolve())
+    joint = [c for c in trained.get("corpora") or [] if isinstance(c, dict)]
+    member = next((c for c in joint if c.get("corpus") == corpus and c.get("data") == str(Path(data).resolve())),
+                  None)  # this corpus, one of the several the model was trained on
+    same = trained.get("corpus") == corpus and trained.get("data") == str(Path(data).resolve()) or member is not None
     if part == "auto":
         part = "test" if same else "all"
     split = None
@@ -343,6 +390,9 @@ def run_evaluate(model_dir: str | Path, corpus: str, data: str | Path, out: str 
             raise CorpusError(f"{split_file}: not the split this model was trained on (its digest differs); "
                               "the run directory mixes two runs: retrain, or use --part all")
     items, _ = load_items(corpus, data, cfg, cache_dir, log)
+    if member is not None and len(joint) > 1:  # its ids as the model's split names them
+        items = [replace(it, utt=prefixed(it.utt, member["name"])) for it in items]
+    own = labels_of(items)  # the corpus's emotions (all of it: a test part may lack one)
     if split is not None:
         keep = set(split.test)
         items = [it for it in items if it.utt.id in keep]
@@ -352,23 +402,36 @@ def run_evaluate(model_dir: str | Path, corpus: str, data: str | Path, out: str 
         log("warning: evaluating on all of the training corpus: training utterances are included, so these "
             "figures are NOT held-out results")
     labels = list(meta["labels"])
-    unknown = sorted({it.utt.emotion for it in items} - set(labels))
+    shared, model_only, unknown = shared_labels(labels, own)
+    n_skipped = sum(it.utt.emotion in unknown for it in items)
     if unknown:
-        log(f"skipping utterances with emotions the model does not know: {', '.join(unknown)}")
+        log(f"skipping {n_skipped} utterances with emotions the model does not know: {', '.join(unknown)}")
         items = [it for it in items if it.utt.emotion in labels]
     if not items:
         raise CorpusError("no utterances left to evaluate")
+    if model_only:
+        log(f"leaving out the model's emotions {corpus} does not have: {', '.join(model_only)}; scoring the "
+            f"{len(shared)} shared ({', '.join(shared)}), the model's probabilities restricted to them and renormalised")
     shrink_k = float(meta.get("adaptation", {}).get("shrink_k", 0.0) or 0.0)  # as predict does
     stats = held_out_statistics(cfg, model, items, cache_dir, shrink_k) if model.adaptable else None
-    index = {l: i for i, l in enumerate(labels)}
+    index = {l: i for i, l in enumerate(shared)}
     y = np.array([index[it.utt.emotion] for it in items])
     probs = predict_items(model, items, cfg, stats, noise_snr=noise_snr, noise=noise)
-    results = _metrics(result_rows(model, probs), y, labels)
+    rows = result_rows(model, probs)
+    if model_only:
+        rows = {name: restrict_probs(p, labels, shared) for name, p in rows.items()}
+    results = _metrics(rows, y, shared)
     cond = "clean" if noise_snr is None else f"{noise} noise at {noise_snr:g} dB SNR"
-    title = f"{corpus} ({part} part, {cond})"
+    title = f"{corpus} ({part} part, {cond}" + (f"; the {len(shared)} shared emotions)" if model_only else ")")
+    left_out = {"model_labels": model_only, "corpus_labels": unknown, "skipped_utterances": n_skipped}
+    notes = [f"the model's emotions {corpus} does not have, left out (its probabilities restricted to the shared "
+             f"ones and renormalised): {', '.join(model_only)}"] if model_only else []
+    notes += [f"{corpus}'s emotions the model does not know, their {n_skipped} utterances skipped: "
+              f"{', '.join(unknown)}"] if unknown else []
     if out is not None:
-        write_report(out, results, labels, title, extra={"part": part, "noise_snr": noise_snr, "noise": noise})
-    return {"title": title, "results": results, "labels": labels}
+        write_report(out, results, shared, title, notes=notes,
+                     extra={"part": part, "noise_snr": noise_snr, "noise": noise, "left_out": left_out})
+    return {"title": title, "results": results, "labels": shared, "left_out": left_out}
 
 
 __all__ = ["fit_model", "labels_of", "load_items", "pair_with_companion", "result_rows", "run_evaluate",
