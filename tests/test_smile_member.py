@@ -405,18 +405,18 @@ def test_row_basis_gives_the_same_logistic_regression():
 
 
 def test_speaker_mode_standardises_each_noisy_copy_set_by_its_own_statistics(monkeypatch):
-    from persemo import smile
+    from persemo.heads import Head
 
     cfg = _cfg("speaker").replace(model={"members": ["smile"], "smile": {"noise_copies": 1, "quantiles": 5}})
     train = synth_items(cfg, per_class=3, speakers=("s1", "s2", "s3"))
     seen = {}
-    real_fit = smile.SmileMember.fit
+    real_fit = Head.fit
 
     def spy(self, X, y, n_classes, groups=None, seed=0, origin=None):
         seen.update(X=np.asarray(X), groups=np.asarray(groups), origin=np.asarray(origin))
         return real_fit(self, X, y, n_classes, groups=groups, seed=seed, origin=origin)
 
-    monkeypatch.setattr(smile.SmileMember, "fit", spy)
+    monkeypatch.setattr(Head, "fit", spy)
     member, info = _fit(cfg, train)
     X, groups, origin = seen["X"], seen["groups"], seen["origin"]
     copy = origin != np.arange(len(origin))
