@@ -234,6 +234,9 @@ def member_fit_predict(smile: dict, speaker: bool, labels: list[str], cache_dir,
 # ------------------------------------------------------------------------------- the nested selection
 
 SELECTED = "selected configuration"
+SOFT = "soft vote over the candidates (weights on the inner held-out votes)"
+ALTERNATIVE_RULES = ("margin", "se")
+
 
 
 def selection_fit_predict(config: Path, labels: list[str], cache_dir, memo: dict, seed: int = 0,
@@ -246,8 +249,8 @@ def selection_fit_predict(config: Path, labels: list[str], cache_dir, memo: dict
     its companion (what ``persemo train`` builds in speaker mode)."""
     from persemo.config import load_config
     from persemo.crossval import held_out_statistics
-    from persemo.selection import fit_selected
     from persemo.pipeline import pair_with_companion
+    from persemo.selection import choose, fit_selected
     from persemo.training import predict_items
 
     over = {"split": {"val_fraction": 0}, "train": {"num_threads": 1, "seed": seed}}
@@ -263,8 +266,15 @@ def selection_fit_predict(config: Path, labels: list[str], cache_dir, memo: dict
             m.memo = memo  # a test window's vectors do not depend on the model
             rows[f"candidate {name}"] = predict_items(m, test, m.cfg)[-1]
         rows[SELECTED] = rows[f"candidate {model_u.selected}"]
-        facts["single utterance"] = {c["name"]: c.get("inner_uar") for c in info_u["selection"]["candidates"]}
-        facts["winner"], facts["seconds"] = model_u.selected, info_u["selection"]["seconds"]
+        sel = info_u["selection"]
+        for rule in ALTERNATIVE_RULES:  # the other rules' choices, from the same saved inner scores
+            rows[f"{SELECTED} by rule {rule}"] = rows[f"candidate {choose(sel['candidates'], sel['margin'], rule)['name']}"]
+        if sel.get("soft_weights"):
+            w = sel["soft_weights"]
+            rows[SOFT] = sum(w[n] * rows[f"candidate {n}"] for n in w) / sum(w.values())
+        facts["single utterance"] = {c["name"]: c.get("inner_uar") for c in sel["candidates"]}
+        facts["scores"], facts["soft_weights"], facts["rule"] = sel["candidates"], sel.get("soft_weights"), sel.get("rule")
+        facts["winner"], facts["seconds"] = model_u.selected, sel["seconds"]
         if speaker:
             cands_s: dict = {}
             model_s, info_s = fit_selected(cfg_s, labels, train, [], None, progress=False, log=lambda m: None,
@@ -343,7 +353,7 @@ def run(data: Path, folds: int, seed: int, ks: Sequence[int | None], cache_dir: 
     for variant, imb in variants:
         for k in ks if not imb else [k for k in ks if k in (2, None)]:
             key = f"{variant} k={k_name(k)}"
-            table, selected, n_train, seconds = Rows(labels), {}, [], {}
+            table, selected, n_train, seconds, fold_uars = Rows(labels), {}, [], {}, []
             for f, (tr, te) in enumerate(parts):
                 keep = training_rows(tr, spk, emo, y, labels, k, seed, f, imb)
                 n_train.append(int(len(keep)))
@@ -363,10 +373,14 @@ def run(data: Path, folds: int, seed: int, ks: Sequence[int | None], cache_dir: 
                 if selector is not None:
                     t = time.perf_counter()
                     rows, facts = selector([prepared.items[i] for i in keep], [prepared.items[i] for i in te])
+                    test_uar = {}
                     for name, probs in rows.items():
                         seconds.setdefault(name, []).append(time.perf_counter() - t)
                         selected.setdefault(name, []).append(facts if name == SELECTED else {})
-                        line.append(f"{name} {100 * table.add(name, y[te], probs)['uar']:.1f}")
+                        test_uar[name] = table.add(name, y[te], probs)["uar"]
+                        line.append(f"{name} {100 * test_uar[name]:.1f}")
+                    fold_uars.append({n: v for n, v in test_uar.items() if n.startswith("candidate ")
+                                      and ", speaker-adapted" not in n or n.startswith(SELECTED) or n == SOFT})
                 log(f"{key} fold {f + 1}/{len(parts)} (train {len(keep)} clips, "
                     f"{len(set(emo[keep].tolist()))} emotions): UAR " + "; ".join(line))
             summary = table.summary()
@@ -374,10 +388,52 @@ def run(data: Path, folds: int, seed: int, ks: Sequence[int | None], cache_dir: 
             out[key] = {"variant": variant, "k": k_name(k), "n_train": n_train,
                         "rows": {n: {"summary": summary[n], "selected": selected[n], "seconds_per_fold": seconds[n]}
                                  for n in summary}}
+            if fold_uars:
+                out[key]["regret"] = regrets(fold_uars, summary)
+                log(f"{key} regret (best candidate on test - chosen), median over folds: " + "; ".join(
+                    f"{n} {100 * r['median']:.1f}" for n, r in out[key]["regret"].items()))
             if partial is not None:
                 partial(done(out))
 
     return done(out)
+
+
+def regrets(fold_uars: list[dict[str, float]], summary: dict) -> dict:
+    """Every choosing row's regret: the configured rule (``SELECTED``), the other rules and the soft vote;
+    per fold against that fold's best candidate, and pooled (the best candidate's pooled UAR minus the row's)."""
+    out = {}
+    cands = [n for n in fold_uars[0] if n.startswith("candidate ")]
+    best_pooled = max(summary[n]["pooled"]["uar"] for n in cands)
+    for name in [SELECTED] + [f"{SELECTED} by rule {r}" for r in ALTERNATIVE_RULES] + [SOFT]:
+        if not all(name in f for f in fold_uars):
+            continue
+        per = [max(f[c] for c in cands) - f[name] for f in fold_uars]
+        out[name] = {"per_fold": per, "median": float(np.median(per)), "mean": float(np.mean(per)),
+                     "pooled": best_pooled - summary[name]["pooled"]["uar"],
+                     "candidates_per_fold": [{c[len("candidate "):]: f[c] for c in cands} for f in fold_uars],
+                     "chosen_per_fold": [f[name] for f in fold_uars]}
+    return out
+
+
+def regret_table(res: dict) -> list[str]:
+    """Regret per setting: each fold's test UAR of every candidate beside the chosen one's, and the regret."""
+    lines = []
+    for key, r in res["results"].items():
+        reg = r.get("regret")
+        if not reg:
+            continue
+        first = next(iter(reg.values()))
+        cands = list(first["candidates_per_fold"][0])
+        lines += [f"### Regret, {key} (single utterance; test UAR %, best candidate of the fold minus the chosen)",
+                  "", "| fold | " + " | ".join(cands) + " | " + " | ".join(f"{n}: UAR / regret" for n in reg) + " |",
+                  "|---|" + "---|" * (len(cands) + len(reg))]
+        for f, uars in enumerate(first["candidates_per_fold"]):
+            lines.append(f"| {f + 1} | " + " | ".join(f"{100 * uars[c]:.1f}" for c in cands) + " | " + " | ".join(
+                f"{100 * g['chosen_per_fold'][f]:.1f} / {100 * g['per_fold'][f]:.1f}" for g in reg.values()) + " |")
+        lines += ["| median regret | " + " | " * len(cands) + " | ".join(f"{100 * g['median']:.1f}" for g in reg.values())
+                  + " |", "| pooled regret (best candidate pooled - chosen pooled) | " + " | " * len(cands)
+                  + " | ".join(f"{100 * g['pooled']:.1f}" for g in reg.values()) + " |", ""]
+    return lines
 
 
 def _pct(s: dict, m: str) -> str:
@@ -434,6 +490,7 @@ def render(res: dict, cmd: str, wall: float) -> str:
                       f"{100 * s['pooled']['macro_f1']:.1f} | {_pct(s, 'macro_f1')} |")
         md.append("")
     md += targets(res)
+    md += regret_table(res)
     md += ["### UAR pooled per k (%)", ""]
     keys = list(res["results"])
     names = list(res["results"][keys[0]]["rows"])

@@ -13,7 +13,8 @@ trained on twice, in one process, one after the other:
 
 The order alternates from fold to fold (selection first in even folds), so that a busy machine slows both
 alike. The corpus's clean features are computed once before timing (the disk cache both runs read); the
-noisy copies are computed inside each run, as a real run does. The table gives per-fold seconds and ratios,
+noisy copies are computed inside each run, as a real run does: babble copies in every run, white copies once
+per clip (seeded by the clip, cached on disk: the first run that trains on a clip pays for its copy). The table gives per-fold seconds and ratios,
 their median and the ratio of the totals. Writes results/selection_cost_emodb[_TAG].json and .md.
 """
 

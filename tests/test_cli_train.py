@@ -301,11 +301,12 @@ def test_train_without_config_runs_the_recommended_selection(runner, tmp_path, m
     res = runner.invoke(app, ["train", "--corpus", "csv", "--data", str(manifest), "--out", str(out),
                               "--cache", str(tmp_path / "cache"), "--no-progress"])
     assert res.exit_code == 0, res.output
-    assert "selection: 7 candidates" in res.output and "selection: skipping candidate whisper:" in res.output
+    assert "selection: 10 candidates" in res.output and "selection: skipping candidate whisper:" in res.output
     meta = json.loads((out / "model.json").read_text(encoding="utf-8"))
     sel = meta["training"]["selection"]
-    assert sel["winner"] in ("egemaps", "egemaps-quantiles", "compare", "compare-quantiles")
-    assert {c["name"] for c in sel["candidates"] if c.get("skipped")} == {"whisper", "whisper+egemaps",
+    assert sel["winner"] in ("egemaps", "egemaps-quantiles", "egemaps-svm", "compare", "compare-quantiles",
+                             "compare-svm")
+    assert {c["name"] for c in sel["candidates"] if c.get("skipped")} == {"whisper", "whisper-svm", "whisper+egemaps",
                                                                           "whisper+compare"}
     assert meta["config"]["model"]["members"] == ["smile"]
     report = (out / "report" / "report.md").read_text(encoding="utf-8")

@@ -228,3 +228,99 @@ def test_pair_weight_hands_a_confounded_corpus_to_the_companion(items, tmp_path)
     adapted, _ = fit_selected(selecting(cands).replace(features={"normalisation": "speaker"}), LABELS, both, [],
                               log=lambda m: None)
     assert choose_pair_weight(adapted, single, yb, LABELS)["weight"] >= 0.3
+
+
+# -- rules, repeated partitions, saved scores, the SVM head as a candidate ---------------------------------
+
+def test_the_se_rule_keeps_the_simpler_candidate_unless_the_better_wins_by_more_than_its_error():
+    simple = {"name": "simple", "inner_uar": 0.70, "fold_uar": [[0.60, 0.80, 0.70, 0.70]]}
+    noisy = {"name": "noisy", "inner_uar": 0.75, "fold_uar": [[0.90, 0.60, 0.85, 0.65]]}  # deficit 0.05 +- 0.11
+    steady = {"name": "steady", "inner_uar": 0.75, "fold_uar": [[0.66, 0.86, 0.76, 0.76]]}  # 0.06 +- 0
+    assert choose([simple, noisy], 0.5, "se")["name"] == "simple"
+    assert choose([simple, steady], 0.5, "se")["name"] == "steady"
+    assert choose([simple, steady], 0.5, "margin")["name"] == "steady"
+    assert choose([simple, noisy], 10.0, "margin")["name"] == "simple"
+    no_folds = [{"name": "a", "inner_uar": 0.70}, {"name": "b", "inner_uar": 0.703}]
+    assert choose(no_folds, 0.5, "se")["name"] == "a"  # no fold scores: the margin for that pair
+    with pytest.raises(ConfigError, match="selection.rule"):
+        selecting(rule="soft")
+    with pytest.raises(ConfigError, match="selection.repeats"):
+        selecting(repeats=0)
+
+
+def test_repeated_partitions_are_saved_and_the_choice_is_reproducible_from_them(items):
+    train = items[:48]
+    model, info = fit_selected(selecting(rule="se", repeats=3), LABELS, train, [], log=lambda m: None)
+    sel = info["selection"]
+    assert sel["rule"] == "se" and sel["repeats"] == 3
+    scored = [c for c in sel["candidates"] if "inner_uar" in c]
+    for c in scored:
+        assert len(c["repeat_uar"]) == 3 and len(c["fold_uar"]) == 3
+        assert c["inner_uar"] == pytest.approx(np.mean(c["repeat_uar"]))
+    again = json.loads(json.dumps(sel))  # as written into model.json
+    for rule in ("se", "margin"):
+        assert choose(again["candidates"], again["margin"], rule)["name"] == (
+            sel["winner"] if rule == "se" else choose(sel["candidates"], sel["margin"])["name"])
+    weights = sel["soft_weights"]
+    assert set(weights) == {c["name"] for c in scored} and sum(weights.values()) == pytest.approx(1.0)
+    assert weights["noise"] < max(weights.values())  # the candidate that hears no emotion weighs least
+    # one partition reproduces the model fitted without repeats (the partitions only score)
+    m1, i1 = fit_selected(selecting(), LABELS, train, [], log=lambda m: None)
+    one = {c["name"]: c["repeat_uar"][0] for c in i1["selection"]["candidates"]}
+    assert {c["name"]: c["repeat_uar"][0] for c in scored} == one
+    np.testing.assert_array_equal(predict_items(m1, items[48:], m1.cfg)[-1],
+                                  predict_items(*(lambda m: (m, items[48:], m.cfg))(
+                                      fit_selected(selecting(repeats=3), LABELS, train, [], log=lambda m: None)[0]))[-1])
+
+
+def test_soft_weights_favour_the_candidate_that_explains_the_labels():
+    from persemo.selection import soft_weights
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    good = np.full((200, 3), 0.1)
+    good[np.arange(200), y] = 0.8
+    bad = rng.dirichlet(np.ones(3), 200)
+    w = soft_weights(np.stack([bad, good]), y, 3)
+    assert w[1] > 0.8 and w.min() >= 0 and w.sum() == pytest.approx(1.0)
+
+
+@dataclass(frozen=True)
+class RingSettings:
+    kind: str = field(default="logreg", metadata={"help": "the head"})
+    quantiles: int = field(default=0, metadata={"help": "quantiles"})
+    noise_copies: int = field(default=0, metadata={"help": "copies"})
+    calibration: str = field(default="temperature", metadata={"help": "calibration"})
+    speeds: list = field(default_factory=list, metadata={"help": "speeds"})
+
+
+@members.register
+class RingMember(VectorMember):
+    """Vectors whose class is the radius of a point in 4 dimensions (a ring per class, seeded by the clip's
+    emotion and bytes): no linear boundary separates them, an RBF kernel does."""
+
+    kind = "ring"
+    Settings = RingSettings
+    radius = {label: 1.0 + 1.5 * i for i, label in enumerate(LABELS)}
+
+    def item_vectors(self, items, cache_dir=None):
+        rows = []
+        for it in items:
+            rng = np.random.default_rng(int(hashlib.sha256(np.asarray(it.wave).tobytes()).hexdigest()[:8], 16))
+            d = rng.normal(size=4)
+            r = self.radius[it.utt.emotion] + rng.normal(0, 0.15)
+            rows.append(np.concatenate([r * d / np.linalg.norm(d), rng.normal(size=2)]))
+        return np.stack(rows)
+
+    def clip_vectors(self, waves):  # not needed to fit or choose
+        raise NotImplementedError
+
+
+def test_a_corpus_where_the_svm_head_must_win_chooses_it(items):
+    cands = [{"name": "ring-logreg", "model": {"members": ["ring"], "ring": {"kind": "logreg"}}},
+             {"name": "ring-svm", "model": {"members": ["ring"], "ring": {"kind": "svm"}}}]
+    for rule in ("margin", "se"):
+        model, info = fit_selected(selecting(cands, rule=rule, repeats=2), LABELS, items[:48], [], log=lambda m: None)
+        scores = {c["name"]: c["inner_uar"] for c in info["selection"]["candidates"]}
+        assert scores["ring-svm"] > scores["ring-logreg"] + 0.2, scores
+        assert info["selection"]["winner"] == "ring-svm" and model.members[0].head.kind == "svm"

@@ -12,7 +12,8 @@ pytest.importorskip("opensmile")
 
 from conftest import write_tone  # noqa: E402
 
-from persemo import smile  # noqa: E402
+from persemo import heads, smile  # noqa: E402
+import persemo.heads.mlp  # noqa: E402,F401
 from persemo.smile import (FEATURE_SETS, SmileMember, extract_functionals, normalise_by_group,  # noqa: E402
                            rbf_decision_function, usable)
 
@@ -124,10 +125,10 @@ def small_mlp_search():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp, threadpool_limits(limits=1):
-        mp.setattr(smile, "MLP_EPOCHS", 40)
-        mp.setattr(smile, "MLP_HIDDEN", 32)
-        mp.setattr(smile, "MLP_LR", 1e-2)
-        mp.setattr(smile, "MLP_WEIGHT_DECAY", (1e-2,))
+        mp.setattr(heads.mlp, "MLP_EPOCHS", 40)
+        mp.setattr(heads.mlp, "MLP_HIDDEN", 32)
+        mp.setattr(heads.mlp, "MLP_LR", 1e-2)
+        mp.setattr(heads.mlp, "MLP_WEIGHT_DECAY", (1e-2,))
         yield
     torch.set_num_threads(threads)
 
@@ -172,11 +173,11 @@ def test_svm_member_scores_match_sklearn(fitted):
     arrays, meta = members["svm"].state()
     Z = (X - arrays["mean"]) / arrays["scale"]
     clf = SVC(C=meta["C"], gamma=meta["gamma"], class_weight="balanced").fit(Z, y)
-    np.testing.assert_allclose(smile._scores(arrays, meta, X), clf.decision_function(Z), atol=1e-8)
+    np.testing.assert_allclose(heads.state_scores(arrays, meta, X), clf.decision_function(Z), atol=1e-8)
 
 
 def test_from_state_rejects_foreign_state():
-    with pytest.raises(ValueError, match="not a SmileMember state"):
+    with pytest.raises(ValueError, match="not a classifier head state"):
         SmileMember.from_state({}, {"format": 99, "kind": "svm"})
 
 

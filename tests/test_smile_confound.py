@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from persemo.smile import SmileMember, _scores, fit_temperature_calibration
+from persemo.heads import fit_temperature_calibration
+from persemo.heads import state_scores as _scores
+from persemo.smile import SmileMember
 
 N_CLASSES = 4
 

@@ -405,18 +405,18 @@ def test_row_basis_gives_the_same_logistic_regression():
 
 
 def test_speaker_mode_standardises_each_noisy_copy_set_by_its_own_statistics(monkeypatch):
-    from persemo import smile
+    from persemo.heads import Head
 
     cfg = _cfg("speaker").replace(model={"members": ["smile"], "smile": {"noise_copies": 1, "quantiles": 5}})
     train = synth_items(cfg, per_class=3, speakers=("s1", "s2", "s3"))
     seen = {}
-    real_fit = smile.SmileMember.fit
+    real_fit = Head.fit
 
     def spy(self, X, y, n_classes, groups=None, seed=0, origin=None):
         seen.update(X=np.asarray(X), groups=np.asarray(groups), origin=np.asarray(origin))
         return real_fit(self, X, y, n_classes, groups=groups, seed=seed, origin=origin)
 
-    monkeypatch.setattr(smile.SmileMember, "fit", spy)
+    monkeypatch.setattr(Head, "fit", spy)
     member, info = _fit(cfg, train)
     X, groups, origin = seen["X"], seen["groups"], seen["origin"]
     copy = origin != np.arange(len(origin))
@@ -443,3 +443,32 @@ def test_the_calibration_setting_reaches_the_classifier():
     for how in ("temperature", "matrix"):
         head = SmileMember("logreg", None, 0, how).fit(X, y, 2, groups=groups)
         assert head.meta.get("calibration", "matrix") == how
+
+
+def test_a_white_copy_depends_on_the_clip_alone_and_is_cached_on_disk(tmp_path, monkeypatch):
+    """The same clip gets the same white-noise copy whatever else is in the training part (every outer fold),
+    and a second fit reads its vectors from the cache instead of computing them."""
+    from persemo.members.base import VectorMember
+
+    cfg = _cfg().replace(model={"members": ["smile"], "smile": {"feature_set": "eGeMAPSv02", "noise_copies": 1,
+                                                                 "noise_kinds": ["white"]}})
+    train = synth_items(cfg, per_class=3, speakers=("s1", "s2", "s3"))
+    member = members.get("smile")(cfg, LABELS)
+    job = FitJob(cfg, LABELS, train, cache_dir=tmp_path, log=lambda m: None)
+    computed = []
+    real = type(member).clip_vectors
+
+    def spy(self, waves, memo=None):
+        computed.append(len(waves))
+        return real(self, waves, memo)
+
+    monkeypatch.setattr(type(member), "clip_vectors", spy)
+    all_rows = VectorMember.white_copy_vectors(member, train, 0, job)
+    part = VectorMember.white_copy_vectors(member, train[::2], 0, FitJob(cfg, LABELS, train[::2], log=lambda m: None))
+    np.testing.assert_allclose(part, all_rows[::2], atol=1e-5)  # the same copies without any cache
+    assert computed == [len(train), len(train[::2])]
+    again = VectorMember.white_copy_vectors(member, train, 0, job)
+    np.testing.assert_array_equal(again, all_rows)
+    assert computed == [len(train), len(train[::2])]  # all from the cache
+    other = VectorMember.white_copy_vectors(member, train, 1, job)  # copy 1: other noise
+    assert not np.allclose(other, all_rows)

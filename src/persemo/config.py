@@ -337,6 +337,7 @@ class SplitConfig:
 
 
 MAX_CANDIDATES = 32
+SELECTION_RULES = ("margin", "se")
 # what `persemo train` uses without --config: the nested selection among the recommended candidates
 RECOMMENDED = Path(__file__).resolve().parent / "configs" / "recommended.yaml"
 
@@ -360,6 +361,19 @@ class SelectionConfig:
                           "wins (the vote of a team is tuned on the rows it is scored on, so a team's score is a "
                           "little optimistic; list simpler candidates first)"})
 
+    rule: str = field(
+        default="margin",
+        metadata={"help": "how the inner scores choose: margin (the first-listed candidate within `margin` points "
+                          "of the best mean inner UAR) or se (the first-listed candidate whose mean per-fold "
+                          "deficit to the best is within one standard error of that deficit over the inner "
+                          "folds of every partition)"})
+    repeats: int = field(
+        default=1,
+        metadata={"help": "inner speaker partitions the candidates are scored on: the first chooses each "
+                          "member's hyperparameters and calibration, each further one refits them as chosen on "
+                          "another random speaker partition (one fit per fold) to score the candidates again; "
+                          "their mean is the candidate's inner UAR"})
+
     def __post_init__(self) -> None:
         if not isinstance(self.candidates, (list, tuple)) or len(self.candidates) > MAX_CANDIDATES:
             raise ConfigError(f"selection.candidates must be a list of at most {MAX_CANDIDATES} candidates")
@@ -375,6 +389,10 @@ class SelectionConfig:
             raise ConfigError("selection.candidates: names must be unique")
         if not (isinstance(self.margin, (int, float)) and 0 <= self.margin <= 100):
             raise ConfigError("selection.margin must be a number of UAR points from 0 to 100")
+        if self.rule not in SELECTION_RULES:
+            raise ConfigError(f"selection.rule must be one of {', '.join(SELECTION_RULES)}, not {self.rule!r}")
+        if not (isinstance(self.repeats, int) and not isinstance(self.repeats, bool) and 1 <= self.repeats <= 20):
+            raise ConfigError("selection.repeats must be an integer from 1 to 20")
 
 
 CORPUS_NAME_CHARS = "letters, digits, '_', '.' and '-'"
@@ -429,12 +447,12 @@ class Config:
                                   f"(smile, whisper)")
 
     def candidates(self) -> list[tuple[str, "Config | MissingExtra"]]:
-        """Each candidate of ``selection.candidates`` as (name, its whole config, without a selection of its
-        own and with ``model.calibration: inner``), or (name, the ``MissingExtra`` error) when a member it
-        names needs a package that is not installed."""
+        """Each candidate of ``selection.candidates`` as (name, its whole config, without candidates of its
+        own but with ``selection.repeats``, and with ``model.calibration: inner``), or (name, the
+        ``MissingExtra`` error) when a member it names needs a package that is not installed."""
         out = []
         base = self.to_dict()
-        base["selection"] = {}
+        base["selection"] = {"repeats": self.selection.repeats}  # the members score every inner partition
         for c in self.selection.candidates:
             model = merge({k: v for k, v in base["model"].items() if k not in ("members", "temperatures", "weights")},
                           c["model"])

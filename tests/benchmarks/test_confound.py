@@ -91,7 +91,7 @@ def test_selection_rows_and_targets(tmp_path):
     from test_selection import CANDIDATES
     from test_training import LABELS, synth_items, tiny_config
 
-    from benchmarks.confound import SELECTED, selection_fit_predict, targets
+    from benchmarks.confound import SELECTED, SOFT, regret_table, regrets, selection_fit_predict, targets
 
     cfg = tmp_path / "sel.json"
     cfg.write_text(json.dumps({"features": {"frames": 32}, "selection": {"candidates": CANDIDATES[:2]}}))
@@ -100,8 +100,11 @@ def test_selection_rows_and_targets(tmp_path):
     rows, facts = selection_fit_predict(cfg, LABELS, None, {})(train, test)
     assert set(rows) == {"candidate noise", "candidate pitch", SELECTED, "candidate noise, speaker-adapted",
                          "candidate pitch, speaker-adapted", f"{SELECTED}, speaker-adapted alone",
-                         f"{SELECTED}, speaker-adapted + companion (paired)"}
+                         f"{SELECTED}, speaker-adapted + companion (paired)", f"{SELECTED} by rule margin",
+                         f"{SELECTED} by rule se", SOFT}
     assert facts["winner"] == "pitch" and set(facts["single utterance"]) == {"noise", "pitch"}
+    w = facts["soft_weights"]
+    np.testing.assert_allclose(rows[SOFT], w["noise"] * rows["candidate noise"] + w["pitch"] * rows["candidate pitch"])
     np.testing.assert_array_equal(rows[SELECTED], rows["candidate pitch"])
     for p in rows.values():
         assert p.shape == (len(test), len(LABELS)) and np.allclose(p.sum(1), 1, atol=1e-4)
@@ -115,4 +118,12 @@ def test_selection_rows_and_targets(tmp_path):
             summary(0.30), "peer: standardise + logreg, ComParE_2016": summary(0.36),
         "smile eGeMAPSv02": summary(0.35)}}}}
     md = "\n".join(targets(res))
+    folds = [{"candidate a": 0.5, "candidate b": 0.7, SELECTED: 0.5, SOFT: 0.65},
+             {"candidate a": 0.8, "candidate b": 0.6, SELECTED: 0.6, SOFT: 0.8}]
+    reg = regrets(folds, {"candidate a": summary(0.65)["summary"], "candidate b": summary(0.66)["summary"],
+                          SELECTED: summary(0.55)["summary"], SOFT: summary(0.7)["summary"]})
+    assert reg[SELECTED]["per_fold"] == pytest.approx([0.2, 0.2]) and reg[SELECTED]["pooled"] == pytest.approx(0.11)
+    assert reg[SOFT]["median"] == pytest.approx(0.025) and reg[SOFT]["pooled"] == pytest.approx(-0.04)
+    table = "\n".join(regret_table({"results": {"balanced k=1": {"regret": reg}}}))
+    assert "| 1 | 50.0 | 70.0 | 50.0 / 20.0 | 65.0 / 5.0 |" in table and "| median regret |" in table
     assert "| balanced k=1 | 40.0 | 38.0 | yes | 36.0 | -4.0 | **no** | -3.0 | **no** |" in md

@@ -40,10 +40,12 @@ from torch import nn
 
 from ..audio import mix_voices
 from ..config import Config, check_speeds
+from ..encoders.whisper import wave_digest
 from ..errors import ConfigError
 from ..features import FeaturePipeline
 from ..prepare import Item
-from ..smile import MEMBER_KINDS, SmileMember
+from ..cache import FeatureCache
+from ..heads import HEAD_KINDS, Head, make_head
 from ..statistics import Perturbation, StatsBook, enrolment_rows, vector_stats
 
 
@@ -136,8 +138,8 @@ def babble_of(items: Sequence[Item], i: int, rng: np.random.Generator, voices: i
 def check_vector_settings(kind: str, s) -> None:
     """The settings every ``VectorMember`` shares (``kind`` of classifier, ``quantiles``, ``noise_copies``,
     ``speeds``, ``calibration``), checked with errors that name ``model.<kind>.<field>``."""
-    if s.kind not in MEMBER_KINDS:
-        raise ConfigError(f"model.{kind}.kind must be one of {', '.join(MEMBER_KINDS)}, not {s.kind!r}")
+    if s.kind not in HEAD_KINDS:
+        raise ConfigError(f"model.{kind}.kind must be one of {', '.join(HEAD_KINDS)}, not {s.kind!r}")
     if not (isinstance(s.noise_copies, int) and 0 <= s.noise_copies <= 10):
         raise ConfigError(f"model.{kind}.noise_copies must be an integer from 0 to 10")
     if not (s.quantiles == 0 or 2 <= s.quantiles <= 1000):
@@ -178,6 +180,12 @@ class Member:
     # and ``train_fair``: (N_train,) bool, the rows whose emotion the inner fold's training part held (a row
     # whose emotion was not there is wrong by construction: speakers heard in few emotions), or None
     train_fair: np.ndarray | None = None
+    # and, with ``selection.repeats`` R > 1, one of each per inner speaker partition: ``train_oof_repeats``
+    # (R, N_train, C), ``train_fold_repeats`` (R, N_train) each row's inner fold (-1: not held out) and
+    # ``train_fair_repeats`` (R, N_train); the first partition's are ``train_oof`` and ``train_fair``
+    train_oof_repeats: np.ndarray | None = None
+    train_fold_repeats: np.ndarray | None = None
+    train_fair_repeats: np.ndarray | None = None
 
     def probabilities(self, batch: Batch) -> np.ndarray:
         """(B, C) class probabilities at temperature 1."""
@@ -282,12 +290,18 @@ class TorchMember(Member):
 
 
 class VectorMember(Member):
-    """A calibrated classifier (``persemo.smile.SmileMember``: standardisation, logistic regression, SVM
-    or MLP, Platt scaling on inner speaker-grouped CV) on one vector per clip.
+    """A calibrated classifier head (``persemo.heads``: standardisation, logistic regression, RBF SVM or
+    MLP, a temperature on inner speaker-grouped CV) on one vector per clip.
 
     Subclasses define ``clip_vectors(waves)`` (N, D) and may cache them in ``item_vectors``. Settings it
-    reads when present: ``kind``, ``quantiles``, ``noise_copies`` (noisy copies of each training clip, white
-    noise at an SNR from ``train.noise_snr_db``) and ``speeds`` (speed-perturbed copies).
+    reads when present: ``kind``, ``quantiles``, ``noise_copies`` (noisy copies of each training clip at an
+    SNR from ``train.noise_snr_db``), ``noise_kinds`` and ``speeds`` (speed-perturbed copies).
+
+    A white-noise copy depends on the clip alone (its noise and SNR seeded by the clip's samples, the copy's
+    index and ``train.seed``), so every outer fold of a k-fold run that trains on a clip gets the same copy,
+    and its vectors are cached on disk beside the clean ones (``copy_vectors``): computed once per run. A
+    babble copy is made of other training speakers' clips, so it stays per fit (remembered in ``FitJob.memo``
+    across the candidates of one selection).
 
     Speaker mode: each training speaker's vectors are standardised by that speaker's own mean and std
     (``<kind>_mean``/``<kind>_std`` in the speaker statistics; a copy set by the statistics of its own
@@ -299,7 +313,7 @@ class VectorMember(Member):
 
     def __init__(self, cfg: Config, labels: Sequence[str]):
         super().__init__(cfg, labels)
-        self.head = None  # a fitted smile.SmileMember
+        self.head: Head | None = None  # fitted in ``fit``
         # after fit: (N_train, C) probabilities of the training clips from the inner CV folds that held each
         # out (NaN rows where none did): what ``model.calibration: inner`` chooses the vote on
         self.train_oof: np.ndarray | None = None
@@ -344,12 +358,16 @@ class VectorMember(Member):
         kinds = list(self._setting("noise_kinds", ["white"]))
         by_speaker = {s: [j for j, sp in enumerate(speakers) if sp != s] for s in set(speakers)} \
             if "babble" in kinds else {}  # each speaker's babble sources: the other speakers' clips
+        copy_seconds = 0.0
         for c in range(int(self._setting("noise_copies", 0))):
-            kind = kinds[c % len(kinds)]
-            waves = [Perturbation(snr_db=float(rng.uniform(lo, hi))).apply(
-                it.wave, rng, babble_of(items, i, rng, others=by_speaker[speakers[i]]) if kind == "babble" else None)
-                for i, it in enumerate(items)]
-            copies.append(self.remembered_vectors(waves, job.memo))
+            t0 = time.perf_counter()
+            if kinds[c % len(kinds)] == "white":
+                copies.append(self.white_copy_vectors(items, c, job))
+            else:
+                waves = [Perturbation(snr_db=float(rng.uniform(lo, hi))).apply(
+                    it.wave, rng, babble_of(items, i, rng, others=by_speaker[speakers[i]])) for i, it in enumerate(items)]
+                copies.append(self.remembered_vectors(waves, job.memo))
+            copy_seconds += time.perf_counter() - t0
         faster = [np.asarray(self.speed_vectors(items, f, job.cache_dir), np.float64)
                   for f in self._setting("speeds", [])]
         if self.speaker_mode:
@@ -372,17 +390,20 @@ class VectorMember(Member):
             X = np.concatenate([X, *copies])
             y = np.concatenate([y] * (1 + len(copies)))
             speakers = speakers * (1 + len(copies))
-        self.head = SmileMember(self._setting("kind", "logreg"), self.stats_signature,
-                                int(self._setting("quantiles", 0)), self._setting("calibration", "temperature")).fit(
+        self.head = make_head(self._setting("kind", "logreg"), self.stats_signature, int(self._setting("quantiles", 0)),
+                              self._setting("calibration", "temperature"), job.cfg.selection.repeats).fit(
             X, y, len(self.labels), groups=speakers, seed=job.cfg.train.seed, origin=origin)
-        self.train_oof = self.head.oof_proba[: len(items)]  # the original training clips' held-out rows
-        self.train_fair = self.head.oof_fair[: len(items)]
+        n = len(items)  # the original training clips' held-out rows
+        self.train_oof, self.train_fair = self.head.oof_proba[:n], self.head.oof_fair[:n]
+        self.train_oof_repeats = self.head.oof_repeats[:, :n]
+        self.train_fold_repeats = self.head.fold_repeats[:, :n]
+        self.train_fair_repeats = self.head.fair_repeats[:, :n]
         seconds = time.perf_counter() - start
         inner = self.head.meta["inner_cv"]
         job.log(f"{self.kind}: {self.head.kind} on {X.shape[1]} values per clip, inner {inner['folds']}-fold UAR "
                 f"{100 * inner['uar']:.1f}% ({seconds:.0f} s)")
         return {"inner_cv_uar": inner["uar"], "chosen": self.head.chosen, "seconds": seconds,
-                "dimensions": int(X.shape[1])}
+                "dimensions": int(X.shape[1]), "copy_seconds": copy_seconds}
 
     def normalise(self, X: np.ndarray, batch: Batch) -> np.ndarray:
         if self.norm is None:
@@ -392,6 +413,42 @@ class VectorMember(Member):
         if mean is None or std is None:
             mean, std = self.norm
         return (X - np.asarray(mean, np.float64)) / np.asarray(std, np.float64)
+
+    def white_copy_vectors(self, items: Sequence[Item], copy: int, job: FitJob) -> np.ndarray:
+        """(N, D) vectors of each item's white-noise copy number ``copy``: noise and SNR (from
+        ``train.noise_snr_db``) drawn from a generator seeded by the clip's samples, ``copy`` and ``train.seed``,
+        so a clip's copy is the same in every fit; cached on disk under ``job.cache_dir`` (``copy_vectors``)."""
+        lo, hi = job.cfg.train.noise_snr_db
+        seed = job.cfg.train.seed
+        digests = [wave_digest(it.wave) for it in items]
+
+        def wave(i: int) -> np.ndarray:
+            rng = np.random.default_rng([seed, copy, int(digests[i][:16], 16)])
+            return Perturbation(snr_db=float(rng.uniform(lo, hi))).apply(items[i].wave, rng)
+
+        return self.copy_vectors(digests, wave, f"white copy {copy} seed {seed} snr {lo:g}..{hi:g}", job.cache_dir,
+                                 job.memo)
+
+    def copy_vectors(self, digests: Sequence[str], wave: Callable[[int], np.ndarray], tag: str,
+                     cache_dir: Path | None, memo: dict | None) -> np.ndarray:
+        """(N, D) vectors of perturbed clips that depend on the clip alone: clip i's perturbed wave is
+        ``wave(i)``, made only on a miss; cached under ``cache_dir`` by the clean clip's ``digests[i]``, the
+        ``tag`` (what was done to it) and ``vectors_key`` (what the vectors are); without a cache directory,
+        ``remembered_vectors``."""
+        if cache_dir is None:
+            return self.remembered_vectors([wave(i) for i in range(len(digests))], memo)
+        cache = FeatureCache(cache_dir, {**self.vectors_key(), "copy": tag})
+        hits = [cache.get(d) for d in digests]
+        todo = [i for i, h in enumerate(hits) if h is None or "x" not in h]
+        if todo:
+            for i, x in zip(todo, self.clip_vectors([wave(i) for i in todo])):
+                hits[i] = {"x": np.asarray(x, np.float32)}
+                cache.put(digests[i], hits[i])
+        return np.stack([h["x"] for h in hits]).astype(np.float64)
+
+    def vectors_key(self) -> dict:
+        """What this member's clip vectors are (for cache keys): its kind and ``stats_signature``."""
+        return {"kind": "member-vectors", "member": self.kind, "signature": self.stats_signature}
 
     def remembered_vectors(self, waves: Sequence[np.ndarray], memo: dict | None) -> np.ndarray:
         """``clip_vectors``, looked up in ``memo`` (a dict the caller keeps, e.g. for one benchmark run) by the
@@ -435,7 +492,7 @@ class VectorMember(Member):
         elif self.speaker_mode:
             raise ValueError("a speaker-normalised model's member was saved without speaker normalisation")
         try:
-            self.head = SmileMember.from_state(arrays, meta["state"])
+            self.head = Head.from_state(arrays, meta["state"])
         except (ValueError, KeyError) as exc:
             raise ValueError(f"bad classifier state ({exc})") from None
         if self.head.feature_set != self.stats_signature:

@@ -17,8 +17,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..prepare import Item
-from ..smile import DEFAULT_KIND, FEATURE_SETS, functionals_from_waves, item_functionals, \
-    speed_functionals
+from ..heads import DEFAULT_KIND
+from ..smile import FEATURE_SETS, cache_key, functionals_from_waves, item_functionals, speed_functionals
 from . import register
 from .base import Batch, VectorMember, check_vector_settings
 
@@ -85,6 +85,9 @@ class SmileFunctionals(VectorMember):
 
     def item_vectors(self, items: Sequence[Item], cache_dir: Path | None = None) -> np.ndarray:
         return item_functionals(items, self.settings.feature_set, cache_dir)
+
+    def vectors_key(self) -> dict:
+        return cache_key(self.settings.feature_set)
 
     def speed_vectors(self, items: Sequence[Item], factor: float, cache_dir: Path | None = None) -> np.ndarray:
         return speed_functionals(items, factor, self.settings.feature_set, cache_dir)

@@ -26,7 +26,7 @@ import numpy as np
 from ..encoders.whisper import WhisperEncoder, embed, embed_cached, load_encoder, pool_rows
 from ..errors import ConfigError
 from ..prepare import Item
-from ..smile import SmileMember
+from ..heads import make_head
 from ..statistics import enrolment_rows, vector_stats
 from . import register
 from .base import FitJob, VectorMember, check_vector_settings
@@ -137,6 +137,14 @@ class WhisperMember(VectorMember):
     def item_vectors(self, items: Sequence[Item], cache_dir: Path | None = None) -> np.ndarray:
         return self._pool(self._all_blocks([it.wave for it in items], cache_dir))
 
+    def copy_vectors(self, digests, wave, tag, cache_dir, memo) -> np.ndarray:
+        """``VectorMember.copy_vectors`` through the embedding cache: every block of each perturbed clip, keyed
+        by the clean clip's digest and ``tag``, so the copies serve whichever blocks a fit chooses."""
+        if cache_dir is None:
+            return super().copy_vectors(digests, wave, tag, cache_dir, memo)
+        waves = [wave(i) for i in range(len(digests))]
+        return self._pool(embed_cached(self._encoder(), waves, list(digests), cache_dir, tag=tag)).astype(np.float64)
+
     # --- training
     def choose_view(self, job: FitJob) -> tuple[int, ...]:
         """The block set with the best inner speaker-grouped CV UAR on the training items (``blocks: auto``),
@@ -157,7 +165,7 @@ class WhisperMember(VectorMember):
             if rows is not None:  # as the final fit sees them: each speaker by their own statistics
                 per = {sp: vector_stats(X[idx]) for sp, idx in rows.items()}
                 X = (X - np.stack([per[sp][0] for sp in speakers])) / np.stack([per[sp][1] for sp in speakers])
-            head = SmileMember(s.kind, None, s.quantiles).fit(X, y, len(self.labels), groups=speakers,
+            head = make_head(s.kind, None, s.quantiles).fit(X, y, len(self.labels), groups=speakers,
                                                               seed=job.cfg.train.seed)
             self.selection.append({"blocks": list(view), "inner_uar": float(head.meta["inner_cv"]["uar"])})
         mid = enc.n_layers / 2  # ties go to the view nearest the middle of the encoder

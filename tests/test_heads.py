@@ -1,0 +1,94 @@
+"""Classifier heads (``persemo.heads``): one class per kind over a shared ``Head``; states saved as
+safetensors + JSON (no pickles) and loaded bit-identically; repeated inner partitions; the old name."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from persemo.heads import HEAD_KINDS, Head, LogisticHead, SvmHead, make_head
+from persemo.heads.base import KINDS, inner_splits
+
+
+def rings(n_per: int = 12, speakers: int = 6, seed: int = 0):
+    """Three classes on concentric rings in 3 dimensions (+ 3 noise ones), speakers as groups: (X, y, groups)."""
+    rng = np.random.default_rng(seed)
+    X, y, g = [], [], []
+    for s in range(speakers):
+        for c in range(3):
+            d = rng.normal(size=(n_per, 3))
+            r = (1.0 + 1.5 * c + rng.normal(0, 0.1, n_per))[:, None]
+            X.append(np.hstack([r * d / np.linalg.norm(d, axis=1, keepdims=True), rng.normal(size=(n_per, 3))]))
+            y += [c] * n_per
+            g += [f"s{s}"] * n_per
+    return np.vstack(X), np.array(y), np.array(g)
+
+
+def save_load(head: Head, tmp_path) -> Head:
+    arrays, meta = head.state()
+    save_file(arrays, str(tmp_path / "head.safetensors"))  # arrays only: nothing pickled
+    (tmp_path / "head.json").write_text(json.dumps(meta))
+    return Head.from_state(load_file(str(tmp_path / "head.safetensors")), json.loads((tmp_path / "head.json").read_text()))
+
+
+@pytest.mark.parametrize("kind", ["svm", "logreg"])
+def test_a_head_saved_and_loaded_answers_bit_identically(kind, tmp_path):
+    X, y, g = rings()
+    head = make_head(kind).fit(X, y, 4, groups=g)
+    back = save_load(head, tmp_path)
+    assert type(back) is type(head) and back.kind == kind
+    Xt = rings(seed=1)[0]
+    np.testing.assert_array_equal(back.predict_proba(Xt), head.predict_proba(Xt))
+    assert np.all(back.predict_proba(Xt)[:, 3] == 0)  # a class never seen
+    raw = (tmp_path / "head.safetensors").read_bytes()
+    assert b"pickle" not in raw and b"__reduce__" not in raw
+
+
+def test_the_svm_head_state_is_libsvm_arrays_and_it_beats_logreg_on_rings():
+    X, y, g = rings()
+    svm, lr = SvmHead().fit(X, y, 3, groups=g), LogisticHead().fit(X, y, 3, groups=g)
+    arrays, meta = svm.state()
+    assert {"support_vectors", "dual_coef", "intercept", "n_support", "cal_w", "cal_b"} <= set(arrays)
+    assert set(svm.chosen) == {"C", "gamma"} and meta["svm_scores"] == "ovr"
+    assert np.allclose(arrays["cal_w"], arrays["cal_w"][0, 0] * np.eye(3))  # a temperature: decisions kept
+    assert svm.meta["inner_cv"]["uar"] > lr.meta["inner_cv"]["uar"] + 0.2
+    Xt, yt, _ = rings(seed=2)
+    assert np.mean(svm.predict_proba(Xt).argmax(1) == yt) > 0.9
+
+
+def test_every_kind_is_one_registered_class_and_the_old_name_builds_them():
+    from persemo.smile import MEMBER_KINDS, SmileMember
+
+    assert set(KINDS) == set(HEAD_KINDS) == set(MEMBER_KINDS)
+    assert isinstance(SmileMember("svm", "eGeMAPSv02", 5), SvmHead)
+    assert SmileMember.from_state is Head.from_state
+    with pytest.raises(ValueError, match="kind must be one of"):
+        make_head("tree")
+
+
+def test_repeated_partitions_score_again_without_changing_the_model():
+    X, y, g = rings(speakers=8)
+    one = LogisticHead().fit(X, y, 3, groups=g)
+    three = LogisticHead(repeats=3).fit(X, y, 3, groups=g)
+    for k in one.arrays:
+        np.testing.assert_array_equal(one.arrays[k], three.arrays[k])
+    assert three.oof_repeats.shape == (3, len(y), 3) and three.fold_repeats.shape == (3, len(y))
+    np.testing.assert_array_equal(three.oof_repeats[0], one.oof_proba)
+    assert not np.array_equal(three.fold_repeats[0], three.fold_repeats[1])  # another speaker partition
+    for r in range(3):  # every partition holds each speaker out whole
+        for s in np.unique(g):
+            assert len(set(three.fold_repeats[r][g == s].tolist())) == 1
+    assert np.isfinite(three.oof_repeats).all()
+
+
+def test_random_partitions_are_grouped_balanced_and_seeded():
+    y = np.repeat([0, 1], 40)
+    g = np.repeat(np.arange(10), 8)
+    a, b = inner_splits(y, g, 0, 1), inner_splits(y, g, 0, 1)
+    assert [te.tolist() for _, te in a] == [te.tolist() for _, te in b]
+    assert sorted(len(te) for _, te in a) == [16, 16, 24, 24]
+    for tr, te in a:
+        assert not set(g[tr]) & set(g[te])
