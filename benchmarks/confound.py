@@ -1,4 +1,5 @@
-"""The speaker-emotion confound benchmark on EmoDB (issue 22): training speakers heard in k emotions only.
+"""The speaker-emotion confound benchmark (issue 22; EmoDB by default, ``--corpus ased --data PATH`` for ASED):
+training speakers heard in k emotions only.
 
     python -m benchmarks confound [--data PATH] [--folds 5] [--seed 0] [--ks 1,2,3,all] [--quick]
                                   [--cache DIR] [--results DIR]
@@ -301,14 +302,14 @@ def selection_fit_predict(config: Path, labels: list[str], cache_dir, memo: dict
 
 def run(data: Path, folds: int, seed: int, ks: Sequence[int | None], cache_dir: Path, quick: bool = False,
         imbalance: bool = True, log=print, partial: Callable | None = None, selection: Path | None = None,
-        variants: Sequence[str] = ("balanced", "ShEMO-like")) -> dict:
+        variants: Sequence[str] = ("balanced", "ShEMO-like"), corpus: str = "emodb") -> dict:
     from persemo.config import load_config
     from persemo.corpora import scan_corpus
     from persemo.prepare import prepare
     from persemo.smile import extract_functionals, usable
     from persemo.splits import check_speaker_independent, make_folds
 
-    scan = scan_corpus("emodb", data, durations=False)
+    scan = scan_corpus(corpus, data, durations=False)
     labels = scan.labels
     prepared = prepare(scan.utterances, load_config().features, cache_dir=cache_dir)
     utts = [it.utt for it in prepared.items]
@@ -472,7 +473,7 @@ def targets(res: dict) -> list[str]:
 
 
 def render(res: dict, cmd: str, wall: float) -> str:
-    md = ["## EmoDB: the speaker-emotion confound benchmark (issue 22)", "",
+    md = [f"## {res.get('corpus', 'emodb')}: the speaker-emotion confound benchmark (issue 22)", "",
           f"Command: `{cmd}` ({wall / 60:.1f} min on this machine). {res['n_utterances']} clips, "
           f"{res['n_speakers']} speakers, speaker-grouped {len(res['folds'])} folds "
           f"(`make_folds(utts, {len(res['folds'])}, \"speaker\", 0.0, {res['seed']})`). In each fold's training "
@@ -507,6 +508,7 @@ def main(argv=None) -> None:
     from persemo.cache import default_cache_dir
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default="emodb", help="a corpus reader (emodb, ased, csv, ...); results are named by it")
     ap.add_argument("--data", type=Path, default=EMODB)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
@@ -518,7 +520,7 @@ def main(argv=None) -> None:
                          "candidate, the selected configuration, and speaker-adapted with and without its companion")
     ap.add_argument("--variants", default="balanced,ShEMO-like",
                     help="which class distributions of the training part: balanced (EmoDB's), ShEMO-like, or both")
-    ap.add_argument("--tag", default="", help="results/confound_emodb_TAG.{json,md}")
+    ap.add_argument("--tag", default="", help="results/confound_CORPUS_TAG.{json,md}")
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--rerender", action="store_true",
@@ -527,7 +529,7 @@ def main(argv=None) -> None:
     if a.rerender:
         import json
 
-        name = "confound_emodb" + (f"_{a.tag}" if a.tag else "")
+        name = f"confound_{a.corpus}" + (f"_{a.tag}" if a.tag else "")
         res = json.loads((a.results / f"{name}.json").read_text(encoding="utf-8"))
         write_results(name, res, render(res, res["command"], res["wall_seconds"]), a.results)
         return
@@ -540,7 +542,7 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    cmd = "python -m benchmarks confound" + "".join(
+    cmd = "python -m benchmarks confound" + (f" --corpus {a.corpus} --data {a.data}" if a.corpus != "emodb" else "") + "".join(
         f" {flag}" for flag, on in (("--quick", a.quick), ("--no-imbalance", a.no_imbalance)) if on) + (
         f" --ks {a.ks}" if a.ks != "1,2,3,all" else "") + (f" --seed {a.seed}" if a.seed else "") + (
         f" --selection {a.selection}" if a.selection else "") + (
@@ -548,18 +550,19 @@ def main(argv=None) -> None:
 
     def save(res: dict, final: bool = False) -> str:
         wall = time.perf_counter() - t0
-        res = {"benchmark": "speaker-emotion confound on EmoDB", "command": cmd, "seed": a.seed,
+        res = {"benchmark": f"speaker-emotion confound on {a.corpus}", "corpus": a.corpus, "command": cmd, "seed": a.seed,
                "wall_seconds": wall, "complete": final, "peer_logreg_C": PEER_LR_C, "shemo_shares": SHEMO_SHARES,
                "machine": machine_info(), **res}
         if not final:
             res["note"] = "Partial: the run was still going when this was written."
         md = render(res, cmd, wall)
-        write_results("confound_emodb" + (f"_{a.tag}" if a.tag else ""), res, md, a.results)
+        write_results(f"confound_{a.corpus}" + (f"_{a.tag}" if a.tag else ""), res, md, a.results)
         return md
 
     with threadpool_limits(limits=1):
         res = run(Path(a.data), a.folds, a.seed, ks, a.cache or default_cache_dir(), a.quick, not a.no_imbalance,
-                  partial=save, selection=a.selection, variants=[v.strip() for v in a.variants.split(",") if v.strip()])
+                  partial=save, selection=a.selection, variants=[v.strip() for v in a.variants.split(",") if v.strip()],
+                  corpus=a.corpus)
     print(save(res, final=True))
 
 
