@@ -2,8 +2,15 @@
 
 The exported graph takes what ``Recogniser.probabilities`` builds: ``wave`` (batch, samples) float32
 16 kHz mono, zero-padded, and ``lengths`` (batch,) int64 valid samples; both dimensions are dynamic.
-It returns ``probs`` (members + 1, batch, classes): each torch member, then their weighted soft vote.
+It returns ``probs`` (members + 1, batch, classes): each exported member, then their weighted soft vote.
 The STFT is the convolutional DFT (``Spectra.conv_stft``), since ``torch.stft`` does not export cleanly.
+
+Members enter the graph in one of two ways (``member_graph``): a network on the shared front end's frames
+(``torch_module()``), or a member that reads the waveform itself and is exported whole (the hook
+``wave_module()``: the whisper member's log-mel, encoder, pooling and head, ``encoders.whisper_graph`` and
+``vector_graph``). A member with neither (the openSMILE functionals, computed by a C++ library) is left
+out with its reason in the notes, and the vote is renormalised over the others; the check then compares
+the graph with the torch model's own rows of the exported members, re-voted.
 
 Exporter: the TorchScript one (``torch.onnx.export(..., dynamo=False)``). torch 2.13's default
 (``torch.export`` + onnxscript) cannot trace the BiLSTM's packed sequences (their sizes depend on the
