@@ -172,7 +172,7 @@ class Timeline:
 def plot_result(result: dict, folder: str | Path, name: str | None = None) -> Path:
     """Draw one file's answer over time into ``folder/<name>.png`` (name: the file's stem) and return the
     path: per row (segment, else window, else the whole clip) the ensemble's probabilities stacked, one
-    colour per emotion, voiced segments shaded; a palette PNG (a few tens of KB)."""
+    colour per emotion, the voiced segments as a band beneath; a palette PNG (a few tens of KB)."""
     import io
 
     import matplotlib
@@ -188,13 +188,13 @@ def plot_result(result: dict, folder: str | Path, name: str | None = None) -> Pa
     labels = list(result["probabilities"])
     colours = plt.get_cmap("tab10").colors
     fig, ax = plt.subplots(figsize=(12, 3.4))
-    if "segments" in result:  # the voiced segments, shaded behind their rows
+    if "segments" in result:  # the voiced segments: a dark band under the rows
         spans: dict[int, list[float]] = {}
         for r in rows:
             s = spans.setdefault(r["segment"], [r["start"], r["end"]])
             s[0], s[1] = min(s[0], r["start"]), max(s[1], r["end"])
-        for a, b in spans.values():
-            ax.axvspan(a, b, color="0.88", lw=0, zorder=0)
+        ax.broken_barh([(a, b - a) for a, b in spans.values()], (-0.07, 0.045), color="0.35", lw=0)
+        ax.text(0.0, -0.045, " voiced", fontsize=7, va="center", ha="right", transform=ax.get_yaxis_transform())
     if "windows" in result:  # overlapping windows: draw each over its own hop so they tile
         ends = [w["start"] for w in rows[1:]] + [rows[-1]["end"]]
         rows = [{**w, "end": e} for w, e in zip(rows, ends)]
@@ -206,7 +206,7 @@ def plot_result(result: dict, folder: str | Path, name: str | None = None) -> Pa
         ax.bar(starts, h, widths, bottom=bottom, align="edge", color=colours[k % 10], label=label, lw=0, zorder=2)
         bottom += h
     ax.set_xlim(0, result["duration"])
-    ax.set_ylim(0, 1)
+    ax.set_ylim(-0.08 if "segments" in result else 0.0, 1)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("probability")
     title = f"{result.get('file', name or '')}: {result['emotion']} ({100 * result['confidence']:.0f}%)"
