@@ -137,3 +137,25 @@ def test_whisper_base_on_real_clips(tmp_path):
     assert np.abs(sess.run(["probs"], {"wave": wave, "lengths": lens})[0] - ref).max() < TOL
     one = sess.run(["probs"], {"wave": waves[0][None], "lengths": np.array([len(waves[0])])})[0]
     assert np.abs(one[:, 0] - ref[:, 0]).max() < TOL
+
+
+def test_serve_backend_onnx_serves_it(exported):
+    pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
+    import io
+
+    import soundfile as sf
+    from fastapi.testclient import TestClient
+
+    from persemo.serve import Settings, create_app
+
+    run, _, _ = exported
+    wave = synthetic_clip(int(16000 * 1.5), seed=6)
+    buf = io.BytesIO()
+    sf.write(buf, wave, 16000, format="WAV", subtype="FLOAT")
+    want = load_recogniser(run).predict_wave(wave)
+    with TestClient(create_app(run, Settings(backend="onnx", vad="energy", warmup=False))) as c:
+        r = c.post("/v1/predict", content=buf.getvalue(), headers={"content-type": "audio/wav"})
+        assert r.status_code == 200, r.text
+        got = r.json()
+    assert got["members"].keys() == {"whisper"}
+    np.testing.assert_allclose(list(got["probabilities"].values()), list(want["probabilities"].values()), atol=TOL)
