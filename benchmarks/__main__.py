@@ -18,6 +18,8 @@ SCRIPTS = {
     "emodb": "emodb",                # the ensemble alone, k-fold
     "combine": "combine",            # ensemble with / without the openSMILE member, from saved predictions
     "rtf": "bench_rtf",              # inference real-time factor, torch vs onnxruntime
+    "onnx-whisper": "bench_onnx_whisper",  # the whisper member: onnxruntime vs torch, one thread
+    "timeline": "bench_timeline",    # a 10-minute recording: voiced segments scored once vs windows
     "memory": "bench_memory",        # peak resident memory of train and predict
     "members": "bench_members",      # each member's speed on one clip, and predict's cold start
     "fit": "bench_fit",              # training-side speed-ups, side by side with what they replaced

@@ -204,7 +204,11 @@ def predict(files: List[Path] = typer.Argument(..., help="audio files (WAV, FLAC
             speaker_stats: Optional[Path] = typer.Option(None, "--speaker-stats",
                                                          help="speaker statistics saved by `persemo adapt`"),
             same_speaker: bool = typer.Option(False, "--same-speaker",
-                                              help="the files are one speaker: adapt to them (no labels used)")):
+                                              help="the files are one speaker: adapt to them (no labels used)"),
+            segments: bool = typer.Option(False, "--segments", help="a file longer than one window: one row per "
+                                          "voiced segment, each scored once (persemo.timeline)"),
+            plot: Optional[Path] = typer.Option(None, "--plot", help="folder: one PNG per file, its emotions "
+                                                "over time")):
     """The top emotion and every emotion's probability, per member and ensemble, for each file."""
     if lang not in ("en", "fa"):
         fail(f"--lang must be en or fa, not {lang!r}")
@@ -229,8 +233,18 @@ def predict(files: List[Path] = typer.Argument(..., help="audio files (WAV, FLAC
     if same_speaker and waves:
         stats = rec.speaker_stats(list(waves.values()))
     results, failed = [], len(files) - len(waves)
+    score = rec.predict_wave
+    if segments:
+        from .timeline import Timeline
+
+        score = Timeline(rec).score
     for f, w in waves.items():
-        results.append({"file": str(f), **rec.predict_wave(w, lang, stats, str(f))})
+        results.append({"file": str(f), **score(w, lang, stats, str(f))})
+    if plot is not None:
+        from .timeline import plot_result
+
+        for r in results:
+            typer.echo(f"plot: {plot_result(r, plot)}", err=True)
     if as_json:
         typer.echo(json.dumps(results if len(files) > 1 else (results[0] if results else []), ensure_ascii=False,
                               indent=1))

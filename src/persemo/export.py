@@ -2,8 +2,15 @@
 
 The exported graph takes what ``Recogniser.probabilities`` builds: ``wave`` (batch, samples) float32
 16 kHz mono, zero-padded, and ``lengths`` (batch,) int64 valid samples; both dimensions are dynamic.
-It returns ``probs`` (members + 1, batch, classes): each torch member, then their weighted soft vote.
+It returns ``probs`` (members + 1, batch, classes): each exported member, then their weighted soft vote.
 The STFT is the convolutional DFT (``Spectra.conv_stft``), since ``torch.stft`` does not export cleanly.
+
+Members enter the graph in one of two ways (``member_graph``): a network on the shared front end's frames
+(``torch_module()``), or a member that reads the waveform itself and is exported whole (the hook
+``wave_module()``: the whisper member's log-mel, encoder, pooling and head, ``encoders.whisper_graph`` and
+``vector_graph``). A member with neither (the openSMILE functionals, computed by a C++ library) is left
+out with its reason in the notes, and the vote is renormalised over the others; the check then compares
+the graph with the torch model's own rows of the exported members, re-voted.
 
 Exporter: the TorchScript one (``torch.onnx.export(..., dynamo=False)``). torch 2.13's default
 (``torch.export`` + onnxscript) cannot trace the BiLSTM's packed sequences (their sizes depend on the
@@ -39,6 +46,7 @@ from .audio import SAMPLE_RATE
 from .config import Config
 from .ensemble import Ensemble, soft_vote
 from .inference import Recogniser
+from .vector_graph import NotExportable
 
 ONNX_NAME = "model.onnx"
 ONNX_FORMAT_VERSION = 1
@@ -132,10 +140,29 @@ def session(model: str | Path | bytes, threads: int | None = None, spin: bool = 
 
 # ----------------------------------------------------------------------------------------------- export
 
-def _vote_plan(model: Ensemble) -> tuple[list[int], list[float], dict[str, str]]:
-    """(indices of the members with a torch graph, their raw vote weights, {left-out kind: why})."""
-    kept = [i for i, m in enumerate(model.members) if m.torch_module() is not None]
-    omitted = {m.kind: m.not_exportable for m in model.members if m.torch_module() is None}
+def member_graph(member) -> tuple[torch.nn.Module | None, str, str]:
+    """(module, what it reads, why not): a member's torch graph and its input, ``"frames"`` for
+    ``torch_module()`` ((logmel, mfcc, valid) -> logits) or ``"wave"`` for the hook ``wave_module()``
+    ((wave, lengths) -> log-probabilities, a member that reads the waveform itself); or (None, "", the
+    reason: ``not_exportable``, or the hook's ``NotExportable`` message naming the setting)."""
+    net = member.torch_module()
+    if net is not None:
+        return net, "frames", ""
+    hook = getattr(member, "wave_module", None)  # optional: Member does not declare it
+    if hook is None:
+        return None, "", member.not_exportable
+    try:
+        return hook(), "wave", ""
+    except NotExportable as exc:
+        return None, "", str(exc)
+
+
+def _vote_plan(model: Ensemble) -> tuple[list[int], list[float], dict[str, str], list[tuple]]:
+    """(indices of the members with a torch graph, their raw vote weights, {left-out kind: why},
+    [(module, input)] of the kept members)."""
+    graphs = [member_graph(m) for m in model.members]
+    kept = [i for i, g in enumerate(graphs) if g[0] is not None]
+    omitted = {m.kind: g[2] for m, g in zip(model.members, graphs) if g[0] is None}
     if not kept:
         raise ExportError(f"none of the members {model.kinds} has a torch graph; nothing to export ("
                           + "; ".join(f"{k}: {why}" for k, why in omitted.items()) + ")")
@@ -143,25 +170,39 @@ def _vote_plan(model: Ensemble) -> tuple[list[int], list[float], dict[str, str]]
     if min(weights) < 0 or sum(weights) <= 0:
         raise ExportError(f"soft-vote weights over {[model.kinds[i] for i in kept]} must be non-negative and not "
                           f"all zero: {weights}")
-    return kept, weights, omitted
+    return kept, weights, omitted, [graphs[i][:2] for i in kept]
 
 
 class Graph(torch.nn.Module):
-    """forward(wave (B, S), lengths (B,)) -> (len(members) + 1, B, C): the front end, each exported
-    member's logits softened by its temperature, then their weighted soft vote."""
+    """forward(wave (B, S), lengths (B,)) -> (len(members) + 1, B, C): the front end (when a member reads
+    its frames), each exported member's logits softened by its temperature, then their weighted soft vote.
+    ``nets``: [(module, "frames" or "wave")] as ``member_graph`` gives them."""
 
-    def __init__(self, model: Ensemble, kept: list[int], weights: list[float]):
+    def __init__(self, model: Ensemble, kept: list[int], weights: list[float], nets: list[tuple]):
         super().__init__()
         self.front = model.front
-        self.nets = torch.nn.ModuleList([model.members[i].torch_module() for i in kept])
+        self.nets = torch.nn.ModuleList([net for net, _ in nets])
+        self.reads = [reads for _, reads in nets]
         self.register_buffer("temperatures", torch.tensor([float(model.temperatures[i]) for i in kept]))
         self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
 
     def forward(self, wave, lengths):
-        logmel, mfcc, valid = self.front(wave, lengths)
-        probs = [torch.softmax(net(logmel, mfcc, valid) / self.temperatures[i], dim=-1)
-                 for i, net in enumerate(self.nets)]
+        frames = self.front(wave, lengths) if "frames" in self.reads else None
+        probs = [torch.softmax((net(*frames) if reads == "frames" else net(wave, lengths)) / self.temperatures[i],
+                               dim=-1) for i, (net, reads) in enumerate(zip(self.nets, self.reads))]
         return torch.stack(probs + [soft_vote(probs, self.weights)])
+
+
+def own_vote(model: Ensemble, kept: list[int], weights: list[float]) -> Callable:
+    """The torch model's answer restricted to the exported members: (wave, lengths) -> (len(kept) + 1, B, C),
+    each kept member's row as the ensemble computes it (its own path, softened by its temperature), then
+    their vote with ``weights``. What the graph must equal when some members are left out."""
+
+    def reference(wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        rows = torch.from_numpy(model.member_probs(wave, lengths)[kept].astype(np.float32))
+        return torch.cat([rows, soft_vote(list(rows), weights)[None]])
+
+    return reference
 
 
 @contextlib.contextmanager
@@ -233,7 +274,7 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, opset: 
     if out.is_dir():
         out = out / ONNX_NAME
     model, meta, _extra = load_model(model_dir)
-    kept, weights, omitted = _vote_plan(model)
+    kept, weights, omitted, nets = _vote_plan(model)
     members = [model.kinds[i] for i in kept]
     notes = []
     if omitted:
@@ -247,7 +288,7 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, opset: 
         notes.append(f"this model has a single-utterance companion ({where / meta['companion']['dir']}), which is "
                      "not in this graph; for single clips export the companion instead: persemo export --model "
                      f"{where / meta['companion']['dir']}")
-    graph = Graph(model, kept, weights).eval()
+    graph = Graph(model, kept, weights, nets).eval()
     spectra = model.front.spectra
     log(f"exporting {', '.join(members)} (opset {opset}, torchscript exporter) ...")
     spectra.conv_stft = True
@@ -270,9 +311,11 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, opset: 
     diffs: dict[str, float] = {}
     if check:
         sess = session(data, spin=False)
-        same = not omitted and model.companion is None
-        # the model itself when the graph's vote is its vote, else the same graph on torch's STFT
-        diffs = compare(model if same else graph, sess, check_cases(window_samples(model.cfg)))
+        # the model itself (each member on its own path: torch's STFT, a vector member's numpy head) when the
+        # graph's vote is its vote, else its kept members re-voted; with a companion, the graph on torch
+        reference = (graph if model.companion is not None else model if not omitted
+                     else own_vote(model, kept, weights))
+        diffs = compare(reference, sess, check_cases(window_samples(model.cfg)))
         worst = max(diffs, key=diffs.get)
         if diffs[worst] > tolerance:
             raise ExportError(f"onnxruntime differs from torch by {diffs[worst]:.2e} (> {tolerance:g}) on "

@@ -60,3 +60,11 @@ def print_predictions(results: list[dict], members: list[str]) -> None:
         con.print(t)
         if "windows" in r:
             con.print("windows: " + ", ".join(f"{w['start']:.1f}-{w['end']:.1f} s {w['emotion']}" for w in r["windows"]))
+        if "segments" in r:  # one row per voiced segment (persemo.timeline): start, end, the ensemble's answer
+            t = Table(title=f"segments (summary: {r['combined']})")
+            for c in ("start s", "end s", "emotion", *r["probabilities"]):
+                t.add_column(c, justify="left" if c == "emotion" else "right")
+            for w in r["segments"]:
+                t.add_row(f"{w['start']:.2f}", f"{w['end']:.2f}", w["emotion"],
+                          *[f"{100 * p:.1f}%" for p in w["probabilities"].values()])
+            con.print(t)

@@ -1,8 +1,8 @@
 """Member kind ``whisper``: a tiny randomly initialised Whisper checkpoint, written in the test in the hub's
 layout, stands in for Whisper base (offline, seconds). Its blocks are chosen on the training speakers
 only; the run directory carries the encoder and loads without its source; a reference is checked by its
-sha256; speaker mode reads its own statistics; the vote can be chosen on the inner-CV predictions;
-export leaves it out with its reason."""
+sha256; speaker mode reads its own statistics; the vote can be chosen on the inner-CV predictions.
+Its ONNX export: test_whisper_export.py."""
 
 from __future__ import annotations
 
@@ -146,12 +146,3 @@ def test_settings_are_validated(checkpoint):
         with pytest.raises(ConfigError, match=f"whisper.{name}"):
             _cfg(checkpoint, **bad)
 
-
-def test_export_leaves_it_out_with_its_reason(trained, tmp_path):
-    pytest.importorskip("onnx")
-    from persemo.export import ExportError, export_onnx
-
-    cfg, model, _ = trained
-    run = save_model(tmp_path / "run", model)
-    with pytest.raises(ExportError, match="whisper: its classifier runs in numpy"):
-        export_onnx(run)

@@ -12,6 +12,9 @@ calibration, noisy copies and speaker normalisation are ``VectorMember``'s.
 The run directory carries the encoder weights (float16 where lossless, under ``members.whisper.encoder.*``)
 with their sha256, source and revision, so it loads offline; ``carry_weights: false`` stores the
 reference only, and loading then fetches the encoder from its source and checks its sha256.
+
+Export: ``wave_module()`` is the whole member as one torch module on the waveform (``encoders.whisper_graph``
+then ``vector_graph``'s head), which ``persemo export`` puts into the ONNX graph beside the torch members.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from ..encoders.whisper import WhisperEncoder, embed, embed_cached, load_encoder, pool_rows
+from ..encoders.whisper_graph import PooledStates
 from ..errors import ConfigError
 from ..prepare import Item
 from ..heads import make_head
 from ..statistics import enrolment_rows, vector_stats
+from ..vector_graph import Head, NotExportable, VectorGraph
 from . import register
 from .base import FitJob, VectorMember, check_vector_settings
 
@@ -97,8 +103,7 @@ class WhisperMember(VectorMember):
 
     kind = "whisper"
     Settings = WhisperSettings
-    not_exportable = ("its classifier runs in numpy on the encoder's pooled states; export the torch members, "
-                      "and serve this member with the torch backend")
+    not_exportable = "its head has no torch graph (see wave_module)"
 
     def __init__(self, cfg, labels):
         super().__init__(cfg, labels)
@@ -179,6 +184,18 @@ class WhisperMember(VectorMember):
         self.view = self.choose_view(job)
         info = super()._fit(job)
         return {**info, "blocks": list(self.view), "selection": self.selection, "encoder": self._encoder().meta()}
+
+    # --- export
+    def wave_module(self) -> nn.Module:
+        """The whole member for ONNX export: (wave (B, S), lengths (B,)) -> (B, C) log-probabilities at
+        temperature 1: Whisper's log-mel of each clip's own frames, the encoder up to the last block it reads,
+        the pooling over the clip's frames, the single-utterance normalisation and the head
+        (``vector_graph``). Raises NotExportable naming the setting that has no graph (svm, quantiles)."""
+        if self.head is None:
+            raise NotExportable("the whisper member is not fitted")
+        arrays, meta = self.head.state()
+        head = Head(arrays, meta, self.norm, setting="model.whisper")
+        return VectorGraph(PooledStates(self._encoder(), self.view, self.stats), head).eval()
 
     # --- the artifact
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
