@@ -63,25 +63,37 @@ def guarded(fn):
     return wrapper
 
 
-CorpusOpt = typer.Option(..., "--corpus", help="shemo, emodb or csv")
-DataOpt = typer.Option(..., "--data", help="corpus folder (shemo, emodb) or manifest file (csv)")
+CorpusOpt = typer.Option(..., "--corpus", help="shemo, emodb, ased or csv")
+DataOpt = typer.Option(..., "--data", help="corpus folder (shemo, emodb, ased) or manifest file (csv)")
+LabelsOpt = typer.Option(None, "--labels", help="map labels FROM=TO before use, e.g. calm=neutral (repeat or "
+                                                "comma-separate; replaces the config's data.labels)")
+ByOpt = typer.Option(None, "--by", help="also break the figures down by this metadata column (e.g. shared_text, "
+                                        "sentence, gender); repeatable")
 
 
 @app.command()
 @guarded
 def inspect(corpus: str = CorpusOpt, data: Path = DataOpt,
+            labels: Optional[List[str]] = LabelsOpt,
+            by: Optional[List[str]] = typer.Option(None, "--by", help="counts (and emotions) per value of this "
+                                                                      "metadata column; repeatable"),
             as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables")):
-    """Counts by emotion, speaker and gender, total duration, and every problem found."""
-    from .corpora import scan_corpus
-    from .corpora.base import summary_json
+    """Counts by emotion, speaker and gender (and --by columns), the labels mapped, duration, every problem."""
+    from .corpora import parse_label_specs, scan_corpus
+    from .corpora.base import check_columns, summary_json
 
-    scan = scan_corpus(corpus, data)
+    mapping = parse_label_specs(labels)
+    scan = scan_corpus(corpus, data, durations=False, labels=mapping)
+    check_columns(scan.utterances, by, corpus)  # before reading every file's duration
+    from .corpora.base import with_durations
+
+    scan = with_durations(scan)
     if as_json:
-        typer.echo(summary_json(scan))
+        typer.echo(summary_json(scan, by or ()))
         return
     from .report import print_inspect
 
-    print_inspect(scan.summary())
+    print_inspect(scan.summary(by or ()))
 
 
 def _quiet_lightning() -> None:
