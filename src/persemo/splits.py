@@ -4,14 +4,15 @@
 as the grouping allows. "random" is the speaker-dependent stratified split that most published ShEMO
 numbers use; it exists to compare with them and is named as speaker-dependent wherever it appears.
 
-"speaker+text" keeps speakers and texts apart at once, for corpora where the words can give the emotion
-away (ASED's emotion-specific sentences) or where a text heard in training helps (EmoDB's ten texts, a01 ... b10). The
-speakers are dealt into parts, and so are the texts (each stratified by emotion); an utterance is tested
-when its speaker and its text are both in the test part, trained on when neither is, and left out of that
-split otherwise (``Split.meta["dropped"]``). The text is a metadata column (``text_column``; auto: ``text``,
-else ``sentence``) taken as written: for ASED the sentence *number*, so its emotion-specific sentences 03-07,
-different words in each emotion's folder, are grouped by number (stricter than needed, never looser).
-With k folds only the utterances on the diagonal (speaker and text in the same fold) are ever tested.
+"speaker+text" keeps speakers and texts apart at once, for corpora where the words can give the emotion away
+(ASED's emotion-specific sentences) or where a text heard in training helps (EmoDB's ten texts, a01 ...
+b10). The speakers are dealt into parts, and so are the texts (each stratified by emotion); an utterance is
+tested when its speaker and its text are both in the test part, trained on when neither is, and left out of
+that split otherwise (``Split.meta["dropped"]``). The text is a metadata column (``text_column``; auto:
+``text``, else ``sentence``) taken as written: for ASED the sentence *number*, so its emotion-specific
+sentences 03-07, different words in each emotion's folder, are grouped by number (stricter than needed,
+never looser). With k folds only the utterances on the diagonal (speaker and text in the same fold) are ever
+tested.
 """
 
 from __future__ import annotations
