@@ -66,7 +66,7 @@ def guarded(fn):
 CorpusOpt = typer.Option(..., "--corpus", help="shemo, emodb, ased or csv")
 DataOpt = typer.Option(..., "--data", help="corpus folder (shemo, emodb, ased) or manifest file (csv)")
 LabelsOpt = typer.Option(None, "--labels", help="map labels FROM=TO before use, e.g. calm=neutral (repeat or "
-                                                "comma-separate; replaces the config's data.labels)")
+                                                "comma-separate; train: replaces the config's data.labels)")
 ByOpt = typer.Option(None, "--by", help="also break the figures down by this metadata column (e.g. shared_text, "
                                         "sentence, gender); repeatable")
 
@@ -115,8 +115,10 @@ def train(corpus: str = CorpusOpt, data: Path = DataOpt,
           out: Path = typer.Option(..., "--out", help="run directory: model, reports, logs"),
           config: Optional[Path] = typer.Option(None, "--config", help="JSON or YAML config file (default: "
                                                                       "configs/recommended.yaml, the nested selection)"),
-          split: Optional[str] = typer.Option(None, "--split", help="speaker (independent, default) or random "
-                                                                    "(speaker-dependent, for comparison only)"),
+          split: Optional[str] = typer.Option(None, "--split", help="speaker (independent, default), speaker+text "
+                                                                    "(no speaker and no text on both sides; text or "
+                                                                    "sentence column) or random (speaker-dependent, "
+                                                                    "for comparison only)"),
           folds: int = typer.Option(0, "--folds", help="K > 1: speaker-grouped K-fold cross-validation"),
           epochs: Optional[int] = typer.Option(None, "--epochs", help="maximum epochs per member"),
           seed: Optional[int] = typer.Option(None, "--seed", help="seed for split, init and augmentation"),
@@ -126,10 +128,13 @@ def train(corpus: str = CorpusOpt, data: Path = DataOpt,
           devices: Optional[str] = typer.Option(None, "--devices", help="e.g. 1, 2 or auto (several GPUs: DDP)"),
           strategy: Optional[str] = typer.Option(None, "--strategy", help="e.g. ddp"),
           cache: Optional[Path] = typer.Option(None, "--cache", help="feature cache folder (default ~/.cache/persemo)"),
+          labels: Optional[List[str]] = LabelsOpt,
+          by: Optional[List[str]] = ByOpt,
           no_progress: bool = typer.Option(False, "--no-progress", help="hide the per-epoch progress bar")):
     """Train the ensemble of the config's model.members; speaker-independent split by default."""
     from .cache import default_cache_dir
-    from .config import load_config
+    from .config import Config, load_config
+    from .corpora import parse_label_specs
     from .pipeline import run_train
 
     _quiet_lightning()
@@ -154,14 +159,16 @@ def train(corpus: str = CorpusOpt, data: Path = DataOpt,
 
         config = RECOMMENDED
     cfg = load_config(config, **over)
+    if labels:  # the flag's mapping replaces the config's (a merge of the two would be a third mapping)
+        cfg = Config.from_dict({**cfg.to_dict(), "data": {"labels": parse_label_specs(labels)}})
     if cfg.split.kind == "random":
         typer.echo("note: --split random is speaker-dependent (speakers in both train and test); its figures "
                    "are for comparison with published numbers only", err=True)
     res = run_train(corpus, data, out, cfg, folds=folds, cache_dir=cache or default_cache_dir(),
-                    progress=not no_progress, log=lambda m: typer.echo(m, err=True))
-    from .evaluation import markdown_table
+                    progress=not no_progress, log=lambda m: typer.echo(m, err=True), by=by or ())
+    from .evaluation import report_markdown
 
-    typer.echo(markdown_table(res["results"]))
+    typer.echo(report_markdown(res["results"], res["headline"], res["same_as"], res["by"]))
 
 
 @app.command()
@@ -172,19 +179,25 @@ def evaluate(model: Path = typer.Option(..., "--model", help="run directory of a
              noise_snr: Optional[float] = typer.Option(None, "--noise-snr", help="add noise at this SNR (dB)"),
              noise: str = typer.Option("white", "--noise", help="white or babble"),
              part: str = typer.Option("auto", "--part", help="test (the model's held-out part), all, or auto"),
+             labels: Optional[List[str]] = typer.Option(None, "--labels", help="map labels FROM=TO, e.g. "
+                                                        "calm=neutral (default: the mapping the model was trained "
+                                                        "with, where it applies)"),
+             by: Optional[List[str]] = ByOpt,
              cache: Optional[Path] = typer.Option(None, "--cache", help="feature cache folder")):
-    """Evaluate a saved model: per member and ensemble, optionally under added noise."""
+    """Evaluate a saved model: its answer per protocol, then per member and vote, optionally under noise."""
     from .cache import default_cache_dir
-    from .evaluation import markdown_table
+    from .corpora import parse_label_specs
+    from .evaluation import report_markdown
     from .pipeline import run_evaluate
 
     if noise not in ("white", "babble"):
         fail(f"--noise must be white or babble, not {noise!r}")
     if part not in ("auto", "test", "all"):
         fail(f"--part must be auto, test or all, not {part!r}")
+    mapping = parse_label_specs(labels) if labels else None
     res = run_evaluate(model, corpus, data, out, noise_snr, noise, part, cache or default_cache_dir(),
-                       log=lambda m: typer.echo(m, err=True))
-    typer.echo(markdown_table(res["results"], res["title"]))
+                       log=lambda m: typer.echo(m, err=True), by=by or (), label_map=mapping)
+    typer.echo(report_markdown(res["results"], res["headline"], res["same_as"], res["by"], res["title"]))
     if out is not None:
         typer.echo(f"report written to {out}")
 
