@@ -41,12 +41,13 @@ RUN_MARKERS = ("model.json", "config.json", "splits.json", "splits_all.json")  #
 
 
 def load_items(corpus: str, data: str | Path, cfg: Config, cache_dir=None, log=print,
-               label_map: dict | None = None, strict_labels: bool = True) -> tuple[list[Item], list]:
+               label_map: dict | None = None, strict_labels: bool = True, by=()) -> tuple[list[Item], list]:
     """Scan and prepare a corpus, its labels mapped by ``label_map`` (default: ``cfg.data.labels``; see
     ``corpora.map_labels`` for ``strict_labels``) and the mapping logged; problems are reported and skipped.
-    Raises if nothing is usable."""
+    Raises if nothing is usable, or (before preparing anything) if a metadata column of ``by`` is not there."""
     scan = scan_corpus(corpus, data, durations=False, labels=cfg.data.labels if label_map is None else label_map,
                        strict_labels=strict_labels)
+    check_columns(scan.utterances, by, corpus)
     mapped = describe_mapping(scan.labels_mapped)
     if mapped:
         log(mapped)
@@ -215,8 +216,8 @@ def run_train(corpus: str, data: str | Path, out: str | Path, cfg: Config, folds
         raise CorpusError(f"--folds must be 0 (one split) or at least 2, not {folds}")
     out = Path(out)
     _check_out(out)
-    items, _ = load_items(corpus, data, cfg, cache_dir, log)
-    by = check_columns([it.utt for it in items], by, corpus)  # before any training
+    items, _ = load_items(corpus, data, cfg, cache_dir, log, by=by)  # an unknown column: before any training
+    by = list(by or ())
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -352,8 +353,8 @@ def run_evaluate(model_dir: str | Path, corpus: str, data: str | Path, out: str 
         elif split.digest() != want:
             raise CorpusError(f"{split_file}: not the split this model was trained on (its digest differs); "
                               "the run directory mixes two runs: retrain, or use --part all")
-    items, _ = load_items(corpus, data, cfg, cache_dir, log, label_map, strict_labels=label_map is not None)
-    by = check_columns([it.utt for it in items], by, corpus)
+    items, _ = load_items(corpus, data, cfg, cache_dir, log, label_map, strict_labels=label_map is not None, by=by)
+    by = list(by or ())
     if split is not None:
         keep = set(split.test)
         items = [it for it in items if it.utt.id in keep]
