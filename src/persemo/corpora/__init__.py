@@ -28,4 +28,5 @@ def scan_corpus(corpus: str, data: str | Path, durations: bool = True, labels: d
 
 
 __all__ = ["CORPORA", "EMOTIONS", "EXTRA_EMOTIONS", "PERSIAN_NAMES", "CorpusError", "Problem", "Scan",
-           "Utterance", "describe_mapping", "load_manifest", "map_labels", "parse_label_specs", "save_manifest", "scan_corpus", "with_durations"]
+           "Utterance", "describe_mapping", "load_manifest", "map_labels", "parse_label_specs", "save_manifest",
+           "scan_corpus", "with_durations"]
