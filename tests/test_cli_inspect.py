@@ -81,3 +81,55 @@ def test_bad_input_is_one_line_and_exit_2(runner, args, needle):
     assert len(lines) == 1, res.stderr
     assert lines[0].startswith("persemo: error:") and needle in lines[0]
     assert "Traceback" not in res.output and res.stdout == ""
+
+
+@pytest.fixture
+def eight_emotions(tmp_path, tone_writer):
+    """A csv corpus with calm beside neutral (as RAVDESS has), and a sentence column."""
+    rows = ["path,emotion,speaker,sentence"]
+    for i, (emo, sent) in enumerate([("calm", "01"), ("calm", "02"), ("neutral", "01"), ("angry", "02"),
+                                     ("sad", "01")]):
+        tone_writer(tmp_path / f"c{i}.wav", 0.2, 8000, seed=i)
+        rows.append(f"c{i}.wav,{emo},s{i % 2},{sent}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return tmp_path / "m.csv"
+
+
+def test_inspect_keeps_calm_unless_mapped_and_says_so(runner, eight_emotions):
+    res = runner.invoke(app, ["inspect", "--corpus", "csv", "--data", str(eight_emotions), "--json"])
+    s = json.loads(res.stdout)
+    assert s["by_emotion"] == {"anger": 1, "neutral": 1, "sadness": 1, "calm": 2} and s["labels_mapped"] == {}
+    res = runner.invoke(app, ["inspect", "--corpus", "csv", "--data", str(eight_emotions), "--json",
+                              "--labels", "calm=neutral"])
+    s = json.loads(res.stdout)
+    assert s["by_emotion"] == {"anger": 1, "neutral": 3, "sadness": 1}
+    assert s["labels_mapped"] == {"calm": {"to": "neutral", "n": 2}}
+    res = runner.invoke(app, ["inspect", "--corpus", "csv", "--data", str(eight_emotions), "--labels",
+                              "calm=neutral"], env={"COLUMNS": "120"})
+    assert "labels mapped: calm -> neutral (2 clips)" in res.stdout
+
+
+def test_inspect_by_a_column(runner, eight_emotions):
+    res = runner.invoke(app, ["inspect", "--corpus", "csv", "--data", str(eight_emotions), "--json",
+                              "--by", "sentence", "--by", "speaker"])
+    assert res.exit_code == 0, res.output
+    by = json.loads(res.stdout)["by_column"]
+    assert by["sentence"]["01"] == {"utterances": 3, "speakers": 1,
+                                    "by_emotion": {"anger": 0, "neutral": 1, "sadness": 1, "calm": 1}}
+    assert by["sentence"]["02"]["utterances"] == 2 and set(by["speaker"]) == {"s0", "s1"}
+    res = runner.invoke(app, ["inspect", "--corpus", "csv", "--data", str(eight_emotions), "--by", "sentence"],
+                        env={"COLUMNS": "120"})
+    out = " ".join(res.stdout.split())
+    assert "by sentence" in out and re.search(r"01\s*\W\s*3\s*\W\s*1\s*\W\s*0\s*\W\s*1\s*\W\s*1\s*\W\s*1", out)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--by", "text"], "--by text: no such column in csv (columns: sentence, speaker, gender)"),
+    (["--labels", "calmm=neutral"], "no csv utterance is labelled 'calmm' (its labels: anger, neutral, sadness, calm)"),
+    (["--labels", "calm"], "--labels: 'calm' is not FROM=TO"),
+])
+def test_bad_column_or_mapping_is_one_line(runner, eight_emotions, args, needle):
+    res = runner.invoke(app, ["inspect", "--corpus", "csv", "--data", str(eight_emotions), *args])
+    assert res.exit_code == 2 and res.stdout == ""
+    assert res.stderr.strip().splitlines() == [f"persemo: error: {res.stderr.strip()[16:]}"]
+    assert needle in res.stderr

@@ -181,6 +181,29 @@ def test_evaluate_uses_the_held_out_part_by_default(run, runner, corpus, tmp_pat
     assert every.exit_code == 0 and "NOT held-out" in every.stderr
 
 
+@pytest.mark.slow
+def test_evaluate_by_a_column_and_with_a_label_mapping(run, runner, corpus, tmp_path):
+    out, _ = run
+    manifest = corpus[0]
+    res = runner.invoke(app, ["evaluate", "--model", str(out), "--corpus", "csv", "--data", str(manifest),
+                              "--by", "speaker", "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    ev = json.loads((tmp_path / "ev" / "report.json").read_text(encoding="utf-8"))
+    split = json.loads((out / "splits.json").read_text(encoding="utf-8"))["splits"][0]
+    by = ev["by"]["speaker"]["model [single utterance]"]
+    assert by["all"]["n"] == len(split["test"]) == sum(m["n"] for v, m in by.items() if v != "all")
+    assert len(by) == 1 + 2  # the two held-out speakers
+    assert "#### by speaker" in res.stdout and ev["headline"] == ["model [single utterance]"]
+    # the user's mapping: one emotion renamed, so the model does not know it and skips it
+    res = runner.invoke(app, ["evaluate", "--model", str(out), "--corpus", "csv", "--data", str(manifest),
+                              "--labels", "anger=rage"])
+    assert res.exit_code == 0, res.output
+    assert "labels mapped: anger -> rage" in res.stderr and "emotions the model does not know: rage" in res.stderr
+    res = runner.invoke(app, ["evaluate", "--model", str(out), "--corpus", "csv", "--data", str(manifest),
+                              "--by", "text"])
+    _one_error_line(res, "--by text: no such column in csv (columns: speaker, gender)")
+
+
 # -- errors: one line, exit 2 (no training needed) ------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -225,6 +248,28 @@ def test_train_bad_config(runner, tmp_path):
     res = runner.invoke(app, ["train", "--corpus", "emodb", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
                               "--config", str(cfg)])
     _one_error_line(res, "epohcs")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--labels", "calm"], ["--labels: 'calm' is not FROM=TO"]),
+    (["--labels", "calm=neutral"], ["no csv utterance is labelled 'calm'", "its labels: anger, sadness"]),
+    (["--by", "shared_text"], ["--by shared_text: no such column in csv (columns: sentence, speaker, gender)"]),
+])
+def test_train_bad_labels_or_column_before_reading_audio(runner, tmp_path, args, words):
+    manifest = write_synthetic_corpus(tmp_path / "c", speakers=6, per_class=1)
+    res = runner.invoke(app, ["train", "--corpus", "csv", "--data", str(manifest), "--out", str(tmp_path / "out"),
+                              "--cache", str(tmp_path / "cache"), *args])
+    _one_error_line(res, *words)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_train_speaker_text_split_needs_enough_texts(runner, tmp_path):
+    manifest = write_synthetic_corpus(tmp_path / "c", speakers=6, per_class=1)
+    res = runner.invoke(app, ["train", "--corpus", "csv", "--data", str(manifest), "--out", str(tmp_path / "out"),
+                              "--cache", str(tmp_path / "cache"), "--split", "speaker+text", "--folds", "5"])
+    assert res.exit_code == 2 and _err_lines(res)[-1] == ("persemo: error: a speaker+text split into 5 parts needs "
+                                                          "at least 5 texts; the corpus has 1")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("folds", ["1", "-1"])
@@ -311,3 +356,8 @@ def test_train_without_config_runs_the_recommended_selection(runner, tmp_path, m
     assert meta["config"]["model"]["members"] == ["smile"]
     report = (out / "report" / "report.md").read_text(encoding="utf-8")
     assert f"selected among the candidates on the training speakers' inner CV: {sel['winner']}" in report
+    # the model's answer leads; the selected configuration's row (and a lone member's) is that same answer,
+    # named once below the table
+    rows = [line.split(" | ")[0][2:] for line in report.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[1] == "model [single utterance]" and "selected configuration" not in rows
+    assert "selected configuration = model [single utterance]" in report

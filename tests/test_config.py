@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from persemo import members as registry
-from persemo.config import AdaptationConfig, Config, ConfigError, FeatureConfig, ModelConfig, SplitConfig, \
-    TrainConfig, load_config, read_config_file
+from persemo.config import AdaptationConfig, Config, ConfigError, DataConfig, FeatureConfig, ModelConfig, \
+    SplitConfig, TrainConfig, load_config, read_config_file
 from persemo.features import frames_for, samples_for_frames
 
 
@@ -32,7 +32,8 @@ def test_defaults_describe_the_system():
 
 def test_every_field_has_help_text():
     member_settings = [registry.get(k).Settings for k in ("cnn", "lstm", "smile")]
-    for section in (FeatureConfig, ModelConfig, TrainConfig, SplitConfig, AdaptationConfig, *member_settings):
+    for section in (DataConfig, FeatureConfig, ModelConfig, TrainConfig, SplitConfig, AdaptationConfig,
+                    *member_settings):
         for f in dataclasses.fields(section):
             assert f.metadata.get("help"), f"{section.__name__}.{f.name} has no help text"
 
@@ -129,6 +130,11 @@ def test_unknown_field_is_named(tmp_path, data, names):
     ({"split": {"kind": "gender"}}, "kind"),
     ({"split": {"val_fraction": 0.6, "test_fraction": 0.5}}, "fraction"),
     ({"split": {"val_fraction": -0.1}}, "val_fraction"),
+    ({"split": {"text_column": " "}}, "split.text_column"),
+    ({"data": {"labels": ["calm", "neutral"]}}, "data.labels must be a mapping"),
+    ({"data": {"labels": {"calm": ""}}}, "data.labels"),
+    ({"data": {"labels": {"calm": "calm"}}}, "data.labels: 'calm' is mapped to itself"),
+    ({"data": {"labelz": {}}}, "labelz"),
     ({"features": []}, "features"),
     ({"features": {"enrolment": "neutral"}}, "enrolment"),  # needs normalisation: speaker
     ({"features": {"normalisation": "speaker", "enrolment": " "}}, "enrolment"),
@@ -346,3 +352,14 @@ def test_legacy_feature_fields_move_to_adaptation(tmp_path):
     assert load_config(p).adaptation.shrink == 5.0
     with pytest.raises(ConfigError, match="adaptation.shrink"):
         Config.from_dict({"features": {"speaker_shrink": -2}})
+
+
+def test_data_section_and_speaker_text_split(tmp_path):
+    p = tmp_path / "cfg.yaml"
+    p.write_text("data:\n  labels: {Calm: neutral, joy: happiness}\nsplit: {kind: speaker+text, text_column: prompt}\n")
+    cfg = load_config(p)
+    assert cfg.data.labels == {"calm": "neutral", "joy": "happiness"}  # lower case, as the readers write labels
+    assert (cfg.split.kind, cfg.split.text_column) == ("speaker+text", "prompt")
+    assert Config().data.labels == {} and Config().split.text_column == "auto"
+    assert Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert cfg.to_dict()["data"] == {"labels": {"calm": "neutral", "joy": "happiness"}}

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from persemo.evaluation import compute_metrics, markdown_table, summarise_folds, write_report
+from persemo.evaluation import (by_subset, compute_metrics, duplicate_rows, markdown_table, report_markdown,
+                                summarise_folds, write_report)
 
 LABELS = ["anger", "neutral", "sadness"]
 
@@ -107,3 +108,38 @@ def test_write_report_for_folds_has_no_pngs(tmp_path):
     assert (tmp_path / "report.json").is_file() and (tmp_path / "report.md").is_file()
     assert not list(tmp_path.glob("*.png"))
     assert "50.0 ± 0.0" in (tmp_path / "report.md").read_text(encoding="utf-8")
+
+
+def test_duplicate_rows_keep_the_first_in_the_given_order():
+    a, b = _onehot([0, 1, 2], 3), _onehot([0, 0, 2], 3)
+    rows = {"member": a, "vote": a + 1e-9, "other": b, "short": a[:2]}
+    assert duplicate_rows(rows) == {"vote": "member"}
+    assert duplicate_rows(rows, ["vote", "member", "other", "short"]) == {"member": "vote"}
+    assert duplicate_rows({"x": a, "y": a + 1e-3}) == {}  # different probabilities, even with the same argmax
+
+
+def test_report_leads_with_the_headline_and_names_the_copies(tmp_path):
+    y = np.array([0, 0, 1, 1, 2, 2])
+    p_model, p_cnn = _onehot([0, 0, 1, 1, 2, 0], 3), _onehot([0, 1, 1, 1, 2, 0], 3)
+    results = {"cnn": compute_metrics(y, p_cnn, LABELS), "model [single utterance]": compute_metrics(y, p_model, LABELS),
+               "ensemble (weighted 0.4/0.6)": compute_metrics(y, p_model, LABELS)}
+    shared = ["yes", "no", "yes", "no", "yes", "no"]
+    by = {"shared_text": {n: {"all": compute_metrics(y, p, LABELS), **by_subset(y, p, shared, LABELS)}
+                          for n, p in (("cnn", p_cnn), ("model [single utterance]", p_model))}}
+    same = {"ensemble (weighted 0.4/0.6)": "model [single utterance]"}
+    md = report_markdown(results, ["model [single utterance]"], same, by)
+    lines = md.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("| model [single utterance] |"))
+    assert first < md.index("#### by shared_text") and lines[first - 2].startswith("| model | accuracy")
+    subset = md.split("#### by shared_text")[1].split("####")[0]
+    assert "| model [single utterance] | 83.3 (n 6)" in subset and "| cnn |" not in subset  # members: JSON only
+    assert "gap (shared_text=no - yes)" in subset
+    assert md.index("#### members and votes") < md.index("| cnn | 66.7")
+    assert "| ensemble (weighted 0.4/0.6) |" not in md
+    assert "ensemble (weighted 0.4/0.6) = model [single utterance]" in md
+    data = write_report(tmp_path, results, LABELS, "t", headline=["model [single utterance]"], same_as=same, by=by)
+    assert list(data["results"]) == list(results) and data["same_as"] == same and data["by"] == by
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["confusion_cnn.png",
+                                                             "confusion_model_[single_utterance].png"]
+    # without a headline every row shown leads, as before
+    assert "members and votes" not in report_markdown(results)

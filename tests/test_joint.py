@@ -136,19 +136,20 @@ def test_joint_run_reports_each_corpus_on_its_own_emotions(joint, corpora):
     out, res = joint
     rep = json.loads((out / "report" / "report.json").read_text(encoding="utf-8"))
     assert rep["labels"] == UNION
-    assert {"smile", "smile [a]", "smile [b]"} <= set(rep["results"])
+    M = "model [single utterance]"  # the model's answer: the rows reported per corpus
+    assert {"smile", f"{M} [a]", f"{M} [b]"} <= set(rep["results"])
     n = len(A_EMOTIONS) * SPEAKERS * PER
     assert rep["results"]["smile"]["pooled"]["n"] == 2 * n
-    assert rep["results"]["smile [a]"]["pooled"]["n"] == n == rep["results"]["smile [b]"]["pooled"]["n"]
-    assert set(rep["results"]["smile [a]"]["pooled"]["per_class"]) == set(A_EMOTIONS)
-    assert set(rep["results"]["smile [b]"]["pooled"]["per_class"]) == set(B_EMOTIONS)
+    assert rep["results"][f"{M} [a]"]["pooled"]["n"] == n == rep["results"][f"{M} [b]"]["pooled"]["n"]
+    assert set(rep["results"][f"{M} [a]"]["pooled"]["per_class"]) == set(A_EMOTIONS)
+    assert set(rep["results"][f"{M} [b]"]["pooled"]["per_class"]) == set(B_EMOTIONS)
     # corpus b's clips are never called happiness (a's), nor a's neutral (b's)
-    cm_b = np.array(rep["results"]["smile [b]"]["pooled"]["confusion"])
-    cm_a = np.array(rep["results"]["smile [a]"]["pooled"]["confusion"])
+    cm_b = np.array(rep["results"][f"{M} [b]"]["pooled"]["confusion"])
+    cm_a = np.array(rep["results"][f"{M} [a]"]["pooled"]["confusion"])
     assert cm_b[:, UNION.index("happiness")].sum() == 0 and cm_a[:, UNION.index("neutral")].sum() == 0
-    assert cm_b.sum() == n and 0 <= rep["results"]["smile [b]"]["pooled"]["uar"] <= 1
+    assert cm_b.sum() == n and 0 <= rep["results"][f"{M} [b]"]["pooled"]["uar"] <= 1
     assert any("several corpora" in note for note in rep["notes"])
-    assert "smile [b]" in res.output and "corpora: a 48 utterances" in res.stderr
+    assert "model [single utterance] [b]" in res.output and "corpora: a 48 utterances" in res.stderr
 
 
 @pytest.mark.slow

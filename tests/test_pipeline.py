@@ -27,7 +27,8 @@ RUN_FILES = ("model.json", "model.safetensors", "splits.json", "history.csv", "c
 
 
 def write_synthetic_corpus(root: Path, speakers: int = 6, per_class: int = 6, seconds: float = 1.2) -> Path:
-    """WAV files of the two synthetic "emotions" and ``manifest.csv`` (path, emotion, speaker) beside them."""
+    """WAV files of the two synthetic "emotions" and ``manifest.csv`` (path, emotion, speaker, sentence: one of
+    three, kept as metadata) beside them."""
     import soundfile as sf
 
     root.mkdir(parents=True, exist_ok=True)
@@ -43,10 +44,10 @@ def write_synthetic_corpus(root: Path, speakers: int = 6, per_class: int = 6, se
                 (root / "wav").mkdir(exist_ok=True)
                 w = voice(seconds * (0.85 + 0.05 * j), f0 * (0.9 + 0.04 * si) * (1 + 0.02 * j), am, noise, k)
                 sf.write(str(root / rel), w, SR, subtype="PCM_16")
-                rows.append({"path": rel, "emotion": emo, "speaker": spk})
+                rows.append({"path": rel, "emotion": emo, "speaker": spk, "sentence": f"s{j % 3}"})
     manifest = root / "manifest.csv"
     with manifest.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=["path", "emotion", "speaker"])
+        w = csv.DictWriter(fh, fieldnames=["path", "emotion", "speaker", "sentence"])
         w.writeheader()
         w.writerows(rows)
     return manifest
@@ -83,11 +84,19 @@ def test_train_writes_the_run(run, corpus):
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     rep = json.loads((out / "report" / "report.json").read_text(encoding="utf-8"))
     names = list(rep["results"])
-    assert names[:3] == ["cnn", "lstm", "ensemble (equal)"] and names[3].startswith("ensemble (weighted ")
+    # the model's answer first, then its members and votes
+    assert names[:4] == ["model [single utterance]", "cnn", "lstm", "ensemble (equal)"]
+    assert names[4].startswith("ensemble (weighted ") and len(names) == 5
+    assert rep["headline"] == ["model [single utterance]"] and rep["same_as"][names[4]] == names[0]
+    assert set(rep["same_as"]) <= {names[3], names[4]}  # the equal vote too, when the weights came out equal
     assert rep["protocol"] == "single utterance" and rep["split"] == "speaker"
     assert list(res["results"]) == names
-    for name in names:
-        assert (out / "report" / f"confusion_{name.replace(' ', '_').replace('/', '_')}.png").is_file()
+    for name in names:  # a confusion matrix per row shown; the weighted vote is the model's answer
+        png = out / "report" / f"confusion_{name.replace(' ', '_').replace('/', '_')}.png"
+        assert png.is_file() == (name not in rep["same_as"])
+    md = (out / "report" / "report.md").read_text(encoding="utf-8")
+    assert md.index("| model [single utterance] |") < md.index("#### members and votes") < md.index("| cnn |")
+    assert f"| {names[4]} |" not in md and f"{names[4]} = model [single utterance]" in md
     # history: one row per member per epoch
     with (out / "history.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -117,7 +126,7 @@ def test_split_is_speaker_independent_and_recorded(run, corpus):
 def test_learns_the_synthetic_emotions(run):
     # two well-separated classes, held-out speakers: far above chance (0.5)
     res = run[1]["results"]
-    ens = [v for k, v in res.items() if k.startswith("ensemble (weighted")][0]
+    ens = res["model [single utterance]"]
     assert ens["uar"] >= 0.8 and ens["macro_f1"] >= 0.8
 
 
@@ -172,8 +181,12 @@ def test_two_folds(corpus, tmp_path):
     assert not (tests[0] & tests[1]) and len(tests[0] | tests[1]) == 6 * 2 * 6  # every utterance tested once
     summary = json.loads((tmp_path / "cv" / "report" / "report.json").read_text(encoding="utf-8"))
     assert summary["folds"] == 2
-    assert set(res["results"]) == {"cnn", "lstm", "ensemble (equal)", "ensemble (weighted)",
-                                   "ensemble (equal, calibrated)", "ensemble (weighted, calibrated)"}
+    assert list(res["results"]) == ["model [single utterance]", "cnn", "lstm", "ensemble (equal)",
+                                    "ensemble (weighted)", "ensemble (equal, calibrated)",
+                                    "ensemble (weighted, calibrated)"]
+    assert res["same_as"]["ensemble (weighted)"] == "model [single utterance]"  # the model's own vote
+    for copy, kept in res["same_as"].items():  # (with equal weights the equal votes are copies too)
+        assert res["results"][copy]["pooled"] == res["results"][kept]["pooled"] and kept not in res["same_as"]
     cal = json.loads((tmp_path / "cv" / "calibration.json").read_text(encoding="utf-8"))
     assert cal["members"] == ["cnn", "lstm"] and len(cal["temperatures"]) == 2
     assert all(0.05 <= t <= 20 for t in cal["temperatures"]) and cal["fitted_on"] == "single utterance"
@@ -194,10 +207,12 @@ def test_speaker_mode_folds_report_both_protocols_without_validation(corpus, tmp
     res = run_train("csv", corpus, tmp_path / "cv", cfg, folds=2, cache_dir=None, progress=False, log=lambda m: None)
     folds = load_splits(tmp_path / "cv" / "splits_all.json")
     assert all(f.val == [] for f in folds)
-    names = {f"{m} [{p}]" for m in ("cnn", "lstm", "ensemble (equal)", "ensemble (weighted)",
+    names = {f"{m} [{p}]" for m in ("model", "cnn", "lstm", "ensemble (equal)", "ensemble (weighted)",
                                      "ensemble (equal, calibrated)", "ensemble (weighted, calibrated)")
              for p in ("speaker-adapted", "single utterance")}
     assert set(res["results"]) == names
+    assert res["headline"] == ["model [speaker-adapted]", "model [single utterance]"]
+    assert list(res["results"])[:2] == res["headline"]
     rep = json.loads((tmp_path / "cv" / "fold0" / "report" / "report.json").read_text(encoding="utf-8"))
     assert rep["protocol"].startswith("both")
     r = rep["results"]
@@ -213,11 +228,34 @@ def test_speaker_mode_folds_report_both_protocols_without_validation(corpus, tmp
 @pytest.mark.slow
 def test_paired_folds_report_without_calibration(corpus, tmp_path):
     cfg = tiny_config(epochs=1).replace(split={"val_fraction": 0}, features={"normalisation": "speaker"})
-    res = run_train("csv", corpus, tmp_path / "cv", cfg, folds=2, cache_dir=None, progress=False, log=lambda m: None)
+    res = run_train("csv", corpus, tmp_path / "cv", cfg, folds=2, cache_dir=None, progress=False, log=lambda m: None,
+                    by=["sentence"])
     assert "ensemble (paired) [speaker-adapted]" in res["results"]
     assert len(res["results"]["ensemble (paired) [speaker-adapted]"]["uar"]["folds"]) == 2
     assert not (tmp_path / "cv" / "calibration.json").exists()
     assert (tmp_path / "cv" / "fold1" / "single" / "model.json").is_file()
+    # the report leads with the model's answer per protocol; the 6 rows that copy another are named, not shown
+    assert list(res["results"])[:2] == res["headline"] == ["model [speaker-adapted]", "model [single utterance]"]
+    assert len(res["results"]) == 16 and res["same_as"] == {
+        "ensemble (single-utterance model) [single utterance]": "model [single utterance]",
+        "ensemble (paired) [single utterance]": "model [single utterance]",
+        "single/cnn [speaker-adapted]": "single/cnn [single utterance]",
+        "single/lstm [speaker-adapted]": "single/lstm [single utterance]",
+        "ensemble (single-utterance model) [speaker-adapted]": "model [single utterance]",
+        "ensemble (paired) [speaker-adapted]": "model [speaker-adapted]"}
+    md = (tmp_path / "cv" / "report" / "report.md").read_text(encoding="utf-8")
+    shown = [line.split(" | ")[0][2:] for line in md.splitlines() if line.startswith("| ") and "±" in line]
+    assert shown[:2] == res["headline"] and not set(shown) & set(res["same_as"])
+    assert set(shown) | set(res["same_as"]) == set(res["results"])
+    # pooled UAR and macro-F1 per sentence, for every row, in the JSON and under the tables
+    by = res["by"]["sentence"]
+    assert set(by) == set(res["results"])
+    row = by["model [speaker-adapted]"]
+    assert set(row) == {"all", "s0", "s1", "s2"} and row["all"]["n"] == 72 == sum(row[v]["n"] for v in ("s0", "s1", "s2"))
+    assert row["all"]["uar"] == pytest.approx(res["results"]["model [speaker-adapted]"]["pooled"]["uar"])
+    subset_md = md.split("#### by sentence")[1].split("####")[0]  # the model's rows, then the members' heading
+    assert "| model [speaker-adapted] | " in subset_md and "| model [single utterance] | " in subset_md
+    assert "| cnn [speaker-adapted] |" not in subset_md and "#### members and votes" in md.split("#### by sentence")[1]
 
 
 @pytest.fixture(scope="module")
@@ -344,3 +382,43 @@ def test_export_of_a_paired_model_names_its_companion(paired_run, tmp_path):
     rep = export_onnx(out, tmp_path / "m.onnx")
     assert rep.members == ["cnn", "lstm"]
     assert any("single-utterance companion" in n and str(out / "single") in n for n in rep.notes)
+
+
+@pytest.mark.slow
+def test_speaker_text_folds_with_mapped_labels(corpus, tmp_path):
+    cfg = tiny_config(epochs=1).replace(split={"val_fraction": 0, "kind": "speaker+text"},
+                                        data={"labels": {"sadness": "low"}})
+    logs: list[str] = []
+    res = run_train("csv", corpus, tmp_path / "cv", cfg, folds=2, cache_dir=None, progress=False, log=logs.append)
+    assert "labels mapped: sadness -> low (36 clips)" in logs
+    assert any(line.startswith("speaker- and text-independent split by sentence: utterances left out") for line in logs)
+    rep = json.loads((tmp_path / "cv" / "report" / "report.json").read_text(encoding="utf-8"))
+    assert rep["labels"] == ["anger", "low"] and "labels mapped (data.labels): sadness -> low" in rep["notes"]
+    meta = json.loads((tmp_path / "cv" / "fold0" / "model.json").read_text(encoding="utf-8"))
+    assert meta["config"]["data"] == {"labels": {"sadness": "low"}} and meta["labels"] == ["anger", "low"]
+    assert meta["trained_on"]["split"] == "speaker+text"
+    rows = list(csv.DictReader(corpus.open(encoding="utf-8")))
+    who = {r["path"].split("/")[1].rsplit(".", 1)[0]: (r["speaker"], r["sentence"]) for r in rows}
+    for f in load_splits(tmp_path / "cv" / "splits_all.json"):
+        train, test = [{who[i][k] for i in f.train} for k in (0, 1)], [{who[i][k] for i in f.test} for k in (0, 1)]
+        assert f.test and not (train[0] & test[0]) and not (train[1] & test[1])  # no speaker, no sentence on both
+        assert f.meta["dropped"] == len(rows) - len(f.train) - len(f.test) > 0
+    assert res["results"]["model [single utterance]"]["pooled"]["n"] == sum(
+        len(f.test) for f in load_splits(tmp_path / "cv" / "splits_all.json"))
+
+
+def test_an_unknown_column_or_label_is_refused_before_training(corpus, tmp_path, monkeypatch):
+    import persemo.pipeline as pipeline
+
+    def never(*a, **k):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(pipeline, "fit_model", never)
+    with pytest.raises(CorpusError, match=r"--by shared_text: no such column in csv \(columns: sentence, speaker, "
+                                          r"gender\)"):
+        run_train("csv", corpus, tmp_path / "run", tiny_config(), progress=False, log=lambda m: None,
+                  by=["shared_text"])
+    with pytest.raises(CorpusError, match="no csv utterance is labelled 'calm'"):
+        run_train("csv", corpus, tmp_path / "run", tiny_config().replace(data={"labels": {"calm": "neutral"}}),
+                  progress=False, log=lambda m: None)
+    assert not (tmp_path / "run").exists()

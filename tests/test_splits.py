@@ -196,3 +196,76 @@ def test_no_validation_part_trains_on_every_other_speaker(corpus):
         _assert_speaker_disjoint(f, corpus)
     one = make_split(corpus, "speaker", val_fraction=0, seed=0)
     assert one.val == [] and one.train and one.test
+
+
+# --- speaker+text: no speaker and no text on both sides
+
+def _crossed_corpus(speakers: int = 8, texts: int = 6, column: str = "text") -> list[Utterance]:
+    """Every speaker says every text in two emotions."""
+    return [Utterance(f"s{s}t{t}{e[0]}", f"/x/{s}_{t}_{e}.wav", e, f"s{s}", meta={column: f"t{t:02d}"})
+            for s in range(speakers) for t in range(texts) for e in ("anger", "sadness")]
+
+
+def _assert_speaker_and_text_disjoint(split: Split, utts: list[Utterance], column: str = "text") -> None:
+    by_id = {u.id: u for u in utts}
+    parts = {p: [by_id[i] for i in getattr(split, p)] for p in PARTS}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        assert not {u.speaker for u in parts[a]} & {u.speaker for u in parts[b]}, (a, b)
+        assert not {u.meta[column] for u in parts[a]} & {u.meta[column] for u in parts[b]}, (a, b)
+    check_speaker_independent(split, utts)  # the library's own check agrees
+    listed = split.train + split.val + split.test
+    assert len(listed) == len(set(listed))
+    assert split.meta["dropped"] == len(utts) - len(listed) and split.meta["text_column"] == column
+
+
+@pytest.mark.parametrize("val_fraction", [0, 0.15])
+def test_speaker_text_folds_leave_no_speaker_and_no_text_on_both_sides(val_fraction):
+    utts = _crossed_corpus()
+    folds = make_folds(utts, k=3, kind="speaker+text", val_fraction=val_fraction, seed=1)
+    tested = []
+    for f in folds:
+        _assert_speaker_and_text_disjoint(f, utts)
+        assert f.train and f.test and bool(f.val) == (val_fraction > 0)
+        assert {u.emotion for u in utts if u.id in set(f.test)} == {"anger", "sadness"}  # stratified
+        assert f.meta["dropped"] > 0 and "left out" in f.description
+        tested += f.test
+    assert len(tested) == len(set(tested))  # each utterance tested at most once
+    # the diagonal: 8 speakers and 6 texts in 3 folds, about a third of each per fold
+    assert len(tested) == pytest.approx(len(utts) / 3, rel=0.35)
+    one = make_split(utts, "speaker+text", seed=0)
+    _assert_speaker_and_text_disjoint(one, utts)
+    assert one.train and one.val and one.test and one.description.startswith("speaker- and text-independent")
+
+
+def test_speaker_text_reads_sentence_when_there_is_no_text_column():
+    utts = _crossed_corpus(column="sentence")
+    for f in make_folds(utts, k=2, kind="speaker+text", val_fraction=0, seed=0):
+        _assert_speaker_and_text_disjoint(f, utts, "sentence")
+    with pytest.raises(CorpusError, match=r"no prompt column in the corpus \(its metadata columns: sentence"):
+        make_folds(utts, k=2, kind="speaker+text", text_column="prompt")
+
+
+def test_speaker_text_needs_texts():
+    utts = [Utterance(f"u{i}", f"/x/{i}.wav", "anger", f"s{i}") for i in range(10)]
+    with pytest.raises(CorpusError, match="no text or sentence column .* set split.text_column"):
+        make_folds(utts, k=2, kind="speaker+text")
+    with pytest.raises(CorpusError, match="needs at least 5 texts; the corpus has 3"):
+        make_folds(_crossed_corpus(texts=3), k=5, kind="speaker+text")
+
+
+def test_a_text_on_both_sides_is_caught():
+    utts = _crossed_corpus()
+    f = make_folds(utts, k=3, kind="speaker+text", val_fraction=0, seed=0)[0]
+    test_speakers = {u.speaker for u in utts if u.id in set(f.test)}
+    # an utterance of a training text by a test speaker (left out by the split) moved into test
+    leak = next(u.id for u in utts if u.speaker in test_speakers and u.id not in set(f.test + f.train))
+    with pytest.raises(CorpusError, match=r"texts \(text\) in both train and test"):
+        check_speaker_independent(Split("speaker+text", 0, f.train, [], f.test + [leak], meta=f.meta), utts)
+
+
+def test_speaker_text_folds_on_emodb(emodb_scan):
+    utts = emodb_scan.utterances
+    assert len({u.meta["text"] for u in utts}) == 10  # a01 ... b10: each text id is one text
+    for f in make_folds(utts, k=5, kind="speaker+text", val_fraction=0, seed=0):
+        _assert_speaker_and_text_disjoint(f, utts)
+        assert len(f.test) >= 10 and len(f.train) >= 250

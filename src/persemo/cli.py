@@ -63,25 +63,37 @@ def guarded(fn):
     return wrapper
 
 
-CorpusOpt = typer.Option(..., "--corpus", help="shemo, emodb or csv")
-DataOpt = typer.Option(..., "--data", help="corpus folder (shemo, emodb) or manifest file (csv)")
+CorpusOpt = typer.Option(..., "--corpus", help="shemo, emodb, ased or csv")
+DataOpt = typer.Option(..., "--data", help="corpus folder (shemo, emodb, ased) or manifest file (csv)")
+LabelsOpt = typer.Option(None, "--labels", help="map labels FROM=TO before use, e.g. calm=neutral (repeat or "
+                                                "comma-separate; train: replaces the config's data.labels)")
+ByOpt = typer.Option(None, "--by", help="also break the figures down by this metadata column (e.g. shared_text, "
+                                        "sentence, gender); repeatable")
 
 
 @app.command()
 @guarded
 def inspect(corpus: str = CorpusOpt, data: Path = DataOpt,
+            labels: Optional[List[str]] = LabelsOpt,
+            by: Optional[List[str]] = typer.Option(None, "--by", help="counts (and emotions) per value of this "
+                                                                      "metadata column; repeatable"),
             as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables")):
-    """Counts by emotion, speaker and gender, total duration, and every problem found."""
-    from .corpora import scan_corpus
-    from .corpora.base import summary_json
+    """Counts by emotion, speaker and gender (and --by columns), the labels mapped, duration, every problem."""
+    from .corpora import parse_label_specs, scan_corpus
+    from .corpora.base import check_columns, summary_json
 
-    scan = scan_corpus(corpus, data)
+    mapping = parse_label_specs(labels)
+    scan = scan_corpus(corpus, data, durations=False, labels=mapping)
+    check_columns(scan.utterances, by, corpus)  # before reading every file's duration
+    from .corpora.base import with_durations
+
+    scan = with_durations(scan)
     if as_json:
-        typer.echo(summary_json(scan))
+        typer.echo(summary_json(scan, by or ()))
         return
     from .report import print_inspect
 
-    print_inspect(scan.summary())
+    print_inspect(scan.summary(by or ()))
 
 
 def _quiet_lightning() -> None:
@@ -107,8 +119,10 @@ def train(corpus: Optional[List[str]] = typer.Option(
           out: Path = typer.Option(..., "--out", help="run directory: model, reports, logs"),
           config: Optional[Path] = typer.Option(None, "--config", help="JSON or YAML config file (default: "
                                                                       "configs/recommended.yaml, the nested selection)"),
-          split: Optional[str] = typer.Option(None, "--split", help="speaker (independent, default) or random "
-                                                                    "(speaker-dependent, for comparison only)"),
+          split: Optional[str] = typer.Option(None, "--split", help="speaker (independent, default), speaker+text "
+                                                                    "(no speaker and no text on both sides; text or "
+                                                                    "sentence column) or random (speaker-dependent, "
+                                                                    "for comparison only)"),
           folds: int = typer.Option(0, "--folds", help="K > 1: speaker-grouped K-fold cross-validation"),
           epochs: Optional[int] = typer.Option(None, "--epochs", help="maximum epochs per member"),
           seed: Optional[int] = typer.Option(None, "--seed", help="seed for split, init and augmentation"),
@@ -118,10 +132,13 @@ def train(corpus: Optional[List[str]] = typer.Option(
           devices: Optional[str] = typer.Option(None, "--devices", help="e.g. 1, 2 or auto (several GPUs: DDP)"),
           strategy: Optional[str] = typer.Option(None, "--strategy", help="e.g. ddp"),
           cache: Optional[Path] = typer.Option(None, "--cache", help="feature cache folder (default ~/.cache/persemo)"),
+          labels: Optional[List[str]] = LabelsOpt,
+          by: Optional[List[str]] = ByOpt,
           no_progress: bool = typer.Option(False, "--no-progress", help="hide the per-epoch progress bar")):
     """Train the ensemble of the config's model.members; speaker-independent split by default."""
     from .cache import default_cache_dir
-    from .config import load_config
+    from .config import Config, load_config
+    from .corpora import parse_label_specs
     from .pipeline import run_train
 
     if len(corpus or []) != len(data or []):
@@ -148,15 +165,17 @@ def train(corpus: Optional[List[str]] = typer.Option(
 
         config = RECOMMENDED
     cfg = load_config(config, **over)
+    if labels:  # the flag's mapping replaces the config's (a merge of the two would be a third mapping)
+        cfg = Config.from_dict({**cfg.to_dict(), "data": {"labels": parse_label_specs(labels)}})
     sources = _train_sources(list(corpus or []), list(data or []), cfg)
     if cfg.split.kind == "random":
         typer.echo("note: --split random is speaker-dependent (speakers in both train and test); its figures "
                    "are for comparison with published numbers only", err=True)
     res = run_train(sources, None, out, cfg, folds=folds, cache_dir=cache or default_cache_dir(),
-                    progress=not no_progress, log=lambda m: typer.echo(m, err=True))
-    from .evaluation import markdown_table
+                    progress=not no_progress, log=lambda m: typer.echo(m, err=True), by=by or ())
+    from .evaluation import report_markdown
 
-    typer.echo(markdown_table(res["results"]))
+    typer.echo(report_markdown(res["results"], res["headline"], res["same_as"], res["by"]))
 
 
 def _train_sources(corpus: list[str], data: list[Path], cfg) -> list:
@@ -178,19 +197,25 @@ def evaluate(model: Path = typer.Option(..., "--model", help="run directory of a
              noise_snr: Optional[float] = typer.Option(None, "--noise-snr", help="add noise at this SNR (dB)"),
              noise: str = typer.Option("white", "--noise", help="white or babble"),
              part: str = typer.Option("auto", "--part", help="test (the model's held-out part), all, or auto"),
+             labels: Optional[List[str]] = typer.Option(None, "--labels", help="map labels FROM=TO, e.g. "
+                                                        "calm=neutral (default: the mapping the model was trained "
+                                                        "with, where it applies)"),
+             by: Optional[List[str]] = ByOpt,
              cache: Optional[Path] = typer.Option(None, "--cache", help="feature cache folder")):
-    """Evaluate a saved model: per member and ensemble, optionally under added noise."""
+    """Evaluate a saved model: its answer per protocol, then per member and vote, optionally under noise."""
     from .cache import default_cache_dir
-    from .evaluation import markdown_table
+    from .corpora import parse_label_specs
+    from .evaluation import report_markdown
     from .pipeline import run_evaluate
 
     if noise not in ("white", "babble"):
         fail(f"--noise must be white or babble, not {noise!r}")
     if part not in ("auto", "test", "all"):
         fail(f"--part must be auto, test or all, not {part!r}")
+    mapping = parse_label_specs(labels) if labels else None
     res = run_evaluate(model, corpus, data, out, noise_snr, noise, part, cache or default_cache_dir(),
-                       log=lambda m: typer.echo(m, err=True))
-    typer.echo(markdown_table(res["results"], res["title"]))
+                       log=lambda m: typer.echo(m, err=True), by=by or (), label_map=mapping)
+    typer.echo(report_markdown(res["results"], res["headline"], res["same_as"], res["by"], res["title"]))
     if out is not None:
         typer.echo(f"report written to {out}")
 

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from . import members as registry
+from .corpora.labels import check_label_map
 from .errors import ConfigError, MissingExtra
 
 
@@ -318,22 +319,48 @@ class AdaptationConfig:
             raise ConfigError("adaptation.shrink must be a number >= 0")
 
 
+SPLIT_KINDS = ("speaker", "random", "speaker+text")
+
+
 @dataclass(frozen=True)
 class SplitConfig:
-    kind: str = field(default="speaker", metadata={"help": "speaker (independent) or random (speaker-dependent)"})
+    kind: str = field(default="speaker", metadata={"help": "speaker (independent), random (speaker-dependent), or "
+                                                           "speaker+text (no speaker and no text on both sides; "
+                                                           "utterances whose speaker and text fall on different "
+                                                           "sides are left out of that split)"})
     val_fraction: float = field(default=0.15, metadata={"help": "share of speakers (or utterances) for validation; "
                                                                  "0 = none: every member trains the full epoch "
                                                                  "budget, keeps its last weights, equal votes"})
     test_fraction: float = field(default=0.15, metadata={"help": "share of speakers (or utterances) for test"})
     seed: int = field(default=0, metadata={"help": "split seed"})
+    text_column: str = field(default="auto", metadata={"help": "speaker+text: the metadata column naming each "
+                                                                "utterance's text; auto: text if the corpus has "
+                                                                "it (EmoDB), else sentence (ASED)"})
 
     def __post_init__(self) -> None:
-        if self.kind not in ("speaker", "random"):
-            raise ConfigError(f"split.kind must be 'speaker' or 'random', not {self.kind!r}")
+        if self.kind not in SPLIT_KINDS:
+            raise ConfigError(f"split.kind must be one of {', '.join(SPLIT_KINDS)}, not {self.kind!r}")
+        if not isinstance(self.text_column, str) or not self.text_column.strip():
+            raise ConfigError("split.text_column must name a metadata column (or be auto)")
         if not (0 <= self.val_fraction < 1 and 0 < self.test_fraction < 1
                 and self.val_fraction + self.test_fraction < 1):
             raise ConfigError("split.val_fraction must be in [0, 1), split.test_fraction in (0, 1), and they "
                               "must sum below 1")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How the corpus's labels are read."""
+
+    labels: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"help": "the user's label mapping FROM: TO, e.g. {calm: neutral}: merges or renames labels "
+                          "before anything else sees them (the CLI's --labels replaces it). Without it labels "
+                          "stay as the corpus writes them (the csv reader only normalises spellings: angry -> "
+                          "anger); inspect and train say what was mapped"})
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", check_label_map(self.labels, "data.labels"))
 
 
 MAX_CANDIDATES = 32
@@ -419,6 +446,7 @@ class CorpusSource:
 
 @dataclass(frozen=True)
 class Config:
+    data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -476,7 +504,8 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
         if not isinstance(data, dict):
-            raise ConfigError("a config must be a mapping of sections (features, model, train, split, adaptation)")
+            raise ConfigError("a config must be a mapping of sections (data, features, model, train, split, "
+                              "adaptation, selection)")
         data = _upgrade(data)
         parts = {}
         for f in fields(cls):

@@ -81,6 +81,22 @@ def subset_table(rows: dict[str, dict[str, dict]], column: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def duplicate_rows(rows: dict[str, np.ndarray], order: list[str] | None = None, atol: float = 1e-6) -> dict[str, str]:
+    """{row: the row it repeats} for each row whose probabilities (N, C) equal another's, the one kept being
+    the first in ``order`` (default: the rows' own order). A report lists the kept rows and names the others."""
+    kept: list[str] = []
+    same: dict[str, str] = {}
+    for name in order or list(rows):
+        p = np.asarray(rows[name])
+        twin = next((k for k in kept if np.shape(rows[k]) == p.shape and np.allclose(rows[k], p, rtol=0, atol=atol)),
+                    None)
+        if twin is None:
+            kept.append(name)
+        else:
+            same[name] = twin
+    return same
+
+
 def summarise_folds(per_fold: list[dict]) -> dict:
     """Mean and std over folds of each headline metric: {metric: {"mean", "std", "folds": [...]}}."""
     out = {}
@@ -177,9 +193,34 @@ def plot_curves(history: dict[str, list[dict]], path: str | Path) -> None:
     save_figure(fig, path)
 
 
+def report_markdown(results: dict[str, dict], headline: list[str] | None = None,
+                    same_as: dict[str, str] | None = None, by: dict[str, dict] | None = None, title: str = "") -> str:
+    """The report's tables, what was asked first: the ``headline`` rows (the model's answer, one per protocol),
+    their pooled UAR and macro-F1 per value of each column of ``by`` ({column: {row: {"all": metrics, value:
+    metrics}}}), then the other rows under a heading, leaving out those of ``same_as`` (identical to a row
+    shown, named below the table). Without a headline every row is a headline row."""
+    same_as = same_as or {}
+    head = [n for n in headline or () if n in results] or [n for n in results if n not in same_as]
+    rest = {n: r for n, r in results.items() if n not in head and n not in same_as}
+    md = [f"### {title}", ""] if title else []
+    md.append(markdown_table({n: results[n] for n in head}))
+    for column, rows in (by or {}).items():
+        md += ["", f"#### by {column} (pooled UAR and macro-F1 per value)", "",
+               subset_table({n: rows[n] for n in head if n in rows}, column)]
+    if rest:
+        md += ["", "#### members and votes" + (" (each value of " + ", ".join(by) + " in report.json)" if by else ""),
+               "", markdown_table(rest)]
+    if same_as:
+        md += ["", "Identical to a row above, so not shown (all are in report.json): "
+               + "; ".join(f"{a} = {b}" for a, b in same_as.items()) + "."]
+    return "\n".join(md) + "\n"
+
+
 def write_report(out: str | Path, results: dict[str, dict], labels: list[str], title: str,
-                 extra: dict | None = None, notes: list[str] | None = None) -> dict:
-    """Write ``report.json``, ``report.md`` and one confusion PNG per entry into ``out``."""
+                 extra: dict | None = None, notes: list[str] | None = None, headline: list[str] | None = None,
+                 same_as: dict[str, str] | None = None, by: dict[str, dict] | None = None) -> dict:
+    """Write ``report.json``, ``report.md`` (``report_markdown``) and a confusion PNG per row shown into ``out``.
+    The JSON holds every row, ``headline``, ``same_as`` and ``by``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {title}", ""]
@@ -187,16 +228,19 @@ def write_report(out: str | Path, results: dict[str, dict], labels: list[str], t
         md.append(f"- {n}")
     if notes:
         md.append("")
-    md.append(markdown_table(results))
-    has_pc = all("per_class" in r or "per_class" in (r.get("pooled") or {}) for r in results.values())
+    md.append(report_markdown(results, headline, same_as, by))
+    shown = {n: r for n, r in results.items() if n not in (same_as or {})}
+    has_pc = all("per_class" in r or "per_class" in (r.get("pooled") or {}) for r in shown.values())
     if has_pc:
-        md += ["", "Per-class recall (%):", "", per_class_table(results, labels)]
-    for name, r in results.items():
+        md += ["", "Per-class recall (%):", "", per_class_table(shown, labels)]
+    for name, r in shown.items():
         if "confusion" in r:
             png = f"confusion_{name.replace(' ', '_').replace('/', '_')}.png"
             plot_confusion(r["confusion"], labels, out / png, f"{title}: {name}")
             md.append(f"![{name}]({png})")
-    data = {"title": title, "labels": labels, "results": results, "notes": notes or [], **(extra or {})}
+    data = {"title": title, "labels": labels, "results": results, "notes": notes or [],
+            **({"headline": list(headline)} if headline else {}), **({"same_as": same_as} if same_as else {}),
+            **({"by": by} if by else {}), **(extra or {})}
     atomic_write_text(out / "report.json", json.dumps(data, indent=1, ensure_ascii=False))
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     return data

@@ -40,30 +40,32 @@ def _within(groups: dict[str, list[Utterance]], make: Callable[[list[Utterance]]
     out = []
     for i, sp in enumerate(next(iter(per.values()))):
         parts = [per[n][i] for n in per]
+        meta = {"within_corpus": {n: {part: len(getattr(p, part)) for part in ("train", "val", "test")}
+                                  for n, p in zip(per, parts)}}
+        if any("dropped" in p.meta for p in parts):  # speaker+text: what each corpus's split left out, in all
+            meta.update(dropped=sum(p.meta.get("dropped", 0) for p in parts), text_column=sp.meta.get("text_column"))
         out.append(Split(sp.kind, sp.seed, [x for p in parts for x in p.train], [x for p in parts for x in p.val],
-                         [x for p in parts for x in p.test], fold=sp.fold,
-                         meta={"within_corpus": {n: {part: len(getattr(p, part)) for part in ("train", "val", "test")}
-                                                 for n, p in zip(per, parts)}}))
+                         [x for p in parts for x in p.test], fold=sp.fold, meta=meta))
     return out
 
 
 def union_folds(utterances: Sequence[Utterance], k: int = 5, kind: str = "speaker", val_fraction: float = 0.15,
-                seed: int = 0) -> list[Split]:
+                seed: int = 0, text_column: str = "auto") -> list[Split]:
     """``make_folds`` within each corpus (``Utterance.corpus``); fold f of the union is fold f of each corpus,
     so every corpus holds out the speakers it would hold out alone. One corpus: ``make_folds`` itself."""
     groups = by_corpus(utterances)
     if len(groups) == 1:
-        return make_folds(list(utterances), k, kind, val_fraction, seed)
-    return _within(groups, lambda u: make_folds(u, k, kind, val_fraction, seed))
+        return make_folds(list(utterances), k, kind, val_fraction, seed, text_column)
+    return _within(groups, lambda u: make_folds(u, k, kind, val_fraction, seed, text_column))
 
 
 def union_split(utterances: Sequence[Utterance], kind: str = "speaker", val_fraction: float = 0.15,
-                test_fraction: float = 0.15, seed: int = 0) -> Split:
+                test_fraction: float = 0.15, seed: int = 0, text_column: str = "auto") -> Split:
     """``make_split`` within each corpus, the parts joined. One corpus: ``make_split`` itself."""
     groups = by_corpus(utterances)
     if len(groups) == 1:
-        return make_split(list(utterances), kind, val_fraction, test_fraction, seed)
-    return _within(groups, lambda u: [make_split(u, kind, val_fraction, test_fraction, seed)])[0]
+        return make_split(list(utterances), kind, val_fraction, test_fraction, seed, text_column)
+    return _within(groups, lambda u: [make_split(u, kind, val_fraction, test_fraction, seed, text_column)])[0]
 
 
 def row_name(row: str, corpus: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -25,31 +24,40 @@ from .artifact import load_model, read_meta, save_model
 from .atomic import atomic_write_text
 from .calibration import cross_fold_calibration
 from .config import Config
-from .corpora import scan_corpus
-from .corpora.base import EMOTIONS, EXTRA_EMOTIONS, CorpusError
+from .corpora import describe_mapping, scan_corpus
+from .corpora.base import EMOTIONS, EXTRA_EMOTIONS, CorpusError, check_columns
 from .corpora.union import combine, corpus_labels, prefixed, sources
-from .crossval import SINGLE_TAG, SPEAKER_TAG, cross_validate, fold_items, pool, summarise, held_out_statistics
+from .crossval import SINGLE_TAG, SPEAKER_TAG, cross_validate, fold_items, summarise, held_out_statistics
 from .ensemble import COMPANION_PREFIX, Ensemble, at_unit_temperature
 from .evaluation import compute_metrics, plot_curves, restrict_probs, write_report
 from .joint import corpora_note, corpus_metrics, corpus_rows, only_labels, shared_labels, union_folds, union_split
 from .prepare import Item, prepare
-from .splits import Split, load_splits, save_splits
+from .rows import (SELECTED_ROW, Pool, column_values, fold_key, headline, model_row, protocol_rows, result_rows,
+                   same_as, subsets)
+from .splits import KINDS, Split, load_splits, save_splits
 from .statistics import speaker_statistics
 from .selection import fit_selected
 from .training import choose_pair_weight, predict_items, write_history
 
 PROTOCOL_SINGLE = SINGLE_TAG
-SELECTED_ROW = "selected configuration"
 RUN_MARKERS = ("model.json", "config.json", "splits.json", "splits_all.json")  # what makes a folder a run
 
 
-def load_items(corpus, data: str | Path | None, cfg: Config, cache_dir=None, log=print) -> tuple[list[Item], list]:
+def load_items(corpus, data: str | Path | None, cfg: Config, cache_dir=None, log=print,
+               label_map: dict | None = None, strict_labels: bool = True, by=()) -> tuple[list[Item], list]:
     """Scan and prepare a corpus, or several (``corpus`` a list of sources, ``corpora.union.sources``; each
-    utterance's id and speaker then prefixed by its corpus's name); problems are reported and skipped.
-    Raises if nothing is usable."""
+    utterance's id and speaker then prefixed by its corpus's name), labels mapped by ``label_map`` (default:
+    ``cfg.data.labels``; see ``corpora.map_labels`` for ``strict_labels``, which holds for one corpus only: of
+    several, each need not have every label mapped) and the mapping logged; problems are reported and skipped.
+    Raises if nothing is usable, or (before preparing anything) if a metadata column of ``by`` is not there."""
     scans, srcs = [], sources(corpus, data)
+    mapping = cfg.data.labels if label_map is None else label_map
     for src in srcs:
-        scan = scan_corpus(src.corpus, src.data, durations=False)
+        scan = scan_corpus(src.corpus, src.data, durations=False, labels=mapping,
+                           strict_labels=strict_labels and len(srcs) == 1)
+        mapped = describe_mapping(scan.labels_mapped)
+        if mapped:
+            log(mapped if len(srcs) == 1 else f"{src.name}: {mapped}")
         if not scan.utterances:
             raise CorpusError(f"{src.corpus}: no usable utterances found under {src.data}"
                               + (f" ({len(scan.problems)} problem(s), e.g. {scan.problems[0].path}: "
@@ -57,6 +65,7 @@ def load_items(corpus, data: str | Path | None, cfg: Config, cache_dir=None, log
         scans.append((src.name, scan))
     scan = combine(scans)
     corpus, data = (scan.corpus, scan.root) if len(srcs) > 1 else (srcs[0].corpus, srcs[0].data)
+    check_columns(scan.utterances, by, corpus)
     t0 = time.perf_counter()
     prep = prepare(scan.utterances, cfg.features, cache_dir)
     problems = scan.problems + prep.problems
@@ -112,31 +121,8 @@ def pair_with_companion(model: Ensemble, single: Ensemble, train: list[Item], la
     return pair
 
 
-def result_rows(model: Ensemble, probs: np.ndarray) -> dict[str, np.ndarray]:
-    """Name -> (N, C) for each row of ``probs`` (rows + 1, N, C): each member, and the votes."""
-    rows = {name: probs[i] for i, name in enumerate(model.member_names)}
-    if model.companion is not None:  # each model's own vote, then the pair's
-        n_a = len(model.members)
-        rows["ensemble (speaker model)"] = model.vote(probs[:n_a])
-        rows["ensemble (single-utterance model)"] = model.companion.vote(probs[n_a:-1])
-        rows["ensemble (paired)"] = probs[-1]
-    elif len(model.members) > 1:
-        rows["ensemble (equal)"] = probs[:-1].mean(0)
-        rows["ensemble (weighted " + "/".join(f"{x:.1f}" for x in model.weights) + ")"] = probs[-1]
-    if model.selected is not None:  # the whole procedure's answer, whichever candidate won this fold
-        rows[SELECTED_ROW] = probs[-1]
-    return rows
-
-
 def _metrics(rows: dict[str, np.ndarray], y: np.ndarray, labels: list[str]) -> dict[str, dict]:
     return {name: compute_metrics(y, p, labels) for name, p in rows.items()}
-
-
-def _tagged(per_protocol: dict[str, dict], speaker_mode: bool) -> dict:
-    """Rows named with their protocol (``name [tag]``) when a model reports two protocols."""
-    if not speaker_mode:
-        return dict(per_protocol.get(SINGLE_TAG, {}))
-    return {f"{k} [{tag}]": v for tag in (SPEAKER_TAG, SINGLE_TAG) for k, v in per_protocol.get(tag, {}).items()}
 
 
 def selection_note(info: dict, fold: int | None = None) -> str | None:
@@ -160,12 +146,25 @@ def selection_note(info: dict, fold: int | None = None) -> str | None:
             "speakers' inner CV: " + "; ".join(parts))
 
 
+def _model_notes(cfg: Config) -> list[str]:
+    """What the report's first rows are, and the labels the user mapped."""
+    speaker_mode = cfg.features.normalisation == "speaker"
+    rows = (f"'{model_row(SPEAKER_TAG)}' and '{model_row(SINGLE_TAG)}' are" if speaker_mode else
+            f"'{model_row(SINGLE_TAG)}' is")
+    notes = [f"{rows} the saved model's answer" + (" (the selected configuration's)" if cfg.selection.candidates
+                                                   else "") + "; its members and votes below"]
+    if cfg.data.labels:
+        notes.append("labels mapped (data.labels): " + ", ".join(f"{a} -> {b}" for a, b in cfg.data.labels.items()))
+    return notes
+
+
 def _notes(cfg: Config, split: Split, test: list[Item]) -> tuple[list[str], str]:
     speaker_mode = cfg.features.normalisation == "speaker"
     protocol = "both, side by side: speaker-adapted (all of the speaker's test utterances, no labels) and " \
         "single utterance" if speaker_mode else PROTOCOL_SINGLE
     notes = [f"split: {split.description}, seed {split.seed}; test: {len(test)} utterances of "
              f"{len({it.utt.speaker for it in test})} speakers", f"protocol: {protocol}"]
+    notes += _model_notes(cfg)
     if speaker_mode:
         n_min = min(sum(it.utt.speaker == s for it in test) for s in {it.utt.speaker for it in test})
         enrol = cfg.features.enrolment
@@ -182,8 +181,10 @@ def _notes(cfg: Config, split: Split, test: list[Item]) -> tuple[list[str], str]
 
 
 def save_run(out: Path, model: Ensemble, info: dict, split: Split, fold_results: dict, corpus: str, data: str,
-             train: list[Item], val: list[Item], test: list[Item], corpora: list[dict] | None = None) -> None:
-    """One trained split's files: the model (with the split's digest), splits.json, history, curves, report.
+             train: list[Item], val: list[Item], test: list[Item], same: dict[str, str] | None = None,
+             by: dict | None = None, corpora: list[dict] | None = None) -> None:
+    """One trained split's files: the model (with the split's digest), splits.json, history, curves, report
+    (rows identical to another in ``same``, per-subset figures in ``by``; see ``evaluation.write_report``).
     ``corpora``: a run on several corpora, each {name, corpus, data, labels, n} (``_corpora_meta``)."""
     cfg = model.cfg
     where = ({"corpus": corpus, "data": [c["data"] for c in corpora], "corpora": corpora} if corpora else
@@ -202,7 +203,8 @@ def save_run(out: Path, model: Ensemble, info: dict, split: Split, fold_results:
     if corpora:
         notes.append(corpora_note({c["name"]: c["labels"] for c in corpora}, {c["name"]: c["n"] for c in corpora}))
     write_report(out / "report", fold_results, model.labels, f"{corpus} test set", notes=notes,
-                 extra={"split": split.kind, "protocol": protocol})
+                 extra={"split": split.kind, "protocol": protocol}, headline=headline(fold_results),
+                 same_as=same, by=by)
 
 
 def _check_out(out: Path) -> None:
@@ -225,19 +227,22 @@ def _swap_in(stage: Path, out: Path) -> None:
 
 
 def run_train(corpus, data: str | Path | None, out: str | Path, cfg: Config, folds: int = 0,
-              cache_dir=None, progress: bool = True, log=print) -> dict:
+              cache_dir=None, progress: bool = True, log=print, by=()) -> dict:
     """``persemo train``: one split (folds 0) or speaker-grouped k-fold cross-validation (folds >= 2), on a
-    corpus or on several (``corpus`` a list of sources, ``data`` None: ``corpora.union.sources``)."""
+    corpus or on several (``corpus`` a list of sources, ``data`` None: ``corpora.union.sources``); the report
+    also per value of each metadata column of ``by``. Returns the report's ``results`` (and its ``headline``,
+    ``same_as`` and ``by``, as ``evaluation.report_markdown`` takes them)."""
     if folds is None or folds == 1 or folds < 0:
         raise CorpusError(f"--folds must be 0 (one split) or at least 2, not {folds}")
     out = Path(out)
     _check_out(out)
     corpus = sources(corpus, data)
-    items, _ = load_items(corpus, None, cfg, cache_dir, log)
+    items, _ = load_items(corpus, None, cfg, cache_dir, log, by=by)  # an unknown column: before any training
+    by = list(by or ())
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        res = _train_into(stage, corpus, data, cfg, folds, items, cache_dir, progress, log)
+        res = _train_into(stage, corpus, data, cfg, folds, items, cache_dir, progress, log, by)
         _swap_in(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -262,14 +267,14 @@ def _corpora_meta(srcs, items: list[Item]) -> tuple[dict[str, list[str]], list[d
 
 
 def _train_into(out: Path, corpus, data, cfg: Config, folds: int, items: list[Item], cache_dir, progress,
-                log) -> dict:
+                log, by: list[str]) -> dict:
     srcs = sources(corpus, data)
     own, corpora = _corpora_meta(srcs, items)
     corpus, data = ("+".join(s.name for s in srcs), None) if corpora else (srcs[0].corpus, srcs[0].data)
     utts = [it.utt for it in items]
     s = cfg.split
-    splits = (union_folds(utts, folds, s.kind, s.val_fraction, s.seed) if folds else
-              [union_split(utts, s.kind, s.val_fraction, s.test_fraction, s.seed)])
+    splits = (union_folds(utts, folds, s.kind, s.val_fraction, s.seed, s.text_column) if folds else
+              [union_split(utts, s.kind, s.val_fraction, s.test_fraction, s.seed, s.text_column)])
     save_splits(splits, out / "splits_all.json" if folds else out / "splits.json")
     atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=1))
     labels = labels_of(items)
@@ -278,6 +283,10 @@ def _train_into(out: Path, corpus, data, cfg: Config, folds: int, items: list[It
         if not train or not test or (not val and cfg.split.val_fraction > 0):
             raise CorpusError(f"split leaves an empty part (train {len(train)}, val {len(val)}, test {len(test)}); "
                               "the corpus is too small for it")
+    dropped = [sp.meta["dropped"] for sp in splits if "dropped" in sp.meta]
+    if dropped:
+        log(f"{KINDS[splits[0].kind]} split by {splits[0].meta['text_column']}: utterances left out "
+            f"(their speaker or text on both sides): {', '.join(map(str, dropped))}" + (" per fold" if folds else ""))
     speaker_mode = cfg.features.normalisation == "speaker"
     run_dir = (lambda sp: out / f"fold{sp.fold}") if folds else (lambda sp: out)
 
@@ -285,43 +294,43 @@ def _train_into(out: Path, corpus, data, cfg: Config, folds: int, items: list[It
         return fit_model(cfg_, labels_, train, val, run_dir(sp), progress, log, cache_dir)
 
     per_fold: dict[str, list[dict]] = {}
-    pooled_rows: dict[str, tuple[list, list]] = {}
+    pooled = Pool()
     oof: dict[str, list] = {}
-    last = None
+    fold_values: list[dict] = []
+    last: dict = {}
     winners: list[str | None] = []
     row_corpus: dict[str, str] = {}  # a joint run's per-corpus rows (pooled keys) -> their corpus
     for fold in cross_validate(cfg, items, splits, labels, fit=fit, cache_dir=cache_dir,
                                shrink_k=cfg.adaptation.shrink if speaker_mode else 0.0, log=log):
-        per_protocol = {}
-        for tag, probs in fold.probs.items():
-            rows = result_rows(fold.model, probs)
-            per_protocol[tag] = _metrics(rows, fold.y, labels)
-            parts = corpus_rows(rows, fold.y, [it.utt.corpus for it in fold.test], labels, own)
-            per_protocol[tag].update({n: corpus_metrics(y_c, p_c, labels, own[c]) for n, (c, y_c, p_c) in parts.items()})
-            scored = {**{n: (fold.y, p) for n, p in rows.items()}, **{n: (y_c, p_c) for n, (_, y_c, p_c) in parts.items()}}
-            for name, (y_r, p) in scored.items():
-                key = re.sub(r"^ensemble \(weighted [^)]*\)", "ensemble (weighted)", name)
-                key = f"{key} [{tag}]" if speaker_mode else key
-                if name in parts:
-                    row_corpus[key] = parts[name][0]
-                ys, ps = pooled_rows.setdefault(key, ([], []))
-                ys.append(y_r)
-                ps.append(p)
-            if fold.model.companion is None and fold.model.selected is None:  # across folds: members at T = 1
-                oof.setdefault(tag, []).append(
-                    (fold.y, at_unit_temperature(probs[:-1], fold.model.temperatures)))
-        results = _tagged(per_protocol, speaker_mode)
+        values = column_values(fold.test, by)
+        fold_values.append(values)
+        rows = protocol_rows(fold.model, fold.probs, speaker_mode)
+        results = _metrics(rows, fold.y, labels)
+        for name, p in rows.items():
+            pooled.add(fold_key(name), fold.y, p, values)
+        # a joint run: the model's rows on each corpus's test clips, scored on that corpus's own emotions
+        clip_corpus = np.array([it.utt.corpus for it in fold.test])
+        for name, (c, y_c, p_c) in corpus_rows({n: rows[n] for n in headline(rows)}, fold.y, clip_corpus, labels,
+                                               own).items():
+            results[name] = corpus_metrics(y_c, p_c, labels, own[c])
+            pooled.add(name, y_c, p_c, {col: [v for v, m in zip(vs, clip_corpus == c) if m] for col, vs in values.items()})
+            row_corpus[name] = c
+        if fold.model.companion is None and fold.model.selected is None:  # across folds: members at T = 1
+            for tag, probs in fold.probs.items():
+                oof.setdefault(tag, []).append((fold.y, at_unit_temperature(probs[:-1], fold.model.temperatures)))
+        last = {"results": results, "headline": headline(results), "same_as": same_as(rows),
+                "by": subsets(fold.y, rows, values, labels)}
         save_run(run_dir(fold.split), fold.model, fold.info, fold.split, results, corpus, str(data),
-                 fold.train, fold.val, fold.test, corpora=corpora)
+                 fold.train, fold.val, fold.test, last["same_as"], last["by"], corpora=corpora)
         for name, r in results.items():
-            key = re.sub(r"^ensemble \(weighted [^)]*\)", "ensemble (weighted)", name)
-            per_fold.setdefault(key, []).append(r)
-        last = results
+            per_fold.setdefault(fold_key(name), []).append(r)
         winners.append(selection_note(fold.info, (fold.split.fold or 0) + 1 if folds else None))
     if not folds:
-        return {"results": last}
-    notes = [f"split: {splits[0].description}, seed {s.seed}; mean ± std over folds, and pooled over all "
-             "out-of-fold predictions"] + [w for w in winners if w]
+        return last
+    notes = [f"split: {KINDS[splits[0].kind]}, seed {s.seed}; mean ± std over folds, and pooled over all out-of-fold "
+             "predictions" + (f"; utterances left out per fold (speaker or text on both sides): "
+                              f"{', '.join(map(str, dropped))}" if dropped else "")] + [w for w in winners if w]
+    notes += _model_notes(cfg)
     if corpora:
         notes.append(corpora_note(own, {c["name"]: c["n"] for c in corpora}))
     extra: dict = {"folds": len(splits)}
@@ -332,7 +341,8 @@ def _train_into(out: Path, corpus, data, cfg: Config, folds: int, items: list[It
             for name, rs in c["per_fold"].items():
                 key = f"{name} [{t}]" if speaker_mode else name
                 per_fold[key] = rs
-                pooled_rows[key] = (c["y"], c["probs"][name])
+                for y, p, values in zip(c["y"], c["probs"][name], fold_values):
+                    pooled.add(key, y, p, values)
         temps = calibration["protocols"][tag]["temperatures"]
         weights = calibration["protocols"][tag]["weights"]
         notes.append("calibrated: each member's softmax temperature fitted (least log-loss) on the other folds' "
@@ -351,21 +361,26 @@ def _train_into(out: Path, corpus, data, cfg: Config, folds: int, items: list[It
         log(f"member temperatures ({', '.join(cfg.model.members)}) fitted on the out-of-fold predictions: "
             f"{', '.join(f'{t:.2f}' for t in temps)}; vote weights on them: {', '.join(f'{w:.2f}' for w in weights)} "
             f"({out / 'calibration.json'})")
-    pooled = {k: pool(ys, ps, labels) for k, (ys, ps) in pooled_rows.items()}
-    pooled.update({k: only_labels(pooled[k], own[c]) for k, c in row_corpus.items()})
-    summary = summarise(per_fold, pooled)
+    metrics = pooled.metrics(labels)
+    metrics.update({k: only_labels(metrics[k], own[c]) for k, c in row_corpus.items()})
+    summary = summarise(per_fold, metrics)
+    res = {"results": summary, "headline": headline(summary), "same_as": same_as(pooled.probs()),
+           "by": pooled.subsets(by, labels)}
     write_report(out / "report", summary, labels, f"{corpus}: {len(splits)}-fold cross-validation",
-                 notes=notes, extra=extra)
-    return {"results": summary}
+                 notes=notes, extra=extra, headline=res["headline"], same_as=res["same_as"], by=res["by"])
+    return res
 
 
 def run_evaluate(model_dir: str | Path, corpus: str, data: str | Path, out: str | Path | None = None,
                  noise_snr: float | None = None, noise: str = "white", part: str = "auto", cache_dir=None,
-                 log=print) -> dict:
+                 log=print, by=(), label_map: dict[str, str] | None = None) -> dict:
     """``persemo evaluate``: a saved model on a corpus (its held-out test part when it was trained on it, or on it
-    among others). Scored on the emotions the model and the corpus share: clips of the corpus's other emotions
-    are skipped, and when the model knows emotions the corpus lacks its probabilities are restricted to the
-    shared ones and renormalised; the log and the report name what was left out on each side."""
+    among others), in the protocols its training report has (a speaker-normalised model: speaker-adapted and
+    single utterance), also per value of each metadata column of ``by``. Scored on the emotions the model and the
+    corpus share: clips of the corpus's other emotions are skipped, and when the model knows emotions the corpus
+    lacks its probabilities are restricted to the shared ones and renormalised; the log and the report name what
+    was left out on each side. The corpus's labels are mapped by ``label_map`` when given (each must be in the
+    corpus), else by the mapping the model was trained with, where it applies."""
     model, meta, _ = load_model(model_dir)
     cfg = model.cfg
     p, _ = read_meta(model_dir)
@@ -389,7 +404,8 @@ def run_evaluate(model_dir: str | Path, corpus: str, data: str | Path, out: str 
         elif split.digest() != want:
             raise CorpusError(f"{split_file}: not the split this model was trained on (its digest differs); "
                               "the run directory mixes two runs: retrain, or use --part all")
-    items, _ = load_items(corpus, data, cfg, cache_dir, log)
+    items, _ = load_items(corpus, data, cfg, cache_dir, log, label_map, strict_labels=label_map is not None, by=by)
+    by = list(by or ())
     if member is not None and len(joint) > 1:  # its ids as the model's split names them
         items = [replace(it, utt=prefixed(it.utt, member["name"])) for it in items]
     own = labels_of(items)  # the corpus's emotions (all of it: a test part may lack one)
@@ -401,7 +417,7 @@ def run_evaluate(model_dir: str | Path, corpus: str, data: str | Path, out: str 
     elif same:
         log("warning: evaluating on all of the training corpus: training utterances are included, so these "
             "figures are NOT held-out results")
-    labels = list(meta["labels"])
+    labels = list(meta["labels"])  # from here on: the model's
     shared, model_only, unknown = shared_labels(labels, own)
     n_skipped = sum(it.utt.emotion in unknown for it in items)
     if unknown:
@@ -416,11 +432,15 @@ def run_evaluate(model_dir: str | Path, corpus: str, data: str | Path, out: str 
     stats = held_out_statistics(cfg, model, items, cache_dir, shrink_k) if model.adaptable else None
     index = {l: i for i, l in enumerate(shared)}
     y = np.array([index[it.utt.emotion] for it in items])
-    probs = predict_items(model, items, cfg, stats, noise_snr=noise_snr, noise=noise)
-    rows = result_rows(model, probs)
+    probs = {SINGLE_TAG: predict_items(model, items, cfg, None, noise_snr=noise_snr, noise=noise)}
+    if stats is not None:
+        probs[SPEAKER_TAG] = predict_items(model, items, cfg, stats, noise_snr=noise_snr, noise=noise)
+    rows = protocol_rows(model, probs, model.adaptable)
     if model_only:
         rows = {name: restrict_probs(p, labels, shared) for name, p in rows.items()}
     results = _metrics(rows, y, shared)
+    res = {"results": results, "headline": headline(results), "same_as": same_as(rows),
+           "by": subsets(y, rows, column_values(items, by), shared)}
     cond = "clean" if noise_snr is None else f"{noise} noise at {noise_snr:g} dB SNR"
     title = f"{corpus} ({part} part, {cond}" + (f"; the {len(shared)} shared emotions)" if model_only else ")")
     left_out = {"model_labels": model_only, "corpus_labels": unknown, "skipped_utterances": n_skipped}
@@ -429,10 +449,11 @@ def run_evaluate(model_dir: str | Path, corpus: str, data: str | Path, out: str 
     notes += [f"{corpus}'s emotions the model does not know, their {n_skipped} utterances skipped: "
               f"{', '.join(unknown)}"] if unknown else []
     if out is not None:
-        write_report(out, results, shared, title, notes=notes,
+        write_report(out, results, shared, title, notes=_model_notes(cfg) + notes, headline=res["headline"],
+                     same_as=res["same_as"], by=res["by"],
                      extra={"part": part, "noise_snr": noise_snr, "noise": noise, "left_out": left_out})
-    return {"title": title, "results": results, "labels": shared, "left_out": left_out}
+    return {"title": title, **res, "labels": shared, "left_out": left_out}
 
 
-__all__ = ["fit_model", "labels_of", "load_items", "pair_with_companion", "result_rows", "run_evaluate",
-           "run_train", "save_run", "speaker_statistics"]
+__all__ = ["SELECTED_ROW", "fit_model", "labels_of", "load_items", "pair_with_companion", "result_rows",
+           "run_evaluate", "run_train", "save_run", "speaker_statistics"]

@@ -13,6 +13,9 @@ def print_inspect(summary: dict) -> None:
               f"{summary['speakers']} speakers "
               f"({', '.join(f'{v} {k}' for k, v in summary['speakers_by_gender'].items())}), "
               f"{(dur or 0) / 60:.1f} min of audio")
+    if summary.get("labels_mapped"):
+        con.print("labels mapped: " + ", ".join(f"{s} -> {a['to']} ({a['n']} clips)"
+                                                for s, a in summary["labels_mapped"].items()), markup=False)
     t = Table(title="by emotion")
     t.add_column("emotion")
     t.add_column("utterances", justify="right")
@@ -27,6 +30,8 @@ def print_inspect(summary: dict) -> None:
     for g, c in summary["by_gender"].items():
         t.add_row(g, str(c))
     con.print(t)
+    for column, values in (summary.get("by_column") or {}).items():
+        con.print(column_table(column, values, list(summary["by_emotion"])))
     spk = summary["by_speaker"]
     if spk:
         counts = sorted(spk.values())
@@ -40,6 +45,18 @@ def print_inspect(summary: dict) -> None:
             con.print(f"  ... and {len(probs) - 50} more (use --json for all)")
     else:
         con.print("no problems found")
+
+
+def column_table(column: str, values: dict[str, dict], labels: list[str]):
+    """A rich table of ``counts_by``: one row per value of ``column``, utterances, speakers, then per emotion."""
+    from rich.table import Table
+
+    t = Table(title=f"by {column}")
+    for name in (column, "utterances", "speakers", *labels):
+        t.add_column(name, justify="left" if name == column else "right")
+    for v, c in values.items():
+        t.add_row(v, str(c["utterances"]), str(c["speakers"]), *[str(c["by_emotion"].get(e, 0)) for e in labels])
+    return t
 
 
 def print_predictions(results: list[dict], members: list[str]) -> None:

@@ -103,3 +103,26 @@ def test_manifest_round_trip(clips, tmp_path):
         load_manifest(bad)
     with pytest.raises(CorpusError, match="not found"):
         load_manifest(tmp_path / "nope.csv")
+
+
+def test_calm_stays_calm_and_aliases_only_normalise_spellings(clips):
+    from persemo.corpora.csv import ALIASES
+
+    m = clips / "m.csv"
+    m.write_text("path,emotion,speaker\naudio/s1/a.wav,calm,s1\naudio/s1/b.wav,neutral,s1\n"
+                 "audio/s2/c.wav,joy,s2\naudio/s2/d.wav,Angry,s2\n")
+    scan = scan_corpus("csv", m, durations=False)
+    assert [u.emotion for u in scan.utterances] == ["calm", "neutral", "joy", "anger"]
+    assert scan.labels == ["anger", "neutral", "calm", "joy"] and scan.labels_mapped == {}
+    # every alias is a spelling of its target (the target's stem), never another emotion
+    for alias, target in ALIASES.items():
+        assert alias[:3] == target[:3], (alias, target)
+
+
+def test_extra_columns_are_kept_as_metadata(clips):
+    m = clips / "m.csv"
+    m.write_text("path,emotion,speaker,gender,Sentence,shared_text\naudio/s1/a.wav,sad,s1,F,01,yes\n"
+                 "audio/s2/c.wav,fear,s2,M,03,\n")
+    utts = scan_corpus("csv", m, durations=False).utterances
+    assert [u.meta for u in utts] == [{"gender": "F", "sentence": "01", "shared_text": "yes"},
+                                      {"gender": "M", "sentence": "03", "shared_text": ""}]

@@ -1,6 +1,6 @@
 """The manifest: one record per utterance, the same for every corpus.
 
-Readers (shemo, emodb, csv) scan a folder or table and return a ``Scan``: the records that parsed and
+Readers (shemo, emodb, ased, csv) scan a folder or table and return a ``Scan``: the records that parsed and
 every problem found (names that do not parse, missing files), so that nothing is dropped silently.
 """
 
@@ -64,6 +64,8 @@ class Scan:
     root: str
     utterances: list[Utterance] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    # the user's label mapping as applied (``labels.map_labels``): {from: {"to": label, "n": clips}}
+    labels_mapped: dict[str, dict] = field(default_factory=dict)
 
     @property
     def labels(self) -> list[str]:
@@ -72,8 +74,11 @@ class Scan:
         order = [e for e in EMOTIONS + EXTRA_EMOTIONS if e in present]
         return order + sorted(present - set(order))
 
-    def summary(self) -> dict:
+    def summary(self, by=()) -> dict:
+        """Counts by emotion, gender and speaker, the labels mapped, the problems; and per value of each
+        column of ``by`` (a metadata column, speaker or gender; ``counts_by``)."""
         utts = self.utterances
+        by = check_columns(utts, by, self.corpus)
         durations = [u.duration for u in utts if u.duration is not None]
         speakers = Counter(u.speaker for u in utts)
         genders = Counter(u.gender or "unknown" for u in utts)
@@ -90,6 +95,8 @@ class Scan:
             "by_gender": dict(sorted(genders.items())),
             "by_speaker": dict(sorted(speakers.items())),
             "total_duration_s": round(sum(durations), 3) if durations else None,
+            "labels_mapped": self.labels_mapped,
+            **({"by_column": {c: counts_by(utts, c, self.labels) for c in by}} if by else {}),
             "problems": [asdict(p) for p in self.problems],
         }
 
@@ -139,8 +146,48 @@ def _meta(text: str | None, path: Path, line: int) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()}
 
 
-def summary_json(scan: Scan) -> str:
-    return json.dumps(scan.summary(), ensure_ascii=False, indent=2)
+def summary_json(scan: Scan, by=()) -> str:
+    return json.dumps(scan.summary(by), ensure_ascii=False, indent=2)
+
+
+NONE = "(none)"  # the value of an utterance that has no value in a column
+BUILT_IN_COLUMNS = ("speaker", "gender")  # columns every utterance has besides its metadata
+
+
+def columns_of(utterances: list[Utterance]) -> list[str]:
+    """The columns an utterance can be grouped by: every metadata column present, then speaker and gender."""
+    meta = sorted({k for u in utterances for k in u.meta})
+    return meta + [c for c in BUILT_IN_COLUMNS if c not in meta]
+
+
+def value_of(u: Utterance, column: str) -> str:
+    """``u``'s value in ``column`` (its metadata first, then speaker or gender); ``NONE`` when it has none."""
+    v = u.meta.get(column)
+    if v is None and column in BUILT_IN_COLUMNS:
+        v = getattr(u, column)
+    return NONE if v in (None, "") else str(v)
+
+
+def check_columns(utterances: list[Utterance], columns, corpus: str = "") -> list[str]:
+    """``columns`` if every one of them exists in ``utterances``; else a one-line error listing those that do."""
+    columns = list(columns or ())
+    have = columns_of(utterances)
+    unknown = [c for c in columns if c not in have]
+    if unknown:
+        raise CorpusError(f"--by {unknown[0]}: no such column in {corpus or 'the corpus'} (columns: "
+                          f"{', '.join(have)})")
+    return columns
+
+
+def counts_by(utterances: list[Utterance], column: str, labels: list[str]) -> dict[str, dict]:
+    """Per value of ``column`` (sorted): {"utterances": n, "speakers": n, "by_emotion": {label: n}}."""
+    out: dict[str, dict] = {}
+    for v in sorted({value_of(u, column) for u in utterances}):
+        group = [u for u in utterances if value_of(u, column) == v]
+        emo = Counter(u.emotion for u in group)
+        out[v] = {"utterances": len(group), "speakers": len({u.speaker for u in group}),
+                  "by_emotion": {e: emo.get(e, 0) for e in labels}}
+    return out
 
 
 def find_wavs(root: Path) -> list[Path]:

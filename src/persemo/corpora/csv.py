@@ -1,7 +1,8 @@
 """Any other corpus from a CSV or TSV manifest: columns ``path,emotion[,speaker][,gender]`` and any others,
 kept per utterance as metadata (``Utterance.meta``; ``gender`` also fills ``Utterance.gender``).
 
-Paths are relative to the manifest's folder. Without a speaker column every utterance is its own
+Emotion names are lower-cased and spellings of one emotion normalised (``ALIASES``: angry -> anger); any
+other label stays as written. Paths are relative to the manifest's folder. Without a speaker column every utterance is its own
 speaker, and only the random (speaker-dependent) split is meaningful; the reader says so.
 """
 
@@ -12,8 +13,10 @@ from pathlib import Path
 
 from .base import CorpusError, Problem, Scan, Utterance
 
-ALIASES = {"angry": "anger", "happy": "happiness", "joy": "happiness", "sad": "sadness", "surprised": "surprise",
-           "fearful": "fear", "calm": "neutral", "disgusted": "disgust", "bored": "boredom"}
+# spellings of one emotion, normalised to the shared vocabulary's word. Never a merge of two emotions (calm is not
+# neutral, joy is not happy in every corpus): that is the user's choice (``--labels calm=neutral``; labels.py)
+ALIASES = {"angry": "anger", "happy": "happiness", "sad": "sadness", "surprised": "surprise", "fearful": "fear",
+           "disgusted": "disgust", "bored": "boredom"}
 
 
 BUILT_IN = ("path", "emotion", "speaker")  # every other column is kept as the utterance's metadata
