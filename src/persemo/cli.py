@@ -177,10 +177,10 @@ def evaluate(model: Path = typer.Option(..., "--model", help="run directory of a
         typer.echo(f"report written to {out}")
 
 
-def _map_settings(jobs: int, engine: str, address: Optional[str], batch_size: int):
+def _map_settings(jobs: int, engine: str, address: Optional[str], batch_size: int, threads: int):
     from .parallel import MapSettings
 
-    return MapSettings(jobs=jobs, engine=engine, address=address, batch_size=batch_size)
+    return MapSettings(jobs=jobs, engine=engine, address=address, batch_size=batch_size, threads=threads or None)
 
 
 JobsOpt = typer.Option(1, "--jobs", help="worker processes (or engine workers), each loading the model once")
@@ -189,6 +189,7 @@ EngineOpt = typer.Option("local", "--engine", help="local (process pool), ray or
 AddressOpt = typer.Option(None, "--address", help="a running ray or dask cluster to use (default: start a local "
                                                   "one)")
 BatchOpt = typer.Option(8, "--batch-size", help="files a worker receives at once")
+ThreadsOpt = typer.Option(0, "--threads", help="torch/BLAS threads per worker; 0: CPU cores // jobs")
 
 
 @app.command()
@@ -205,7 +206,7 @@ def predict(files: List[Path] = typer.Argument(..., help="audio files (WAV, FLAC
             out: Optional[Path] = typer.Option(None, "--out", help="write one row per file to this .csv, .jsonl "
                                                                   "or .parquet; a rerun skips files already in it"),
             jobs: int = JobsOpt, engine: str = EngineOpt, address: Optional[str] = AddressOpt,
-            batch_size: int = BatchOpt,
+            batch_size: int = BatchOpt, threads: int = ThreadsOpt,
             chunk: int = typer.Option(64, "--chunk", help="rows per atomic write to --out (what a kill can lose)"),
             no_progress: bool = typer.Option(False, "--no-progress", help="hide the progress bar (--out)")):
     """The top emotion and every emotion's probability, per member and ensemble, for each file; with --out,
@@ -219,10 +220,10 @@ def predict(files: List[Path] = typer.Argument(..., help="audio files (WAV, FLAC
     try:
         if out is not None:
             _predict_archive(model, files, out, lang, speaker_stats, same_speaker, as_json,
-                             _map_settings(jobs, engine, address, batch_size), chunk, no_progress)
+                             _map_settings(jobs, engine, address, batch_size, threads), chunk, no_progress)
             return
-        if (jobs, engine, address, chunk) != (1, "local", None, 64):
-            fail("--jobs, --engine, --address and --chunk score into a results file: give --out")
+        if (jobs, engine, address, chunk, threads) != (1, "local", None, 64, 0):
+            fail("--jobs, --engine, --address, --threads and --chunk score into a results file: give --out")
         files = [Path(p) for f in files
                  for p in (collect_inputs([f]) if f.is_dir() or f.suffix.lower() in MANIFEST_EXTENSIONS else [f])]
     except BatchError as exc:
@@ -462,7 +463,7 @@ def cache_fill(corpus: str = CorpusOpt, data: Path = DataOpt,
                cache: Optional[Path] = typer.Option(None, "--cache", help="feature cache folder (default "
                                                                           "~/.cache/persemo)"),
                jobs: int = JobsOpt, engine: str = EngineOpt, address: Optional[str] = AddressOpt,
-               batch_size: int = BatchOpt):
+               batch_size: int = BatchOpt, threads: int = ThreadsOpt):
     """Fill the feature cache for a corpus on workers (front end, openSMILE, Whisper), before `persemo train`."""
     from .cache import default_cache_dir
     from .cachefill import fill_cache
@@ -472,7 +473,7 @@ def cache_fill(corpus: str = CorpusOpt, data: Path = DataOpt,
     cfg = load_config(config or RECOMMENDED)
     scan = scan_corpus(corpus, data, durations=False)
     where = cache or default_cache_dir()
-    res = fill_cache(scan.utterances, cfg, where, _map_settings(jobs, engine, address, batch_size),
+    res = fill_cache(scan.utterances, cfg, where, _map_settings(jobs, engine, address, batch_size, threads),
                      log=lambda m: typer.echo(m, err=True))
     typer.echo(f"cached {res['clips'] - res['problems']} of {res['clips']} clips in {where} "
                f"({res['seconds']:.1f} s, {res['problems']} unusable)")
