@@ -215,3 +215,13 @@ def test_cache_filled_by_one_and_two_workers_is_identical(archive, tmp_path):
     assert r1["problems"] == r2["problems"] == 2
     a, b = _tree_bytes(tmp_path / "c1"), _tree_bytes(tmp_path / "c2")
     assert len(a) == 2 * 12 and a == b  # front end + functionals of each usable clip, byte for byte
+
+
+@pytest.mark.parametrize("engine", ["dask", "ray"])
+def test_an_engine_in_local_mode_gives_the_pool_s_rows(engine, model_dir, archive, tmp_path):
+    pytest.importorskip("distributed" if engine == "dask" else "ray", reason=f"the {engine} engine (the scale "
+                                                                               f"extra) is not installed")
+    one = score_archive(model_dir, [archive], tmp_path / "one.csv", MapSettings(1, threads=1))
+    eng = score_archive(model_dir, [archive], tmp_path / "eng.csv", MapSettings(2, engine, batch_size=3))
+    assert (one["scored"], one["errors"]) == (eng["scored"], eng["errors"]) == (12, 2)
+    assert _rows(tmp_path / "one.csv") == _rows(tmp_path / "eng.csv")

@@ -20,6 +20,7 @@ The engines are the optional extra ``scale``; asking for one that is not install
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 from collections.abc import Callable, Iterator, Sequence
@@ -239,7 +240,7 @@ def _map_dask(factory, items, runs, settings) -> Iterator[tuple[int, Any]]:
         pending = iter(runs)
         window = 2 * len(client.nthreads()) if settings.address else 2 * settings.jobs
         futs = [client.submit(_run_batch_dask, factory, settings.worker_threads, idx, [items[i] for i in idx],
-                              pure=False) for idx, _ in zip(pending, range(window))]
+                              pure=False) for idx in itertools.islice(pending, window)]
         ac = as_completed(futs)
         for fut in ac:
             idx, out = fut.result()
