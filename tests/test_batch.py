@@ -225,3 +225,11 @@ def test_an_engine_in_local_mode_gives_the_pool_s_rows(engine, model_dir, archiv
     eng = score_archive(model_dir, [archive], tmp_path / "eng.csv", MapSettings(2, engine, batch_size=3))
     assert (one["scored"], one["errors"]) == (eng["scored"], eng["errors"]) == (12, 2)
     assert _rows(tmp_path / "one.csv") == _rows(tmp_path / "eng.csv")
+
+
+def test_a_missing_engine_is_one_line_naming_the_pip_command(monkeypatch, model_dir, archive, tmp_path):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import fails as if not installed
+    res = runner.invoke(app, ["predict", "--model", str(model_dir), str(archive), "--out", str(tmp_path / "r.csv"),
+                              "--engine", "dask"])
+    assert res.exit_code == 2 and "pip install 'persemo[scale]'" in res.output
+    assert len(res.output.strip().splitlines()) == 1

@@ -184,8 +184,8 @@ def _map_settings(jobs: int, engine: str, address: Optional[str], batch_size: in
 
 
 JobsOpt = typer.Option(1, "--jobs", help="worker processes (or engine workers), each loading the model once")
-EngineOpt = typer.Option("local", "--engine", help="local (process pool), ray or dask (pip install "
-                                                   "'persemo[scale]')")
+EngineOpt = typer.Option("local", "--engine", help="local (process pool), dask (pip install 'persemo[scale]') "
+                                                   "or ray (pip install ray)")
 AddressOpt = typer.Option(None, "--address", help="a running ray or dask cluster to use (default: start a local "
                                                   "one)")
 BatchOpt = typer.Option(8, "--batch-size", help="files a worker receives at once")
