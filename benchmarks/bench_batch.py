@@ -106,7 +106,8 @@ def run_map(model: str, files: list[str], engine: str, jobs: int, batch_size: in
     items = [(file_key(f), f) for f in files]
     t0 = time.perf_counter()
     stamps, rows = [], {}
-    for i, row in map_items(functools.partial(measured, model), items, MapSettings(jobs, engine, batch_size=batch_size)):
+    settings = MapSettings(jobs, engine, batch_size=batch_size)
+    for i, row in map_items(functools.partial(measured, model), items, settings):
         stamps.append(time.perf_counter() - t0)
         rows[i] = row
     first, wall = stamps[0], stamps[-1]
@@ -117,7 +118,8 @@ def run_map(model: str, files: list[str], engine: str, jobs: int, batch_size: in
             "steady_files_per_s": (len(rows) - 1) / max(1e-9, wall - first), "files_per_s": len(rows) / wall,
             "errors": sum(r["status"] != "ok" for r in rows.values()),
             "audio_hours": sum(r["duration"] or 0 for r in rows.values()) / 3600,
-            "peak_rss_mib_per_worker": sorted(round(v) for v in rss.values()), "rows": [rows[i] for i in range(len(files))]}
+            "peak_rss_mib_per_worker": sorted(round(v) for v in rss.values()),
+            "rows": [rows[i] for i in range(len(files))]}
 
 
 def compare(a: list[dict], b: list[dict]) -> dict:
@@ -225,7 +227,8 @@ def markdown(d: dict) -> str:
              "(MiB) | max prob diff | errors |", "|---|---|---|---|---|---|---|---|---|"]
     for r in d["runs"]:
         lines.append(f"| {r['engine']} | {r['jobs']} | {r['first_row_s']:.1f} | {r['steady_files_per_s']:.2f} | "
-                     f"{r['wall_s']:.1f} | {r['files_per_s']:.2f} | {', '.join(map(str, r['peak_rss_mib_per_worker']))} "
+                     f"{r['wall_s']:.1f} | {r['files_per_s']:.2f} | "
+                     f"{', '.join(map(str, r['peak_rss_mib_per_worker']))} "
                      f"| {r['max_abs_prob_diff']} | {r['errors']} |")
     lines += ["", "Start-up, trivial batch (s): " + ", ".join(f"{k} {v}" for k, v in d["startup_s"].items()),
               "", "Install size (MB of files): " + ", ".join(

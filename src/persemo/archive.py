@@ -63,7 +63,8 @@ def read_manifest(path: Path) -> list[str]:
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh, delimiter=delim)
         if "path" not in (reader.fieldnames or []):
-            raise BatchError(f"{path}: a manifest needs a 'path' column (columns: {', '.join(reader.fieldnames or [])})")
+            raise BatchError(f"{path}: a manifest needs a 'path' column "
+                             f"(columns: {', '.join(reader.fieldnames or [])})")
         rows = [r["path"].strip() for r in reader if (r.get("path") or "").strip()]
     return [os.path.abspath(path.parent / r) for r in rows]
 
