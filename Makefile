@@ -6,7 +6,7 @@ STAMP := $(VENV)/.persemo-installed
 # torch is pinned exactly and installed in the same pip command as everything else, so pip never
 # resolves an unpinned torch (which would pull a multi-GB CUDA build on a CPU machine).
 TORCH ?= torch==2.13.0
-EXTRAS ?= serve,export,opensmile,encoder,dev
+EXTRAS ?= serve,export,opensmile,encoder,scale,dev
 DEMO_DIR ?= demo_data
 DEMO_RUN ?= runs/demo
 

@@ -25,6 +25,7 @@ SCRIPTS = {
     "fit": "bench_fit",              # training-side speed-ups, side by side with what they replaced
     "selection-cost": "selection_cost",  # the nested selection against the fixed winner, side by side
     "cross-corpus": "cross_corpus",  # EmoDB <-> ASED on the shared emotions; joint training beside each alone
+    "batch": "bench_batch",          # scoring an archive: local pool vs Ray vs Dask, resume after kill -9
     "service": "bench_service",      # HTTP load test on loopback
     "readme": "readme",              # README's results table from the files in results/
 }

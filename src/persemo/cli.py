@@ -220,9 +220,25 @@ def evaluate(model: Path = typer.Option(..., "--model", help="run directory of a
         typer.echo(f"report written to {out}")
 
 
+def _map_settings(jobs: int, engine: str, address: Optional[str], batch_size: int, threads: int):
+    from .parallel import MapSettings
+
+    return MapSettings(jobs=jobs, engine=engine, address=address, batch_size=batch_size, threads=threads or None)
+
+
+JobsOpt = typer.Option(1, "--jobs", help="worker processes (or engine workers), each loading the model once")
+EngineOpt = typer.Option("local", "--engine", help="local (process pool), dask (pip install 'persemo[scale]') "
+                                                   "or ray (pip install ray)")
+AddressOpt = typer.Option(None, "--address", help="a running ray or dask cluster to use (default: start a local "
+                                                  "one)")
+BatchOpt = typer.Option(8, "--batch-size", help="files a worker receives at once")
+ThreadsOpt = typer.Option(0, "--threads", help="torch/BLAS threads per worker; 0: CPU cores // jobs")
+
+
 @app.command()
 @guarded
-def predict(files: List[Path] = typer.Argument(..., help="audio files (WAV, FLAC, OGG, ...)"),
+def predict(files: List[Path] = typer.Argument(..., help="audio files (WAV, FLAC, OGG, ...), folders (searched "
+                                                         "recursively) or manifests (.csv/.tsv, a path column)"),
             model: Path = typer.Option(..., "--model", help="run directory of a trained model"),
             as_json: bool = typer.Option(False, "--json", help="print JSON"),
             lang: str = typer.Option("en", "--lang", help="label names: en or fa"),
@@ -233,12 +249,35 @@ def predict(files: List[Path] = typer.Argument(..., help="audio files (WAV, FLAC
             segments: bool = typer.Option(False, "--segments", help="a file longer than one window: one row per "
                                           "voiced segment, each scored once (persemo.timeline)"),
             plot: Optional[Path] = typer.Option(None, "--plot", help="folder: one PNG per file, its emotions "
-                                                "over time")):
-    """The top emotion and every emotion's probability, per member and ensemble, for each file."""
+                                                "over time"),
+            out: Optional[Path] = typer.Option(None, "--out", help="write one row per file to this .csv, .jsonl "
+                                                                  "or .parquet; a rerun skips files already in it"),
+            jobs: int = JobsOpt, engine: str = EngineOpt, address: Optional[str] = AddressOpt,
+            batch_size: int = BatchOpt, threads: int = ThreadsOpt,
+            chunk: int = typer.Option(64, "--chunk", help="rows per atomic write to --out (what a kill can lose)"),
+            no_progress: bool = typer.Option(False, "--no-progress", help="hide the progress bar (--out)")):
+    """The top emotion and every emotion's probability, per member and ensemble, for each file; with --out,
+    an archive scored in parallel into a resumable results file."""
     if lang not in ("en", "fa"):
         fail(f"--lang must be en or fa, not {lang!r}")
     if speaker_stats is not None and same_speaker:
         fail("give either --speaker-stats or --same-speaker, not both")
+    from .archive import MANIFEST_EXTENSIONS, BatchError, collect_inputs
+
+    try:
+        if out is not None:
+            if segments or plot is not None:
+                fail("--segments and --plot print each file's timeline; with --out the results file holds one row "
+                     "per file (score the long recordings without --out)")
+            _predict_archive(model, files, out, lang, speaker_stats, same_speaker, as_json,
+                             _map_settings(jobs, engine, address, batch_size, threads), chunk, no_progress)
+            return
+        if (jobs, engine, address, chunk, threads) != (1, "local", None, 64, 0):
+            fail("--jobs, --engine, --address, --threads and --chunk score into a results file: give --out")
+        files = [Path(p) for f in files
+                 for p in (collect_inputs([f]) if f.is_dir() or f.suffix.lower() in MANIFEST_EXTENSIONS else [f])]
+    except BatchError as exc:
+        fail(str(exc))
     from .audio import SAMPLE_RATE, AudioError, load_audio
     from .inference import Recogniser
 
@@ -279,6 +318,28 @@ def predict(files: List[Path] = typer.Argument(..., help="audio files (WAV, FLAC
         print_predictions(results, rec.members)
     if failed:
         raise typer.Exit(2)
+
+
+def _predict_archive(model, files, out, lang, speaker_stats, same_speaker, as_json, settings, chunk,
+                     no_progress) -> None:
+    """predict --out: every file once into the results file; exit 0 when the batch finished (error rows
+    included), 2 when every file this run scored failed."""
+    if same_speaker:
+        fail("--same-speaker reads every file before scoring any; it does not combine with --out")
+    if as_json:
+        fail("--json prints to the terminal; with --out the rows go to the file (use a .jsonl --out)")
+    if chunk < 1:
+        fail(f"--chunk must be at least 1, not {chunk}")
+    from .batch import score_archive
+
+    res = score_archive(model, files, out, settings, chunk, lang, speaker_stats,
+                        progress=False if no_progress else None)
+    rate = res["scored"] / res["seconds"] if res["seconds"] > 0 else 0.0
+    typer.echo(f"{res['scored']} scored, {res['errors']} errors, {res['skipped']} already in {out} "
+               f"({res['audio_hours']:.2f} h of audio in {res['seconds']:.1f} s, {rate:.1f} files/s)")
+    if res["errors"] and not res["scored"]:
+        raise typer.Exit(2)
+
 
 @app.command()
 @guarded
@@ -452,6 +513,30 @@ def export(model: Path = typer.Option(..., "--model", help="run directory of a t
         typer.echo("check skipped (--no-check)")
     for note in rep.notes:
         typer.echo(f"note: {note}")
+
+
+@app.command("cache")
+@guarded
+def cache_fill(corpus: str = CorpusOpt, data: Path = DataOpt,
+               config: Optional[Path] = typer.Option(None, "--config", help="the config train will use (default: "
+                                                                           "configs/recommended.yaml)"),
+               cache: Optional[Path] = typer.Option(None, "--cache", help="feature cache folder (default "
+                                                                          "~/.cache/persemo)"),
+               jobs: int = JobsOpt, engine: str = EngineOpt, address: Optional[str] = AddressOpt,
+               batch_size: int = BatchOpt, threads: int = ThreadsOpt):
+    """Fill the feature cache for a corpus on workers (front end, openSMILE, Whisper), before `persemo train`."""
+    from .cache import default_cache_dir
+    from .cachefill import fill_cache
+    from .config import RECOMMENDED, load_config
+    from .corpora import scan_corpus
+
+    cfg = load_config(config or RECOMMENDED)
+    scan = scan_corpus(corpus, data, durations=False)
+    where = cache or default_cache_dir()
+    res = fill_cache(scan.utterances, cfg, where, _map_settings(jobs, engine, address, batch_size, threads),
+                     log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"cached {res['clips'] - res['problems']} of {res['clips']} clips in {where} "
+               f"({res['seconds']:.1f} s, {res['problems']} unusable)")
 
 
 def main() -> None:
