@@ -148,13 +148,11 @@ def member_graph(member) -> tuple[torch.nn.Module | None, str, str]:
     net = member.torch_module()
     if net is not None:
         return net, "frames", ""
-    hook = getattr(member, "wave_module", None)  # optional: Member does not declare it
-    if hook is None:
-        return None, "", member.not_exportable
     try:
-        return hook(), "wave", ""
+        net = member.wave_module()
     except NotExportable as exc:
         return None, "", str(exc)
+    return (net, "wave", "") if net is not None else (None, "", member.not_exportable)
 
 
 def _vote_plan(model: Ensemble) -> tuple[list[int], list[float], dict[str, str], list[tuple]]:

@@ -221,6 +221,11 @@ class Member:
     def torch_module(self) -> nn.Module | None:
         return None
 
+    def wave_module(self) -> nn.Module | None:
+        """A member that reads the waveform itself (not the front end's frames): its whole graph, (wave (B, S),
+        lengths (B,)) -> log-probabilities (B, C), or None (``torch_module`` or ``not_exportable`` then)."""
+        return None
+
 
 class _Logits(nn.Module):
     """An exportable view of a torch member: (logmel, mfcc, valid) -> logits."""
