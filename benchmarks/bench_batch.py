@@ -75,9 +75,9 @@ def measured(model: str):
     fn = predictor(model)
 
     def run(batch):
-        rows = fn(batch)
+        per_file = fn(batch)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        return [{**r, "_pid": os.getpid(), "_rss": rss} for r in rows]
+        return [[{**r, "_pid": os.getpid(), "_rss": rss} for r in rows] for rows in per_file]
 
     return run
 
@@ -107,9 +107,9 @@ def run_map(model: str, files: list[str], engine: str, jobs: int, batch_size: in
     t0 = time.perf_counter()
     stamps, rows = [], {}
     settings = MapSettings(jobs, engine, batch_size=batch_size)
-    for i, row in map_items(functools.partial(measured, model), items, settings):
+    for i, file_rows in map_items(functools.partial(measured, model), items, settings):
         stamps.append(time.perf_counter() - t0)
-        rows[i] = row
+        rows[i] = file_rows[0]
     first, wall = stamps[0], stamps[-1]
     rss: dict[int, float] = {}
     for r in rows.values():

@@ -143,6 +143,41 @@ def test_cli_predict_segments_and_plot(rec, tmp_path, monkeypatch):
     assert res.exit_code == 0 and "segments (summary: duration-weighted" in res.stdout
 
 
+def test_archive_segments_one_row_per_segment_after_the_summary(rec, tmp_path, monkeypatch):
+    """predict --out --segments: a long file's summary row, then one row per voiced segment (start, end,
+    probabilities); a short file keeps its one row; a rerun finds every file scored."""
+    import csv
+
+    import soundfile as sf
+
+    import persemo.serve.vad
+
+    monkeypatch.setattr(persemo.serve.vad, "load_vad", lambda kind="auto": EnergyVAD())
+    wave, _ = bursts([(0.5, 1.5), (3.0, 1.0)], seed=3)
+    sf.write(tmp_path / "talk.wav", wave, SR)
+    sf.write(tmp_path / "short.wav", wave[: SR], SR)
+    run = tmp_path / "run"
+    save_model(run, rec.model)
+    out = tmp_path / "rows.csv"
+    args = ["predict", str(tmp_path / "talk.wav"), str(tmp_path / "short.wav"), "--model", str(run), "--out",
+            str(out), "--segments", "--no-progress"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    talk = [r for r in rows if r["file"].endswith("talk.wav")]
+    assert [r["segment"] for r in talk] == ["all", "0", "1"] and "duration-weighted" in talk[0]["combined"]
+    assert float(talk[1]["start"]) < float(talk[1]["end"]) <= float(talk[2]["start"]) < float(talk[2]["end"])
+    assert all(abs(sum(float(r[f"p_{l}"]) for l in rec.labels) - 1) < 1e-4 for r in talk)
+    assert [r["segment"] for r in rows if r["file"].endswith("short.wav")] == ["all"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "0 scored, 0 errors, 2 already in" in res.stdout
+    with out.open(newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == len(rows)
+    res = CliRunner().invoke(app, args[:-2] + ["--plot", str(tmp_path / "p")])
+    assert res.exit_code == 2 and "--plot" in res.output
+
+
 def test_doctests():
     import doctest
 

@@ -80,8 +80,12 @@ def file_key(path: str) -> tuple[str, int, int] | None:
 
 # ------------------------------------------------------------------------------------------ results
 
-def columns(labels: Sequence[str]) -> list[str]:
-    return [*BASE_COLUMNS, *(f"p_{l}" for l in labels), *TAIL_COLUMNS]
+SEGMENT_COLUMNS = ("segment", "start", "end")  # --segments: which piece of the file a row is ("all": the file)
+
+
+def columns(labels: Sequence[str], segments: bool = False) -> list[str]:
+    return [*BASE_COLUMNS, *(SEGMENT_COLUMNS if segments else ()), *(f"p_{l}" for l in labels),
+            *(("combined",) if segments else ()), *TAIL_COLUMNS]
 
 
 def _row_key(row: dict) -> tuple[str, int, int] | None:
@@ -94,7 +98,7 @@ def _row_key(row: dict) -> tuple[str, int, int] | None:
 class ResultStore:
     """The rows of ``out``: those of earlier runs, and new ones added in atomic chunks (see the module)."""
 
-    def __init__(self, out: str | Path, labels: Sequence[str], model_id: str):
+    def __init__(self, out: str | Path, labels: Sequence[str], model_id: str, segments: bool = False):
         self.out = Path(out)
         self.format = FORMATS.get(self.out.suffix.lower())
         if self.format is None:
@@ -107,31 +111,39 @@ class ResultStore:
         if self.out.is_dir():
             raise BatchError(f"{self.out}: a folder; --out names a results file")
         self.parts = self.out.with_name(self.out.name + ".parts")
-        self.columns = columns(labels)
+        self.columns = columns(labels, segments)
         self.model_id = model_id
-        self.rows: dict[str, dict] = {}  # by file: earlier rows, then parts in order (a later row wins)
+        # by file, its rows (one, or with --segments its summary and one per segment): earlier rows, then the
+        # parts in order (a later chunk's rows for a file replace the earlier ones); a file's rows share a chunk
+        self.rows: dict[str, list[dict]] = {}
         self._next = 0
         self._load()
 
     def _load(self) -> None:
-        earlier = read_rows(self.out, self.format) if self.out.is_file() else []
+        chunks = [read_rows(self.out, self.format)] if self.out.is_file() else []
         parts = sorted(self.parts.glob("*.jsonl")) if self.parts.is_dir() else []
-        for p in parts:
-            earlier += read_rows(p, "jsonl")
+        chunks += [read_rows(p, "jsonl") for p in parts]
         if parts:
             self._next = max(int(p.stem) for p in parts if p.stem.isdigit()) + 1
-        for row in earlier:
-            if str(row.get("model")) != self.model_id:
-                raise BatchError(f"{self.out}: holds rows of another model ({row.get('model')}, this one is "
-                                 f"{self.model_id}); give another --out")
-            self.rows[str(row["file"])] = row
+        for rows in chunks:
+            for row in rows:
+                if str(row.get("model")) != self.model_id:
+                    raise BatchError(f"{self.out}: holds rows of another model ({row.get('model')}, this one is "
+                                     f"{self.model_id}); give another --out")
+            self._keep(rows)
+
+    def _keep(self, rows: list[dict]) -> None:
+        by_file: dict[str, list[dict]] = {}
+        for r in rows:
+            by_file.setdefault(str(r["file"]), []).append(r)
+        self.rows.update(by_file)
 
     def done(self, key: tuple[str, int, int] | None) -> bool:
         """Whether a row for this exact file (path, size, mtime) is there already."""
         if key is None:
             return False
-        row = self.rows.get(key[0])
-        return row is not None and _row_key(row) == key
+        rows = self.rows.get(key[0])
+        return bool(rows) and _row_key(rows[0]) == key
 
     def add_chunk(self, rows: list[dict]) -> None:
         """Write ``rows`` as the next part file (atomically, flushed to disk), then keep them."""
@@ -140,14 +152,13 @@ class ResultStore:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         atomic_write_text(self.parts / f"{self._next:06d}.jsonl", text)
         self._next += 1
-        for r in rows:
-            self.rows[str(r["file"])] = r
+        self._keep(rows)
 
     def finish(self, order: Sequence[str]) -> Path:
         """Join every row into ``out`` atomically (``order``'s files first, in that order), remove the parts."""
-        first = [self.rows[f] for f in order if f in self.rows]
+        first = [r for f in order if f in self.rows for r in self.rows[f]]
         seen = set(order)
-        rows = first + [r for f, r in self.rows.items() if f not in seen]
+        rows = first + [r for f, rs in self.rows.items() if f not in seen for r in rs]
         write_rows(self.out, self.format, rows, self.columns)
         if self.parts.is_dir():
             shutil.rmtree(self.parts, ignore_errors=True)

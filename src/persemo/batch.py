@@ -36,35 +36,55 @@ def model_labels(model: str | Path) -> list[str]:
 
 
 def _score(rec, labels: list[str], mid: str, lang: str, stats, key: tuple[str, int, int] | None,
-           path: str) -> dict:
-    """One file's row: the ensemble's top emotion and every probability, or the reason it has none."""
+           path: str, timeline=None) -> list[dict]:
+    """One file's rows: the ensemble's top emotion and every probability, or the reason it has none. With a
+    ``timeline.Timeline``, the file's summary row (segment "all", how it was combined) and then one row per
+    voiced segment (its start and end in seconds)."""
     row: dict = {"file": path, "size": key[1] if key else None, "mtime_ns": key[2] if key else None,
                  "duration": None, "emotion": None, "confidence": None, **{f"p_{l}": None for l in labels},
                  "model": mid, "status": "ok"}
+    if timeline is not None:
+        row.update(segment="all", start=None, end=None, combined=None)
     try:
         wave = load_audio(path, SAMPLE_RATE)
-        res = rec.predict_wave(wave, lang, stats, path)
+        res = (timeline.score if timeline is not None else rec.predict_wave)(wave, lang, stats, path)
     except AudioError as exc:
         row["status"] = exc.reason
         try:
             row["duration"] = round(audio_info(path)[2], 4)
         except AudioError:
             pass
-        return row
+        return [row]
     except Exception as exc:  # noqa: BLE001 - one file's failure is its row, never the batch's end
         row["status"] = f"failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
-        return row
+        return [row]
     row.update(duration=res["duration"], emotion=res["emotion"], confidence=res["confidence"])
     for label, p in zip(labels, res["probabilities"].values()):  # in the model's label order
         row[f"p_{label}"] = p
-    return row
+    if timeline is None:
+        return [row]
+    row.update(start=0.0, end=res["duration"], combined=res.get("combined"))
+    rows = [row]
+    for seg in res.get("segments", []):
+        r = {**row, "segment": seg["segment"], "start": seg["start"], "end": seg["end"], "emotion": seg["emotion"],
+             "confidence": seg["confidence"], "combined": None}
+        r.update({f"p_{label}": p for label, p in zip(labels, seg["probabilities"].values())})
+        rows.append(r)
+    return rows
 
 
-def predictor(model: str, lang: str = "en", stats_path: str | None = None) -> Callable[[list], list]:
-    """The worker function of batch prediction (built once per worker): [(key, path)] -> rows."""
+def predictor(model: str, lang: str = "en", stats_path: str | None = None,
+              segments: bool = False) -> Callable[[list], list]:
+    """The worker function of batch prediction (built once per worker): [(key, path)] -> [rows of each file]
+    (``segments``: a file longer than one window as its voiced segments, ``timeline.Timeline``)."""
     from .inference import Recogniser
 
     rec = Recogniser.load(model)
+    timeline = None
+    if segments:
+        from .timeline import Timeline
+
+        timeline = Timeline(rec)
     mid = model_id(model)
     stats = None
     if stats_path is not None:
@@ -74,7 +94,7 @@ def predictor(model: str, lang: str = "en", stats_path: str | None = None) -> Ca
         stats = load_stats(stats_path, rec.meta["config"]["features"], rec.stats_requirements)
 
     def run(batch: list) -> list[dict]:
-        return [_score(rec, rec.labels, mid, lang, stats, key, path) for key, path in batch]
+        return [_score(rec, rec.labels, mid, lang, stats, key, path, timeline) for key, path in batch]
 
     return run
 
@@ -108,27 +128,30 @@ class _Progress:
 
 def score_archive(model: str | Path, inputs: Sequence[str | Path], out: str | Path,
                   settings: MapSettings = MapSettings(), chunk: int = DEFAULT_CHUNK, lang: str = "en",
-                  stats_path: str | Path | None = None, progress: bool | None = None) -> dict:
+                  stats_path: str | Path | None = None, progress: bool | None = None,
+                  segments: bool = False) -> dict:
     """Score every input not in ``out`` yet; returns counts: files, skipped, scored, errors, audio hours,
-    seconds. ``progress`` None: a bar when stderr is a terminal."""
+    seconds. ``progress`` None: a bar when stderr is a terminal. ``segments``: each file's summary row, then
+    one row per voiced segment (``_score``); a file's rows always reach disk in the same chunk."""
     if chunk < 1:
         raise ValueError("chunk must be at least 1")
     labels = model_labels(model)
     mid = model_id(model)
-    store = ResultStore(out, labels, mid)
+    store = ResultStore(out, labels, mid, segments)
     files = collect_inputs(inputs)
     keys = [file_key(f) for f in files]
     todo = [(k, f) for k, f in zip(keys, files) if not store.done(k)]
-    factory = functools.partial(predictor, str(model), lang, None if stats_path is None else str(stats_path))
+    factory = functools.partial(predictor, str(model), lang, None if stats_path is None else str(stats_path),
+                                segments)
     bar = _Progress(len(todo), sys.stderr.isatty() if progress is None else progress)
     start = time.perf_counter()
     held: list[dict] = []
     errors = 0
     try:
-        for _, row in map_items(factory, todo, settings):
-            held.append(row)
-            errors += row["status"] != "ok"
-            bar.advance(row)
+        for _, rows in map_items(factory, todo, settings):
+            held += rows
+            errors += rows[0]["status"] != "ok"
+            bar.advance(rows[0])
             if len(held) >= chunk:
                 store.add_chunk(held)
                 held = []

@@ -266,11 +266,11 @@ def predict(files: List[Path] = typer.Argument(..., help="audio files (WAV, FLAC
 
     try:
         if out is not None:
-            if segments or plot is not None:
-                fail("--segments and --plot print each file's timeline; with --out the results file holds one row "
-                     "per file (score the long recordings without --out)")
+            if plot is not None:
+                fail("--plot draws each file's timeline as it is printed; with --out, use --segments (the rows "
+                     "hold each segment's start, end and probabilities)")
             _predict_archive(model, files, out, lang, speaker_stats, same_speaker, as_json,
-                             _map_settings(jobs, engine, address, batch_size, threads), chunk, no_progress)
+                             _map_settings(jobs, engine, address, batch_size, threads), chunk, no_progress, segments)
             return
         if (jobs, engine, address, chunk, threads) != (1, "local", None, 64, 0):
             fail("--jobs, --engine, --address, --threads and --chunk score into a results file: give --out")
@@ -321,7 +321,7 @@ def predict(files: List[Path] = typer.Argument(..., help="audio files (WAV, FLAC
 
 
 def _predict_archive(model, files, out, lang, speaker_stats, same_speaker, as_json, settings, chunk,
-                     no_progress) -> None:
+                     no_progress, segments=False) -> None:
     """predict --out: every file once into the results file; exit 0 when the batch finished (error rows
     included), 2 when every file this run scored failed."""
     if same_speaker:
@@ -333,7 +333,7 @@ def _predict_archive(model, files, out, lang, speaker_stats, same_speaker, as_js
     from .batch import score_archive
 
     res = score_archive(model, files, out, settings, chunk, lang, speaker_stats,
-                        progress=False if no_progress else None)
+                        progress=False if no_progress else None, segments=segments)
     rate = res["scored"] / res["seconds"] if res["seconds"] > 0 else 0.0
     typer.echo(f"{res['scored']} scored, {res['errors']} errors, {res['skipped']} already in {out} "
                f"({res['audio_hours']:.2f} h of audio in {res['seconds']:.1f} s, {rate:.1f} files/s)")
