@@ -129,7 +129,7 @@ def test_weights_cover_all_three_members(trained):
     assert len(w) == 3 and sum(w) == pytest.approx(1.0) and min(w) >= 0
     np.testing.assert_allclose(model.weights, w)
     # what ONNX export votes: the torch members' share, renormalised over them
-    kept, kept_w, omitted = _vote_plan(model)
+    kept, kept_w, omitted, _ = _vote_plan(model)
     assert kept == [0, 1] and kept_w == pytest.approx(w[:2]) and list(omitted) == ["smile"]
     assert set(info["members"]) == set(MEMBERS) and set(info["history"]) == set(MEMBERS)
     assert info["history"]["cnn"] and info["history"]["lstm"] and info["history"]["smile"] == []
