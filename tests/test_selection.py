@@ -203,6 +203,21 @@ def test_a_member_that_failed_is_not_tried_again(items, monkeypatch):
     assert len(calls) == 1
 
 
+def test_a_failed_pair_listed_first_does_not_condemn_its_other_member(items, monkeypatch):
+    """The recommended list puts a pair (whisper + eGeMAPS) first: when its encoder cannot be had, the
+    functional member it shares with a later candidate is not marked as failed with it."""
+    def unavailable(self, waves):
+        raise OSError("cannot reach the hub")
+
+    monkeypatch.setattr(Band2Member, "clip_vectors", unavailable)
+    cands = [CANDIDATES[2], CANDIDATES[1], CANDIDATES[0]]  # pitch+noise, pitch, noise
+    _, info = fit_selected(selecting(cands, rule="se"), LABELS, items[:48], [], log=lambda m: None)
+    sel = {c["name"]: c for c in info["selection"]["candidates"]}
+    assert sel["pitch+noise"]["skipped"] == "cannot reach the hub"
+    assert "skipped" not in sel["pitch"] and sel["pitch"]["inner_uar"] is not None
+    assert info["selection"]["winner"] in ("pitch", "noise")
+
+
 def test_pair_weight_hands_a_confounded_corpus_to_the_companion(items, tmp_path):
     """Training speakers heard in one emotion each: normalising a speaker by their own statistics removes the
     emotion, the speaker-normalised model's inner CV says so, and the paired vote goes to the companion."""

@@ -13,7 +13,10 @@ part (a split's, or an outer fold's), ``fit_selected``:
 3. keeps a candidate by ``selection.rule``: ``margin``, the first-listed candidate within ``selection.margin``
    UAR points of the best mean score (a team's vote is tuned on the rows it is scored on, which flatters
    teams a little; list simpler candidates first); or ``se``, the first-listed candidate whose mean per-fold
-   deficit to the best is at most one standard error of that deficit (the one-standard-error rule).
+   deficit to the best is at most one standard error of that deficit (the one-standard-error rule): the
+   first-listed candidate is then a default that only clear inner evidence overrules (the recommended list
+   puts whisper + eGeMAPS first: thin evidence from few speakers per emotion chose worse than that default,
+   ``benchmarks/results/confound_*``).
 
 With ``selection.repeats`` R > 1 every member scores the training items on R inner speaker partitions
 (``heads.base.Head``: the first partition chooses hyperparameters and calibration, the others refit them
@@ -231,7 +234,9 @@ def fit_selected(cfg: Config, labels: list[str], train: list[Item], val: list[It
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             log(f"selection: skipping candidate {name}: {reason}")
             scores.append({"name": name, "skipped": reason})
-            failed.update({key: reason for key in keys.values() if key not in pool})
+            new = [key for key in keys.values() if key not in pool]
+            if len(new) == 1:  # the one member not fitted before is what failed; of several, which is unknown
+                failed[new[0]] = reason
             continue
         for m in model.members:
             if keys[m.kind] not in pool:
