@@ -275,7 +275,7 @@ def dumps(o: Any, indent: int = 2, width: int = 120, _level: int = 0) -> str:
     return "[\n" + ",\n".join(pad + dumps(v, indent, width, _level + 1) for v in o) + "\n" + end + "]"
 
 
-def write_json(path: Path, data: dict) -> dict:
+def write_json(path: Path, data: dict, compact: bool = False) -> dict:
     """``data`` as ``path`` (its per-fold probabilities to ``<name>.probs.npz`` beside it; floats to 8
     significant digits), atomically; returns what went into the JSON."""
     import numpy as np
@@ -296,7 +296,8 @@ def write_json(path: Path, data: dict) -> dict:
     else:
         npz.unlink(missing_ok=True)
     plain = _rounded(plain)
-    _atomic_write(path, dumps(plain) + "\n")
+    _atomic_write(path, (json.dumps(plain, ensure_ascii=False, separators=(",", ":")) if compact else dumps(plain))
+                  + "\n")
     return plain
 
 
@@ -337,7 +338,7 @@ def drop_probs(path: str | Path, why: str) -> int:
     return freed
 
 
-def write_results(name: str, data: dict, markdown: str, results_dir: str | Path | None = None
+def write_results(name: str, data: dict, markdown: str, results_dir: str | Path | None = None, compact: bool = False
                   ) -> tuple[Path, Path]:
     """Write ``<name>.json`` (``data``, with ``machine`` added when missing; its per-fold probabilities in
     ``<name>.probs.npz``) and ``<name>.md`` (``markdown`` followed by the stamp line) under
@@ -349,7 +350,7 @@ def write_results(name: str, data: dict, markdown: str, results_dir: str | Path 
     data = dict(data)
     machine = data.setdefault("machine", machine_info())
     json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
-    write_json(json_path, data)
+    write_json(json_path, data, compact)
     _atomic_write(md_path, markdown.rstrip("\n") + "\n\n" + stamp_line(machine) + "\n")
     return json_path, md_path
 

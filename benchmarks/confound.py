@@ -472,6 +472,16 @@ def targets(res: dict) -> list[str]:
     return lines + [""] if any_row else []
 
 
+def without_class_detail(o):
+    """``o`` without per-class figures and confusion matrices (no table here reads them; about half of a
+    result file): what the JSON keeps."""
+    if isinstance(o, dict):
+        return {k: without_class_detail(v) for k, v in o.items() if k not in ("per_class", "confusion")}
+    if isinstance(o, list):
+        return [without_class_detail(v) for v in o]
+    return o
+
+
 def render(res: dict, cmd: str, wall: float) -> str:
     md = [f"## {res.get('corpus', 'emodb')}: the speaker-emotion confound benchmark (issue 22)", "",
           f"Command: `{cmd}` ({wall / 60:.1f} min on this machine). {res['n_utterances']} clips, "
@@ -556,7 +566,8 @@ def main(argv=None) -> None:
         if not final:
             res["note"] = "Partial: the run was still going when this was written."
         md = render(res, cmd, wall)
-        write_results(f"confound_{a.corpus}" + (f"_{a.tag}" if a.tag else ""), res, md, a.results)
+        write_results(f"confound_{a.corpus}" + (f"_{a.tag}" if a.tag else ""), without_class_detail(res), md,
+                      a.results, compact=True)  # one line: these files are large and read by code only
         return md
 
     with threadpool_limits(limits=1):

@@ -127,3 +127,11 @@ def test_selection_rows_and_targets(tmp_path):
     table = "\n".join(regret_table({"results": {"balanced k=1": {"regret": reg}}}))
     assert "| 1 | 50.0 | 70.0 | 50.0 / 20.0 | 65.0 / 5.0 |" in table and "| median regret |" in table
     assert "| balanced k=1 | 40.0 | 38.0 | yes | 36.0 | -4.0 | **no** | -3.0 | **no** |" in md
+
+
+def test_results_keep_no_class_detail():
+    from benchmarks.confound import without_class_detail
+
+    res = {"rows": {"m": {"summary": {"pooled": {"uar": 0.5, "per_class": {"a": 1}, "confusion": [[1]]}},
+                          "folds": [{"uar": 0.4, "confusion": [[2]]}]}}}
+    assert without_class_detail(res) == {"rows": {"m": {"summary": {"pooled": {"uar": 0.5}}, "folds": [{"uar": 0.4}]}}}
