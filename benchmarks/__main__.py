@@ -23,6 +23,7 @@ SCRIPTS = {
     "memory": "bench_memory",        # peak resident memory of train and predict
     "members": "bench_members",      # each member's speed on one clip, and predict's cold start
     "fit": "bench_fit",              # training-side speed-ups, side by side with what they replaced
+    "copies": "bench_copies",        # white noisy copies seeded by the clip: computed once over k folds
     "selection-cost": "selection_cost",  # the nested selection against the fixed winner, side by side
     "cross-corpus": "cross_corpus",  # EmoDB <-> ASED on the shared emotions; joint training beside each alone
     "batch": "bench_batch",          # scoring an archive: local pool vs Ray vs Dask, resume after kill -9
