@@ -50,16 +50,17 @@ def _suite_s(condition: str, row: str) -> list[tuple[str, tuple[str, str]]]:
 SS, SS_S = "suite_emodb_selected", "suite_emodb_selected_speaker"  # the selection, clean and in noise
 BC = "suite_emodb_whisper_smile_babblecopies"  # whisper + smile with white and babble copies (issue 21 lever)
 CS = "suite_emodb_whisper_clean_smile_speaker"
+SN = "suite_emodb_selected_se"  # the selection as recommended now (10 candidates, rule se)
 AS, AS_S = "suite_ased_whisper", "suite_ased_whisper_speaker"  # ASED: the whisper candidate, fixed  # speaker mode, the whisper member without noisy copies
 FRONT_ROWS = [
     ("peer: ComParE_2016 functionals + SVM", ("peers_emodb", "standard/ComParE_2016 + SVM"),
      ("peers_emodb", "speaker-adapted/ComParE_2016 + SVM")),
     ("`whisper` alone (Whisper base's frozen encoder, logistic regression)", (WS, "whisper"),
      (WS_S, "whisper")),
-    ("`whisper` + `smile`, vote chosen on inner CV (fixed; recommended before the selection)", (WS, VOTE),
-     (WS_S, VOTE)),
-    ("**the selected configuration** (`configs/recommended.yaml` as it was: 7 candidates, before the SVM heads; "
-     "scored on the training speakers' inner CV, white and babble noisy copies)", (SS, ("clean", SELECTED)), (SS_S, ("clean", SELECTED))),
+    ("**the selected configuration now** (`configs/recommended.yaml`: 10 candidates with either head, rule se, "
+     "whisper + eGeMAPS the default)", (SN, ("clean", SELECTED)), None),
+    ("the selected configuration as it was (7 candidates, margin rule; white and babble noisy copies)",
+     (SS, ("clean", SELECTED)), (SS_S, ("clean", SELECTED))),
     ("**ASED** (Amharic, 65 speakers): `whisper`, the recommended candidate fixed", (AS, ("clean", "whisper")),
      (AS_S, ("clean", "whisper"))),
     ("**ASED**: peer eGeMAPSv02 + SVM", (AS, ("clean", "eGeMAPSv02 + SVM")), (AS_S, ("clean", "eGeMAPSv02 + SVM"))),
