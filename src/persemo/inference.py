@@ -105,7 +105,7 @@ class Recogniser:
     def _dist(self, probs: np.ndarray, lang: str) -> dict[str, float]:
         return {label_name(l, lang): round(float(p), 6) for l, p in zip(self.labels, probs)}
 
-    def _entry(self, probs: np.ndarray, lang: str) -> dict:
+    def answer(self, probs: np.ndarray, lang: str) -> dict:
         """probs (members + 1, C) -> the JSON shape shared by windows and aggregates."""
         ens = probs[-1]
         return {"emotion": label_name(self.labels[int(ens.argmax())], lang),
@@ -122,11 +122,11 @@ class Recogniser:
         probs = self.probabilities([wave[s:e] for s, e in spans], speaker_stats)  # (M+1, W, C)
         lengths = np.array([e - s for s, e in spans], dtype=np.float64)
         agg = np.tensordot(probs, lengths / lengths.sum(), axes=([1], [0]))  # (M+1, C)
-        out = {"duration": round(len(wave) / SAMPLE_RATE, 4), **self._entry(agg, lang),
+        out = {"duration": round(len(wave) / SAMPLE_RATE, 4), **self.answer(agg, lang),
                "model_version": self.version, "adapted": speaker_stats is not None}
         if len(spans) > 1:
             out["windows"] = [{"start": round(s / SAMPLE_RATE, 3), "end": round(e / SAMPLE_RATE, 3),
-                               **self._entry(probs[:, i], lang)} for i, (s, e) in enumerate(spans)]
+                               **self.answer(probs[:, i], lang)} for i, (s, e) in enumerate(spans)]
         return out
 
     def predict_file(self, path: str | Path | bytes, lang: str = "en", speaker_stats: dict | None = None,

@@ -158,13 +158,13 @@ class Timeline:
         seconds = np.array([(b - a) / SAMPLE_RATE for _, (a, b) in rows])
         summary = np.tensordot(probs, seconds / seconds.sum(), axes=([1], [0]))
         voiced = float(seconds.sum())
-        return {"duration": round(n / SAMPLE_RATE, 4), **rec._entry(summary, lang),
+        return {"duration": round(n / SAMPLE_RATE, 4), **rec.answer(summary, lang),
                 "model_version": rec.version, "adapted": speaker_stats is not None,
                 "combined": (f"duration-weighted mean of {len(rows)} rows' probabilities ({len(spans)} voiced "
                              f"segments, {voiced:.1f} s of {n / SAMPLE_RATE:.1f} s)"),
                 "vad": self.vad.describe(),
                 "segments": [{"start": round(a / SAMPLE_RATE, 3), "end": round(b / SAMPLE_RATE, 3), "segment": i,
-                              **rec._entry(probs[:, r], lang)} for r, (i, (a, b)) in enumerate(rows)]}
+                              **rec.answer(probs[:, r], lang)} for r, (i, (a, b)) in enumerate(rows)]}
 
 
 # -------------------------------------------------------------------------------------------------- plot
