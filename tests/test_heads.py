@@ -59,6 +59,21 @@ def test_the_svm_head_state_is_libsvm_arrays_and_it_beats_logreg_on_rings():
     assert np.mean(svm.predict_proba(Xt).argmax(1) == yt) > 0.9
 
 
+def test_a_large_svm_training_set_searches_the_grid_on_a_subset_and_scores_every_row(monkeypatch):
+    import persemo.heads.svm as svm_mod
+
+    X, y, g = rings(n_per=20)  # 360 rows
+    monkeypatch.setattr(svm_mod, "SVM_SEARCH_ROWS", 120)
+    head = SvmHead().fit(X, y, 3, groups=g)
+    assert head.meta["search_rows"] == 120
+    assert np.isfinite(head.oof_proba).all()  # every training row held out once, at the chosen point
+    assert head.meta["inner_cv"]["uar"] > 0.8
+    Xt, yt, _ = rings(seed=2)
+    assert np.mean(head.predict_proba(Xt).argmax(1) == yt) > 0.9
+    monkeypatch.setattr(svm_mod, "SVM_SEARCH_ROWS", 1000)
+    assert "search_rows" not in SvmHead().fit(X, y, 3, groups=g).meta  # small: the whole grid on every row
+
+
 def test_every_kind_is_one_registered_class_and_the_old_name_builds_them():
     from persemo.smile import MEMBER_KINDS, SmileMember
 
