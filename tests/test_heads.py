@@ -107,3 +107,51 @@ def test_random_partitions_are_grouped_balanced_and_seeded():
     assert sorted(len(te) for _, te in a) == [16, 16, 24, 24]
     for tr, te in a:
         assert not set(g[tr]) & set(g[te])
+
+
+def test_the_masked_logistic_regression_is_sklearns_when_every_class_is_allowed():
+    from sklearn.linear_model import LogisticRegression
+
+    from persemo.heads.base import cell_weights
+    from persemo.heads.logreg import masked_logreg
+
+    X, y, _ = rings()
+    W, b, _ = masked_logreg(X, y, np.ones((len(y), 3), bool), cell_weights(y, np.zeros(len(y), int)), 0.1)
+    clf = LogisticRegression(C=0.1, class_weight="balanced", max_iter=5000, tol=1e-10).fit(X, y)
+    np.testing.assert_allclose(W, clf.coef_, atol=1e-3)
+    with pytest.raises(ValueError, match="own class must be allowed"):
+        masked_logreg(X, y, np.zeros((len(y), 3), bool), np.ones(len(y)), 1.0)
+
+
+def two_corpora(seed: int = 0):
+    """Corpus 'a' with classes 0, 1, 2 (6 speakers) and a four times larger corpus 'b' with 0, 1 (6 speakers)
+    whose class-1 clips sit where corpus a's class 2 does: (X, y, groups, corpus)."""
+    rng = np.random.default_rng(seed)
+    centres = {("a", 0): [-2, 0], ("a", 1): [2, 0], ("a", 2): [0, 2], ("b", 0): [-2, 0], ("b", 1): [0, 2]}
+    X, y, g, c = [], [], [], []
+    for (corpus, k), mu in centres.items():
+        n = 8 if corpus == "a" else 32
+        for s in range(6):
+            X.append(rng.normal(mu, 0.7, (n, 2)))
+            y += [k] * n
+            g += [f"{corpus}{s}"] * n
+            c += [corpus] * n
+    return np.vstack(X), np.array(y), np.array(g), np.array(c)
+
+
+def test_several_corpora_judge_each_clip_among_its_own_corpus_emotions():
+    X, y, g, c = two_corpora()
+    head = LogisticHead().fit(X, y, 3, groups=g, corpus=c)
+    b = c == "b"
+    assert np.all(head.oof_proba[b, 2] < 1e-3)  # corpus b has no class 2: never its held-out answer
+    assert head.meta["corpora"] == {"a": [0, 1, 2], "b": [0, 1]}
+    # corpus b's class-1 clips are not negatives for class 2, so corpus a's class 2 keeps its region
+    Xa, ya, _, ca = two_corpora(seed=1)
+    a2 = (ca == "a") & (ya == 2)
+    masked = head.predict_proba(Xa[a2]).argmax(1)
+    plain = LogisticHead().fit(X, y, 3, groups=g).predict_proba(Xa[a2]).argmax(1)
+    assert np.mean(masked == 2) > 0.8 and np.mean(masked == 2) > np.mean(plain == 2) + 0.3
+    # one corpus named: the same model as none
+    np.testing.assert_array_equal(LogisticHead().fit(X[~b], y[~b], 3, groups=g[~b], corpus=c[~b]).arrays["coef"],
+                                  LogisticHead().fit(X[~b], y[~b], 3, groups=g[~b]).arrays["coef"])
+    assert head.allowed is None and head.cells is None  # nothing of the training rows kept

@@ -6,15 +6,15 @@ For a corpus's clips an emotion that corpus does not have is not a candidate: it
 (``evaluation.restrict_probs``), and the metrics are over those emotions only. ``persemo evaluate`` on
 another corpus does the same with the emotions the model and the corpus share (``shared_labels``).
 
-Training is not masked. That an absent emotion is "not a negative" for a corpus's clips holds here at
-evaluation only: every member fits one softmax over the union, so an ASED clip teaches the members that it
-is not boredom. Masking in training needs, per member: the torch members (``torch_training``), a per-clip
-mask of allowed labels carried in each batch and the logits of the others set to -inf before the
-cross-entropy (class weights counted per corpus); the vector members' heads (``smile.SmileMember``'s
-logistic regression and SVM, sklearn), a replacement, since sklearn fits one softmax or one-vs-one over
-all classes: a multinomial logistic regression written in torch with the same per-clip mask (or, for the
-SVM, one-vs-one pairs fitted only on clips of corpora that have both emotions), and the heads' inner-CV
-calibration restricted the same way.
+In training, the vector members' heads (``heads.base.Head.fit`` with each row's corpus) judge every clip among
+its own corpus's emotions: the logistic head (the default of the openSMILE and Whisper members) leaves the
+emotions a clip's corpus lacks out of that clip's softmax (``heads.logreg.masked_logreg``) and weighs every
+(corpus, emotion) cell alike (``heads.base.cell_weights``), so an ASED clip is not a negative for boredom and
+the larger corpus does not set the boundaries alone; the inner-CV scores that choose C, the blocks, the
+calibration, the vote and the nested selection are restricted the same way. Not masked: the SVM and MLP
+heads (their held-out scores are restricted, their fits run on the union: one-vs-one pairs of emotions a
+corpus lacks still see its clips) and the torch members (cnn, lstm: one softmax over the union; masking them
+needs a per-clip label mask carried in each batch).
 """
 
 from __future__ import annotations

@@ -12,6 +12,13 @@ no pickles). A kind is one subclass (``heads.logreg``, ``heads.svm``, ``heads.ml
 - ``fit_once(Z, y, n, hyper, seed)`` -> arrays: one fit at chosen hyperparameters;
 - ``scores(arrays, meta, Z)`` -> (N, n) uncalibrated scores, in numpy, from the state alone.
 
+Several corpora (``corpus`` given to ``fit`` with more than one value): an emotion a row's corpus does not have
+is not a candidate for that row. Its held-out scores for such emotions are set below the others (the inner
+UAR, the calibration and the selection judge each clip among its corpus's emotions), and a kind with
+``masks_training`` (the logistic head) leaves them out of the row's softmax in training too, with each corpus
+and emotion weighted alike (``cell_weights``), so the larger corpus does not set the boundaries alone. The
+SVM and MLP heads still train on the union (one-vs-one pairs and one softmax over every emotion).
+
 Repeated inner CV (``repeats`` > 1): after the search on the first speaker partition, the chosen
 hyperparameters are refitted on ``repeats - 1`` further random speaker partitions of the same training rows
 (cheap: one fit per fold, no grid), giving each training row one held-out probability row per partition
@@ -121,6 +128,19 @@ def uar_oof(y: np.ndarray, oof: np.ndarray) -> float:
     return uar(y[covered], oof[covered].argmax(1))
 
 
+def cell_weights(y: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """(N,) per-row weights n_rows / (n_cells * count of the row's cell), a cell being a (corpus, class) pair
+    present in the rows: every corpus and every emotion in it weighs alike (one corpus: scikit-learn's
+    ``class_weight='balanced'``).
+
+    >>> cell_weights(np.array([0, 0, 1, 0]), np.array([0, 0, 0, 1])).round(3).tolist()
+    [0.667, 0.667, 1.333, 1.333]
+    """
+    key = np.asarray(cells, np.int64) * (int(np.max(y)) + 1) + np.asarray(y, np.int64)
+    _, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
+    return len(y) / (len(counts) * counts[inv].astype(np.float64))
+
+
 def balanced_weights(y: np.ndarray, n: int) -> np.ndarray:
     """Per-class weights n_rows / (n_present * count): scikit-learn's ``class_weight='balanced'``."""
     counts = np.bincount(y, minlength=n).astype(np.float64)
@@ -149,6 +169,7 @@ class Head:
 
     kind: ClassVar[str] = ""
     hyper_names: ClassVar[tuple[str, ...]] = ()  # the hyperparameters ``chosen`` reports
+    masks_training: ClassVar[bool] = False  # several corpora: leaves a corpus's absent emotions out of its rows' loss
 
     def __init_subclass__(cls, **kw) -> None:
         super().__init_subclass__(**kw)
@@ -176,6 +197,9 @@ class Head:
         self.oof_repeats: np.ndarray | None = None
         self.fold_repeats: np.ndarray | None = None
         self.fair_repeats: np.ndarray | None = None
+        # while fitting on several corpora: each row's corpus code (N,) and allowed classes (N, present classes)
+        self.cells: np.ndarray | None = None
+        self.allowed: np.ndarray | None = None
 
     @staticmethod
     def create(kind: str, feature_set: str | None = None, quantiles: int = 0, calibration: str = "temperature",
@@ -189,7 +213,9 @@ class Head:
     def search(self, Z: np.ndarray, y: np.ndarray, n: int, splits: list, seed: int) -> tuple[dict, float, np.ndarray]:
         raise NotImplementedError
 
-    def fit_once(self, Z: np.ndarray, y: np.ndarray, n: int, hyper: dict, seed: int) -> dict[str, np.ndarray]:
+    def fit_once(self, Z: np.ndarray, y: np.ndarray, n: int, hyper: dict, seed: int,
+                 rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """``rows``: which of the training rows Z's are (None: all), for the per-row corpus facts."""
         raise NotImplementedError
 
     @staticmethod
@@ -198,7 +224,7 @@ class Head:
 
     # --- shared
     def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int, groups: Sequence | None = None,
-            seed: int = 0, origin: Sequence | None = None) -> "Head":
+            seed: int = 0, origin: Sequence | None = None, corpus: Sequence | None = None) -> "Head":
         """X (N, D) vectors, y (N,) class indices in 0..n_classes-1, groups (N,) speakers or None.
 
         ``origin`` (N,): for augmented training data, each row's original row (an original's is its own
@@ -207,6 +233,9 @@ class Head:
         its own copy (with speaker groups that holds anyway: copies share their original's speaker).
         Held-out copies are scored too: scoring originals only, the default member fell from 74.5 to
         71.8 UAR on EmoDB (``benchmarks/results/emodb_smile_origin.md``), its C chosen for clean clips alone.
+
+        ``corpus`` (N,): each row's corpus; with more than one, each row is judged among its corpus's
+        emotions (the ones its corpus has in y; see the module docstring).
         """
         X = np.asarray(X, np.float64)
         y = np.asarray(y, np.int64)
@@ -222,6 +251,15 @@ class Head:
         if len(present) < 2:
             raise ValueError("need at least two classes to fit")
         yc = np.searchsorted(present, y)  # classes renumbered 0..P-1 over the present ones
+        self.cells = self.allowed = None
+        if corpus is not None:
+            names, cells = np.unique(np.asarray(corpus, str), return_inverse=True)
+            if len(cells) != len(y):
+                raise ValueError("corpus must give each row's corpus")
+            if len(names) > 1:
+                has = np.zeros((len(names), len(present)), bool)
+                has[cells, yc] = True
+                self.cells, self.allowed = cells, has[cells]
         g = None if groups is None else np.asarray(groups)
         extra = {}
         if self.quantiles:
@@ -242,6 +280,9 @@ class Head:
         splits = partitions[0]
         P = len(present)
         hyper, inner_uar, oof = self.search(Z, yc, P, splits, seed)
+        if self.allowed is not None:  # judged among each row's own corpus's emotions
+            oof = self.among_allowed(oof)
+            inner_uar = uar_oof(yc, oof)
         arrays = self.fit_once(Z, yc, P, hyper, seed)
         fair = _fair(yc, splits) & np.isfinite(oof[:, 0])
         covered = np.isfinite(oof[:, 0])
@@ -258,7 +299,7 @@ class Head:
         # fold did): held-out predictions on the training speakers, for choosing a vote inside them
         probs, folds, fairs = [], [], []
         for r, part in enumerate(partitions):
-            scores = oof if r == 0 else self._refit_scores(Z, yc, P, part, hyper, seed)
+            scores = oof if r == 0 else self.among_allowed(self._refit_scores(Z, yc, P, part, hyper, seed))
             probs.append(self._oof_probabilities(scores, present, n_classes, cal_w, cal_b))
             folds.append(_fold_of(len(y), part, np.isfinite(scores[:, 0])))
             fairs.append(_fair(yc, part) & np.isfinite(scores[:, 0]))
@@ -275,7 +316,22 @@ class Head:
                      "inner_cv": {"folds": len(splits), "grouped": g is not None and len(np.unique(g)) >= 3,
                                   "uar": inner_uar},
                      **hyper}
+        if self.allowed is not None:
+            self.meta["corpora"] = {str(c): [int(present[k]) for k in np.flatnonzero(has[i])] for i, c in enumerate(names)}
+        self.cells = self.allowed = None  # facts of the training rows only
         return self
+
+    def among_allowed(self, scores: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Scores (N, P) of the training rows (or of ``rows``) with each row's absent emotions (several corpora)
+        set 10 below its lowest allowed score; unchanged with one corpus."""
+        if self.allowed is None:
+            return scores
+        allowed = self.allowed if rows is None else self.allowed[rows]
+        out = np.array(scores, np.float64)
+        ok = np.isfinite(out[:, 0])
+        low = np.where(allowed, out, np.inf).min(1, keepdims=True) - 10.0
+        out[ok] = np.where(allowed[ok], out[ok], low[ok])
+        return out
 
     def _refit_scores(self, Z, y, n, part, hyper, seed) -> np.ndarray:
         """Held-out scores (N, n) of one more inner partition, at the chosen hyperparameters."""
@@ -284,7 +340,9 @@ class Head:
             present = np.unique(y[tr])
             if len(present) < 2:  # nothing to fit: these rows stay unscored
                 continue
-            arrays = self.fit_once(Z[tr], np.searchsorted(present, y[tr]), len(present), hyper, seed)
+            if self.allowed is not None and self.masks_training:  # every class kept: the mask is per class
+                present = np.arange(n)
+            arrays = self.fit_once(Z[tr], np.searchsorted(present, y[tr]), len(present), hyper, seed, rows=tr)
             out[te] = full_scores(self.scores(arrays, hyper, Z[te]), present, n)
         return out
 

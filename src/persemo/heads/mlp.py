@@ -74,7 +74,7 @@ class MlpHead(Head):
         uar_, wd, epochs, oof = best
         return {"weight_decay": wd, "epochs": epochs, "hidden": MLP_HIDDEN}, uar_, oof
 
-    def fit_once(self, Z, y, n, hyper, seed):
+    def fit_once(self, Z, y, n, hyper, seed, rows=None):
         return train_mlp(Z, y, n, hyper["weight_decay"], hyper["epochs"], seed, hidden=hyper.get("hidden"))
 
     @staticmethod

@@ -128,7 +128,7 @@ class SvmHead(Head):
                     best = (uar, C, gx, oof)
         return best
 
-    def fit_once(self, Z, y, n, hyper, seed):
+    def fit_once(self, Z, y, n, hyper, seed, rows=None):
         from sklearn.svm import SVC
 
         clf = SVC(C=hyper["C"], kernel="rbf", gamma=hyper["gamma"], class_weight="balanced").fit(Z, y)

@@ -391,13 +391,14 @@ class VectorMember(Member):
             X = (X - mean) / std
         copies += faster
         origin = np.tile(np.arange(len(X)), 1 + len(copies))  # the inner CV keeps copies with their originals
+        corpus = [it.utt.corpus for it in items] * (1 + len(copies))  # several: each clip among its own emotions
         if copies:
             X = np.concatenate([X, *copies])
             y = np.concatenate([y] * (1 + len(copies)))
             speakers = speakers * (1 + len(copies))
         self.head = make_head(self._setting("kind", "logreg"), self.stats_signature, int(self._setting("quantiles", 0)),
                               self._setting("calibration", "temperature"), job.cfg.selection.repeats).fit(
-            X, y, len(self.labels), groups=speakers, seed=job.cfg.train.seed, origin=origin)
+            X, y, len(self.labels), groups=speakers, seed=job.cfg.train.seed, origin=origin, corpus=corpus)
         n = len(items)  # the original training clips' held-out rows
         self.train_oof, self.train_fair = self.head.oof_proba[:n], self.head.oof_fair[:n]
         self.train_oof_repeats = self.head.oof_repeats[:, :n]
