@@ -166,6 +166,10 @@ def test_joint_folds_are_within_each_corpus_and_recorded(joint, corpora):
     assert t["corpus"] == "a+b" and [c["name"] for c in t["corpora"]] == ["a", "b"]
     assert t["corpora"][1]["labels"] == list(B_EMOTIONS) and t["corpora"][0]["data"] == str(corpora[0].resolve())
     assert meta["labels"] == UNION
+    # the head judged each training clip among its own corpus's emotions (masked softmax)
+    head = meta["member_state"]["smile"]["state"]
+    assert {k: [UNION[i] for i in v] for k, v in head["corpora"].items()} == {
+        "a": sorted(A_EMOTIONS, key=UNION.index), "b": sorted(B_EMOTIONS, key=UNION.index)}
 
 
 @pytest.mark.slow
