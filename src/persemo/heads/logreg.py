@@ -40,7 +40,7 @@ def masked_logreg(Z: np.ndarray, y: np.ndarray, allowed: np.ndarray, weights: np
                   start: np.ndarray | None = None, max_iter: int = 2000):
     """Multinomial logistic regression where row i's softmax runs over ``allowed[i]`` only (its corpus's
     emotions): the objective C * sum_i w_i * -log p_i(y_i) + |W|^2 / 2 (intercepts unpenalised), scikit-learn's
-    with per-row weights, by L-BFGS. Z (N, D), y (N,) in 0..n-1 (each y_i allowed), allowed (N, n) bool,
+    with per-row weights, by L-BFGS with scikit-learn's scaling and tolerance. Z (N, D), y (N,) in 0..n-1 (each y_i allowed), allowed (N, n) bool,
     weights (N,). ``start``: the flat parameters of an earlier fit (a warm start). Returns (W (n, D), b (n,),
     the flat parameters). A class no row allows or has is pushed below the rest only by the penalty."""
     from scipy.optimize import minimize
@@ -50,7 +50,9 @@ def masked_logreg(Z: np.ndarray, y: np.ndarray, allowed: np.ndarray, weights: np
     if not allowed[np.arange(N), y].all():
         raise ValueError("every row's own class must be allowed")
     off = np.where(allowed, 0.0, -np.inf)
-    wC = np.asarray(weights, np.float64) * C
+    # divided by C * sum(w), as scikit-learn's lbfgs does, so that its gradient tolerance means the same here
+    wC = np.asarray(weights, np.float64) / np.sum(weights)
+    reg = 1.0 / (C * np.sum(weights))
     rows = np.arange(N)
 
     def loss(theta):
@@ -63,10 +65,12 @@ def masked_logreg(Z: np.ndarray, y: np.ndarray, allowed: np.ndarray, weights: np
         G = E / S
         G[rows, y] -= 1.0
         G *= wC[:, None]
-        return float(-(wC * logp).sum() + 0.5 * (W * W).sum()), np.concatenate([(G.T @ Z + W).ravel(), G.sum(0)])
+        return (float(-(wC * logp).sum() + 0.5 * reg * (W * W).sum()),
+                np.concatenate([(G.T @ Z + reg * W).ravel(), G.sum(0)]))
 
     theta0 = np.zeros(n * (D + 1)) if start is None else start
-    res = minimize(loss, theta0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    res = minimize(loss, theta0, jac=True, method="L-BFGS-B",
+                   options={"maxiter": max_iter, "gtol": 1e-4, "ftol": 64 * np.finfo(float).eps})
     return res.x[:n * D].reshape(n, D), res.x[n * D:], res.x
 
 
