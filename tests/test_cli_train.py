@@ -353,7 +353,7 @@ def test_train_without_config_runs_the_recommended_selection(runner, tmp_path, m
                              "compare-svm")
     assert {c["name"] for c in sel["candidates"] if c.get("skipped")} == {"whisper", "whisper-svm", "whisper+egemaps",
                                                                           "whisper+compare"}
-    assert "selection: skipping candidate whisper+egemaps:" in res.output  # listed first: the default
+    assert "selection: skipping candidate whisper+egemaps:" in res.output
     assert meta["config"]["model"]["members"] == ["smile"]
     report = (out / "report" / "report.md").read_text(encoding="utf-8")
     assert f"selected among the candidates on the training speakers' inner CV: {sel['winner']}" in report

@@ -15,7 +15,7 @@ part (a split's, or an outer fold's), ``fit_selected``:
    teams a little; list simpler candidates first); or ``se``, the first-listed candidate whose mean per-fold
    deficit to the best is at most one standard error of that deficit (the one-standard-error rule): the
    first-listed candidate is then a default that only clear inner evidence overrules (the recommended list
-   puts whisper + eGeMAPS first: thin evidence from few speakers per emotion chose worse than that default,
+   puts whisper alone first: thin evidence from few speakers per emotion chose worse than that default,
    ``benchmarks/results/confound_*``).
 
 With ``selection.repeats`` R > 1 every member scores the training items on R inner speaker partitions
