@@ -50,7 +50,7 @@ def _suite_s(condition: str, row: str) -> list[tuple[str, tuple[str, str]]]:
 SS, SS_S = "suite_emodb_selected", "suite_emodb_selected_speaker"  # the selection, clean and in noise
 BC = "suite_emodb_whisper_smile_babblecopies"  # whisper + smile with white and babble copies (issue 21 lever)
 CS = "suite_emodb_whisper_clean_smile_speaker"
-SN = "suite_emodb_selected_se"  # the selection as recommended now (10 candidates, rule se)
+SN, SN_S = "suite_emodb_selected_se_whisper", "suite_emodb_selected_se_whisper_speaker"  # the selection now
 AS, AS_S = "suite_ased_whisper", "suite_ased_whisper_speaker"  # ASED: the whisper candidate, fixed  # speaker mode, the whisper member without noisy copies
 FRONT_ROWS = [
     ("peer: ComParE_2016 functionals + SVM", ("peers_emodb", "standard/ComParE_2016 + SVM"),
@@ -58,20 +58,20 @@ FRONT_ROWS = [
     ("`whisper` alone (Whisper base's frozen encoder, logistic regression)", (WS, "whisper"),
      (WS_S, "whisper")),
     ("**the selected configuration now** (`configs/recommended.yaml`: 10 candidates with either head, rule se, "
-     "whisper + eGeMAPS the default)", (SN, ("clean", SELECTED)), None),
+     "`whisper` the default)", (SN, ("clean", SELECTED)), (SN_S, ("clean", SELECTED))),
     ("the selected configuration as it was (7 candidates, margin rule; white and babble noisy copies)",
      (SS, ("clean", SELECTED)), (SS_S, ("clean", SELECTED))),
-    ("**ASED** (Amharic, 65 speakers): `whisper`, the recommended candidate fixed", (AS, ("clean", "whisper")),
+    ("**ASED** (Amharic, 65 speakers): `whisper`, the selection's default, fixed", (AS, ("clean", "whisper")),
      (AS_S, ("clean", "whisper"))),
     ("**ASED**: peer eGeMAPSv02 + SVM", (AS, ("clean", "eGeMAPSv02 + SVM")), (AS_S, ("clean", "eGeMAPSv02 + SVM"))),
     ("`whisper` + `smile`, the trap (a speaker's statistics from one emotion), with the companion",
      ("adaptation_emodb_whisper_smile", SINGLE), ("adaptation_emodb_whisper_smile", TRAP)),
-    ("the selected configuration at 10 dB white noise", (SS, ("white 10 dB", SELECTED)),
-     (SS_S, ("white 10 dB", SELECTED))),
-    ("the selected configuration at 10 dB babble", (SS, ("babble 10 dB", SELECTED)),
-     (SS_S, ("babble 10 dB", SELECTED))),
-    ("the peer at 10 dB white noise", (SS, ("white 10 dB", "ComParE_2016 + SVM")),
-     (SS_S, ("white 10 dB", "ComParE_2016 + SVM"))),
+    ("the selected configuration now at 10 dB white noise", (SN, ("white 10 dB", SELECTED)),
+     (SN_S, ("white 10 dB", SELECTED))),
+    ("the selected configuration now at 10 dB babble", (SN, ("babble 10 dB", SELECTED)),
+     (SN_S, ("babble 10 dB", SELECTED))),
+    ("the peer at 10 dB white noise", (SN, ("white 10 dB", "ComParE_2016 + SVM")),
+     (SN_S, ("white 10 dB", "ComParE_2016 + SVM"))),
 ]
 
 # RESULTS.md's full table: (row label, single-utterance spec, speaker-adapted spec or None); a spec is (file, key)
@@ -175,6 +175,12 @@ LOG_ROWS = [
      (SS_S, ("white 10 dB", SELECTED))),
     ("the selected configuration at 10 dB babble", (SS, ("babble 10 dB", SELECTED)),
      (SS_S, ("babble 10 dB", SELECTED))),
+    ("the selection with the SVM heads (10 candidates), rule se, whisper + eGeMAPS the default",
+     ("suite_emodb_selected_se", ("clean", SELECTED)), None),
+    ("**the selection now** (10 candidates, rule se, `whisper` the default)", (SN, ("clean", SELECTED)),
+     (SN_S, ("clean", SELECTED))),
+    ("the selection now at 10 dB white", (SN, ("white 10 dB", SELECTED)), (SN_S, ("white 10 dB", SELECTED))),
+    ("the selection now at 10 dB babble", (SN, ("babble 10 dB", SELECTED)), (SN_S, ("babble 10 dB", SELECTED))),
     ("`whisper` + `smile` (fixed), white and babble noisy copies: clean", (BC, ("clean", SUITE_VOTE)), None),
     ("the same at 10 dB white", (BC, ("white 10 dB", SUITE_VOTE)), None),
     ("the same at 10 dB babble", (BC, ("babble 10 dB", SUITE_VOTE)), None),
@@ -209,7 +215,7 @@ LOG_ROWS = [
      ("peers_emodb", "speaker-adapted/ComParE_2016 + SVM")),
     ("the selection with white noisy copies only (7 candidates; `selected-white[-speaker].yaml`)",
      (SEL, SELECTED), (SEL_S, SELECTED)),
-    ("ASED: `whisper`, the recommended candidate fixed (white and babble copies)", (AS, ("clean", "whisper")),
+    ("ASED: `whisper`, the selection's default fixed (white and babble copies)", (AS, ("clean", "whisper")),
      (AS_S, ("clean", "whisper"))),
     ("ASED: `whisper` at 10 dB white noise", (AS, ("white 10 dB", "whisper")), (AS_S, ("white 10 dB", "whisper"))),
     ("ASED: `whisper` at 10 dB babble", (AS, ("babble 10 dB", "whisper")), (AS_S, ("babble 10 dB", "whisper"))),
