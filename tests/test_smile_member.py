@@ -412,9 +412,9 @@ def test_speaker_mode_standardises_each_noisy_copy_set_by_its_own_statistics(mon
     seen = {}
     real_fit = Head.fit
 
-    def spy(self, X, y, n_classes, groups=None, seed=0, origin=None):
+    def spy(self, X, y, n_classes, groups=None, seed=0, origin=None, corpus=None):
         seen.update(X=np.asarray(X), groups=np.asarray(groups), origin=np.asarray(origin))
-        return real_fit(self, X, y, n_classes, groups=groups, seed=seed, origin=origin)
+        return real_fit(self, X, y, n_classes, groups=groups, seed=seed, origin=origin, corpus=corpus)
 
     monkeypatch.setattr(Head, "fit", spy)
     member, info = _fit(cfg, train)
