@@ -58,7 +58,7 @@ FRONT_ROWS = [
     ("`whisper` alone (Whisper base's frozen encoder, logistic regression)", (WS, "whisper"),
      (WS_S, "whisper")),
     ("**the selected configuration** (`configs/recommended.yaml`: 10 candidates, rule se, `whisper` the default; "
-     "before issue 28: 89.3 / 91.6)", (SN, ("clean", SELECTED)), (SN_S, ("clean", SELECTED))),
+     "before: 89.3 / 91.6)", (SN, ("clean", SELECTED)), (SN_S, ("clean", SELECTED))),
     ("**ASED** (Amharic, 65 speakers): `whisper`, the selection's default, fixed", (AS, ("clean", "whisper")),
      (AS_S, ("clean", "whisper"))),
     ("**ASED**: peer eGeMAPSv02 + SVM", (AS, ("clean", "eGeMAPSv02 + SVM")), (AS_S, ("clean", "eGeMAPSv02 + SVM"))),
