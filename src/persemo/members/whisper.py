@@ -163,6 +163,7 @@ class WhisperMember(VectorMember):
         E = self._all_blocks([it.wave for it in job.train], job.cache_dir)
         y = job.y
         speakers = [it.utt.speaker for it in job.train]
+        corpus = [it.utt.corpus for it in job.train]  # several corpora: each clip among its own emotions
         rows = enrolment_rows(job.train, job.cfg.features.enrolment) if self.speaker_mode else None
         self.selection = []
         for view in candidate_views(enc.n_layers):
@@ -171,8 +172,7 @@ class WhisperMember(VectorMember):
                 per = {sp: vector_stats(X[idx]) for sp, idx in rows.items()}
                 X = (X - np.stack([per[sp][0] for sp in speakers])) / np.stack([per[sp][1] for sp in speakers])
             head = make_head(s.kind, None, s.quantiles).fit(X, y, len(self.labels), groups=speakers,
-                                                              seed=job.cfg.train.seed,
-                                                              corpus=[it.utt.corpus for it in job.train])
+                                                              seed=job.cfg.train.seed, corpus=corpus)
             self.selection.append({"blocks": list(view), "inner_uar": float(head.meta["inner_cv"]["uar"])})
         mid = enc.n_layers / 2  # ties go to the view nearest the middle of the encoder
         best = max(self.selection, key=lambda r: (round(r["inner_uar"], 9), -abs(np.mean(r["blocks"]) - mid)))
